@@ -1,0 +1,132 @@
+"""The rows ATH Móvil's events keep: payments, refunds, and the raw webhook deliveries themselves.
+
+Only :mod:`athm_core.processor` writes these rows; read them anywhere. Money is ``Decimal`` exact to the
+cent; times are aware datetimes (stored in UTC, shown in Puerto Rico time).
+"""
+
+from decimal import Decimal
+
+from django.db import models
+
+
+def _money(verbose_name: str, **options) -> models.DecimalField:
+    return models.DecimalField(verbose_name, max_digits=12, decimal_places=2, **options)
+
+
+class Payment(models.Model):
+    """A transaction that paid the business: an eCommerce checkout, an app payment or a donation."""
+
+    class TransactionType(models.TextChoices):
+        ECOMMERCE = "ecommerce", "eCommerce"
+        PAYMENT = "payment", "Payment (pay a business)"
+        DONATION = "donation", "Donation"
+
+    class Status(models.TextChoices):
+        OPEN = "open", "Open"
+        COMPLETED = "completed", "Completed"
+        CANCELLED = "cancelled", "Cancelled"
+        EXPIRED = "expired", "Expired"
+
+    transaction_type = models.CharField(max_length=16, choices=TransactionType.choices)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.OPEN)
+    ecommerce_id = models.CharField("eCommerce id", max_length=100, unique=True, null=True, blank=True)
+    reference_number = models.CharField(max_length=100, unique=True, null=True, blank=True)
+    daily_transaction_id = models.PositiveIntegerField(null=True, blank=True)
+
+    total = _money("total")
+    subtotal = _money("subtotal", null=True, blank=True)
+    tax = _money("tax", null=True, blank=True)
+    fee = _money("fee", null=True, blank=True)
+    net_amount = _money("net amount", null=True, blank=True)
+    total_refunded_amount = _money("total refunded", default=Decimal("0.00"))
+
+    metadata_1 = models.CharField(max_length=255, blank=True)
+    metadata_2 = models.CharField(max_length=255, blank=True)
+    items = models.JSONField(default=list, blank=True)
+    business_name = models.CharField(max_length=255, blank=True)
+
+    name = models.CharField("customer name", max_length=255, blank=True)
+    phone_number = models.CharField("customer phone", max_length=40, blank=True)
+    email = models.CharField("customer email", max_length=255, blank=True)
+    message = models.TextField("customer message", blank=True)
+
+    transaction_date = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["status", "-created_at"], name="athm_payment_status_idx")]
+
+    def __str__(self) -> str:
+        return self.reference_number or self.ecommerce_id or f"payment {self.pk}"
+
+    @property
+    def refundable_amount(self) -> Decimal:
+        """What can still be refunded: the total less every refund recorded against it."""
+        return self.total - self.total_refunded_amount
+
+
+class Refund(models.Model):
+    """Money sent back to a customer. ``payment`` is empty until the refund can be tied to its payment."""
+
+    payment = models.ForeignKey(
+        Payment, on_delete=models.PROTECT, related_name="refunds", null=True, blank=True
+    )
+    reference_number = models.CharField(max_length=100, db_index=True)
+    daily_transaction_id = models.PositiveIntegerField(null=True, blank=True)
+    amount = _money("amount")
+    transaction_date = models.DateTimeField()
+
+    name = models.CharField("customer name", max_length=255, blank=True)
+    phone_number = models.CharField("customer phone", max_length=40, blank=True)
+    email = models.CharField("customer email", max_length=255, blank=True)
+    message = models.TextField(blank=True)
+
+    # Refunds may share a reference number, so their identity is the whole event's.
+    idempotency_key = models.CharField(max_length=255, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    linked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"refund {self.amount} of {self.reference_number}"
+
+
+class WebhookEvent(models.Model):
+    """One webhook request as it was received, and what came of it. Never changed by later requests."""
+
+    class Outcome(models.TextChoices):
+        APPLIED = "applied", "Applied"
+        DUPLICATE = "duplicate", "Duplicate (already applied)"
+        IGNORED = "ignored", "Ignored (arrived after a final state)"
+        SIMULATED = "simulated", "Simulated (test button)"
+        INVALID = "invalid", "Invalid payload"
+        FAILED = "failed", "Failed"
+
+    received_at = models.DateTimeField(db_index=True)
+    request_id = models.CharField("API Gateway request id", max_length=100, blank=True)
+    source_ip = models.GenericIPAddressField(null=True, blank=True)
+    raw_body = models.TextField()
+
+    event_type = models.CharField(max_length=32, blank=True)
+    idempotency_key = models.CharField(max_length=255, blank=True, db_index=True)
+    outcome = models.CharField(max_length=16, choices=Outcome.choices, db_index=True)
+    error = models.TextField(blank=True)
+    # Receivers that raised while handling this event's signals: [{"signal", "receiver", "error"}].
+    receiver_errors = models.JSONField(default=list, blank=True)
+
+    payment = models.ForeignKey(
+        Payment, on_delete=models.SET_NULL, null=True, blank=True, related_name="webhook_events"
+    )
+    refund = models.ForeignKey(
+        Refund, on_delete=models.SET_NULL, null=True, blank=True, related_name="webhook_events"
+    )
+
+    class Meta:
+        ordering = ["-received_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.event_type or 'unreadable event'} ({self.outcome}) #{self.pk}"

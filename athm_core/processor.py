@@ -1,0 +1,326 @@
+"""The state machine: one ATH Móvil event in, rows changed once, signals fired once after commit.
+
+Every delivery is recorded as a :class:`~athm_core.models.WebhookEvent`. The transition it causes runs in
+the same transaction, under a row lock on the payment it touches; unique constraints on the business rows
+(``ecommerce_id``, ``reference_number``, a refund's ``idempotency_key``) decide between deliveries that
+race to create the same row, and the loser starts again and sees a duplicate. Signals go out only once
+the transaction has committed.
+
+This is the only module that writes payments, refunds and webhook events.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from athm_core import signals
+from athm_core.models import Payment, Refund, WebhookEvent
+from athm_core.payloads import AthmEvent, EventType
+
+log = logging.getLogger(__name__)
+
+Outcome = WebhookEvent.Outcome
+Status = Payment.Status
+
+# A delivery that loses a race to create a row retries; the second attempt sees the winner's row.
+_ATTEMPTS = 3
+
+
+@dataclass(frozen=True)
+class Notice:
+    """A signal to send once the change it announces has committed."""
+
+    signal: str
+    sender: type
+    arguments: dict[str, Any]
+
+
+@dataclass
+class Transition:
+    """What an event did: the outcome, the rows it touched, and what to announce."""
+
+    outcome: str
+    payment: Payment | None = None
+    refund: Refund | None = None
+    notices: list[Notice] = field(default_factory=list)
+    # After commit, look for refunds that arrived before the payment with this reference number.
+    link_reference: str | None = None
+
+
+def process(
+    event: AthmEvent, *, raw_body: str, source_ip: str | None = None, request_id: str = ""
+) -> WebhookEvent:
+    """Record one delivery of ``event`` and apply it. Returns the recorded delivery with its outcome.
+
+    Safe to call for the same event any number of times, from any number of processes at once.
+    Signals fire after the transaction commits (after the caller's, if the caller holds one).
+    """
+    for attempt in range(1, _ATTEMPTS + 1):
+        try:
+            with transaction.atomic():
+                result = _TRANSITIONS[event.type](event)
+                record = WebhookEvent.objects.create(
+                    received_at=timezone.now(),
+                    request_id=request_id,
+                    source_ip=source_ip,
+                    raw_body=raw_body,
+                    event_type=event.type,
+                    idempotency_key=event.idempotency_key,
+                    outcome=result.outcome,
+                    payment=result.payment,
+                    refund=result.refund,
+                )
+            break
+        except IntegrityError:
+            if attempt == _ATTEMPTS:
+                raise
+            log.info("event %s lost a race to create its row; trying again", event.idempotency_key)
+    transaction.on_commit(partial(_after_commit, record, result))
+    return record
+
+
+def record_invalid(
+    raw_body: str, error: str, *, source_ip: str | None = None, request_id: str = ""
+) -> WebhookEvent:
+    """Keep a delivery that could not be read, with the reason, so it can be looked at and replayed."""
+    return WebhookEvent.objects.create(
+        received_at=timezone.now(),
+        request_id=request_id,
+        source_ip=source_ip,
+        raw_body=raw_body,
+        outcome=Outcome.INVALID,
+        error=error,
+    )
+
+
+def record_failure(
+    raw_body: str,
+    error: str,
+    *,
+    event: AthmEvent | None = None,
+    source_ip: str | None = None,
+    request_id: str = "",
+) -> WebhookEvent:
+    """Keep a delivery whose processing failed unexpectedly (none of it applied), with the traceback."""
+    return WebhookEvent.objects.create(
+        received_at=timezone.now(),
+        request_id=request_id,
+        source_ip=source_ip,
+        raw_body=raw_body,
+        event_type=event.type if event else "",
+        idempotency_key=event.idempotency_key if event else "",
+        outcome=Outcome.FAILED,
+        error=error,
+    )
+
+
+# --- transitions: one per event type, each inside the caller's transaction --------------------------
+
+
+def _complete_ecommerce(event: AthmEvent) -> Transition:
+    payment = _locked_payment(ecommerce_id=event.ecommerce_id)
+    if payment is None:
+        payment = Payment(transaction_type=Payment.TransactionType.ECOMMERCE, ecommerce_id=event.ecommerce_id)
+    elif payment.status == Status.COMPLETED:
+        return Transition(Outcome.DUPLICATE, payment, link_reference=payment.reference_number)
+    # Money moved: a completion wins over an earlier cancellation or expiry.
+    _fill(payment, event)
+    payment.status = Status.COMPLETED
+    payment.save()
+    return Transition(
+        Outcome.APPLIED,
+        payment,
+        notices=[Notice("payment_completed", Payment, {"payment": payment})],
+        link_reference=payment.reference_number,
+    )
+
+
+def _close_ecommerce(event: AthmEvent, status: str, signal: str) -> Transition:
+    payment = _locked_payment(ecommerce_id=event.ecommerce_id)
+    if payment is None:
+        payment = Payment(transaction_type=Payment.TransactionType.ECOMMERCE, ecommerce_id=event.ecommerce_id)
+        _fill(payment, event)
+    elif payment.status == status:
+        return Transition(Outcome.DUPLICATE, payment)
+    elif payment.status != Status.OPEN:
+        # A completed payment stays completed; the first of cancelled and expired stands.
+        return Transition(Outcome.IGNORED, payment)
+    payment.status = status
+    payment.save()
+    return Transition(Outcome.APPLIED, payment, notices=[Notice(signal, Payment, {"payment": payment})])
+
+
+def _receive_payment(event: AthmEvent, transaction_type: str, signal: str) -> Transition:
+    payment = Payment.objects.filter(reference_number=event.reference_number).first()
+    if payment is not None:
+        return Transition(Outcome.DUPLICATE, payment, link_reference=payment.reference_number)
+    payment = Payment(transaction_type=transaction_type, status=Status.COMPLETED)
+    _fill(payment, event)
+    payment.save()
+    return Transition(
+        Outcome.APPLIED,
+        payment,
+        notices=[Notice(signal, Payment, {"payment": payment})],
+        link_reference=payment.reference_number,
+    )
+
+
+def _send_refund(event: AthmEvent) -> Transition:
+    refund = Refund.objects.filter(idempotency_key=event.idempotency_key).select_related("payment").first()
+    if refund is not None:
+        waiting = event.reference_number if refund.payment is None else None
+        return Transition(Outcome.DUPLICATE, refund.payment, refund, link_reference=waiting)
+    payment = _locked_payment(reference_number=event.reference_number)
+    refund = Refund.objects.create(
+        payment=payment,
+        linked_at=timezone.now() if payment else None,
+        reference_number=event.reference_number,
+        daily_transaction_id=event.daily_transaction_id,
+        amount=event.total,
+        transaction_date=event.effective_date,
+        name=event.name,
+        phone_number=event.phone_number,
+        email=event.email,
+        message=event.message,
+        idempotency_key=event.idempotency_key,
+    )
+    if payment is None:
+        # Kept, never dropped: linked when a payment with this reference number arrives.
+        return Transition(Outcome.APPLIED, None, refund, link_reference=event.reference_number)
+    _add_refunds(payment, [refund])
+    return Transition(
+        Outcome.APPLIED,
+        payment,
+        refund,
+        notices=[Notice("refund_sent", Refund, {"refund": refund, "payment": payment})],
+    )
+
+
+def _simulated(event: AthmEvent) -> Transition:
+    # The "test webhook" button: recorded so the business sees it arrived, never a business row.
+    return Transition(Outcome.SIMULATED)
+
+
+_TRANSITIONS: dict[EventType, Callable[[AthmEvent], Transition]] = {
+    EventType.ECOMMERCE_COMPLETED: _complete_ecommerce,
+    EventType.ECOMMERCE_CANCELLED: partial(
+        _close_ecommerce, status=Status.CANCELLED, signal="payment_cancelled"
+    ),
+    EventType.ECOMMERCE_EXPIRED: partial(_close_ecommerce, status=Status.EXPIRED, signal="payment_expired"),
+    EventType.PAYMENT_RECEIVED: partial(
+        _receive_payment, transaction_type=Payment.TransactionType.PAYMENT, signal="payment_received"
+    ),
+    EventType.DONATION_RECEIVED: partial(
+        _receive_payment, transaction_type=Payment.TransactionType.DONATION, signal="donation_received"
+    ),
+    EventType.REFUND_SENT: _send_refund,
+    EventType.SIMULATED: _simulated,
+}
+
+
+def _locked_payment(**lookup: Any) -> Payment | None:
+    return Payment.objects.select_for_update().filter(**lookup).first()
+
+
+def _fill(payment: Payment, event: AthmEvent) -> None:
+    payment.reference_number = event.reference_number
+    payment.daily_transaction_id = event.daily_transaction_id
+    payment.total = event.total
+    payment.subtotal = event.subtotal
+    payment.tax = event.tax
+    payment.fee = event.fee
+    payment.net_amount = event.net_amount
+    payment.metadata_1 = event.metadata_1
+    payment.metadata_2 = event.metadata_2
+    payment.items = [item.as_json() for item in event.items]
+    payment.business_name = event.business_name
+    payment.name = event.name
+    payment.phone_number = event.phone_number
+    payment.email = event.email
+    payment.message = event.message
+    payment.transaction_date = event.effective_date
+
+
+def _add_refunds(payment: Payment, refunds: list[Refund]) -> None:
+    """Count refunds against their (locked) payment, keeping ``total_refunded_amount`` their exact sum."""
+    payment.total_refunded_amount += sum(refund.amount for refund in refunds)
+    payment.save(update_fields=["total_refunded_amount", "updated_at"])
+    if payment.total_refunded_amount > payment.total:
+        log.warning(
+            "payment %s has %s refunded, more than its total %s",
+            payment.pk,
+            payment.total_refunded_amount,
+            payment.total,
+        )
+
+
+# --- after commit ------------------------------------------------------------------------------------
+
+
+def _after_commit(record: WebhookEvent, result: Transition) -> None:
+    _announce(record, result.notices)
+    if result.link_reference:
+        _link_waiting_refunds(result.link_reference, record)
+
+
+def _link_waiting_refunds(reference_number: str, record: WebhookEvent) -> None:
+    """Tie refunds that arrived before their payment to it, and announce them.
+
+    This runs after the commit that created the payment or the refund, so whichever of two racing
+    transactions commits last sees the other's row; the payment's row lock makes the link happen once.
+    """
+    waiting = Refund.objects.filter(reference_number=reference_number, payment__isnull=True)
+    if not waiting.exists():
+        return
+    with transaction.atomic():
+        payment = _locked_payment(reference_number=reference_number)
+        if payment is None:
+            return
+        refunds = list(waiting.select_for_update().order_by("transaction_date", "pk"))
+        if not refunds:
+            return
+        now = timezone.now()
+        for refund in refunds:
+            refund.payment = payment
+            refund.linked_at = now
+        Refund.objects.bulk_update(refunds, ["payment", "linked_at"])
+        _add_refunds(payment, refunds)
+        notices = [Notice("refund_sent", Refund, {"refund": r, "payment": payment}) for r in refunds]
+    log.info("linked %d waiting refund(s) to payment %s", len(refunds), payment.pk)
+    _announce(record, notices)
+
+
+def _announce(record: WebhookEvent, notices: list[Notice]) -> None:
+    """Send each notice's signal. A receiver that raises does not stop the others; it is recorded."""
+    failures = []
+    for notice in notices:
+        signal = getattr(signals, notice.signal)
+        for receiver, response in signal.send_robust(sender=notice.sender, **notice.arguments):
+            if isinstance(response, Exception):
+                name = f"{getattr(receiver, '__module__', '?')}.{getattr(receiver, '__qualname__', receiver)}"
+                # The exception's text may carry customer data, so logs get its type only.
+                log.error(
+                    "receiver %s raised %s on %s for webhook event %s",
+                    name,
+                    type(response).__name__,
+                    notice.signal,
+                    record.pk,
+                )
+                failures.append(
+                    {
+                        "signal": notice.signal,
+                        "receiver": name,
+                        "error": "".join(traceback.format_exception(response)),
+                    }
+                )
+    if failures:
+        record.receiver_errors = [*record.receiver_errors, *failures]
+        WebhookEvent.objects.filter(pk=record.pk).update(receiver_errors=record.receiver_errors)

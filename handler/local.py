@@ -1,0 +1,198 @@
+"""Run the Lambda function on this machine, without AWS or Docker.
+
+``athm serve`` turns each HTTP request into an API Gateway HTTP API (payload 2.0) event and calls
+``lambda_handler`` with it, one request at a time, as one Lambda container would (what
+``sam local start-api`` does). ``athm invoke EVENT.json`` makes one invocation (what ``sam local invoke``
+does). The event builders are shared with the tests and the benchmark.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from typing import Any
+
+LambdaHandler = Callable[[dict[str, Any], Any], dict[str, Any]]
+
+_SECRET_IN_PATH = re.compile(r"/webhook/[^\s/?\"]+")
+_TEXT_TYPES = ("text/", "application/json", "application/x-www-form-urlencoded")
+
+
+@dataclass
+class LocalContext:
+    """The parts of Lambda's context object that Powertools and Mangum read."""
+
+    function_name: str = "athm-webhook-local"
+    function_version: str = "$LATEST"
+    memory_limit_in_mb: int = 512
+    invoked_function_arn: str = "arn:aws:lambda:us-east-1:000000000000:function:athm-webhook-local"
+    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    timeout_seconds: float = 30.0
+    _started: float = field(default_factory=time.monotonic)
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self.timeout_seconds - (time.monotonic() - self._started)) * 1000))
+
+
+def _encode_body(body: bytes | str, content_type: str) -> tuple[str, bool]:
+    if isinstance(body, str):
+        body = body.encode()
+    if content_type.startswith(_TEXT_TYPES):
+        try:
+            return body.decode("utf-8"), False
+        except UnicodeDecodeError:
+            pass
+    return base64.b64encode(body).decode("ascii"), True
+
+
+def http_api_event(
+    method: str,
+    path: str,
+    *,
+    body: bytes | str = b"",
+    headers: dict[str, str] | None = None,
+    source_ip: str = "127.0.0.1",
+    query: str = "",
+    request_id: str | None = None,
+) -> dict[str, Any]:
+    """An API Gateway HTTP API event (payload format 2.0), as API Gateway would send it."""
+    headers = {name.lower(): value for name, value in (headers or {}).items()}
+    headers.setdefault("host", "localhost")
+    if body:
+        headers.setdefault("content-type", "application/json")
+    text, is_base64 = _encode_body(body, headers.get("content-type", ""))
+    now = datetime.now(UTC)
+    return {
+        "version": "2.0",
+        "routeKey": "$default",
+        "rawPath": path,
+        "rawQueryString": query,
+        "headers": headers,
+        "requestContext": {
+            "accountId": "000000000000",
+            "apiId": "local",
+            "domainName": headers["host"],
+            "domainPrefix": "local",
+            "http": {
+                "method": method.upper(),
+                "path": path,
+                "protocol": "HTTP/1.1",
+                "sourceIp": source_ip,
+                "userAgent": headers.get("user-agent", ""),
+            },
+            "requestId": request_id or uuid.uuid4().hex,
+            "routeKey": "$default",
+            "stage": "$default",
+            "time": now.strftime("%d/%b/%Y:%H:%M:%S +0000"),
+            "timeEpoch": int(now.timestamp() * 1000),
+        },
+        "body": text,
+        "isBase64Encoded": is_base64,
+    }
+
+
+def rest_api_event(
+    method: str,
+    path: str,
+    *,
+    body: bytes | str = b"",
+    headers: dict[str, str] | None = None,
+    source_ip: str = "127.0.0.1",
+    request_id: str | None = None,
+) -> dict[str, Any]:
+    """An API Gateway REST API proxy event (payload format 1.0)."""
+    headers = dict(headers or {})
+    headers.setdefault("Host", "localhost")
+    if body:
+        headers.setdefault("Content-Type", "application/json")
+    content_type = next((v for k, v in headers.items() if k.lower() == "content-type"), "")
+    text, is_base64 = _encode_body(body, content_type)
+    return {
+        "resource": "/{proxy+}",
+        "path": path,
+        "httpMethod": method.upper(),
+        "headers": headers,
+        "multiValueHeaders": {name: [value] for name, value in headers.items()},
+        "queryStringParameters": None,
+        "multiValueQueryStringParameters": None,
+        "pathParameters": {"proxy": path.lstrip("/")},
+        "stageVariables": None,
+        "requestContext": {
+            "accountId": "000000000000",
+            "apiId": "local",
+            "httpMethod": method.upper(),
+            "identity": {"sourceIp": source_ip, "userAgent": headers.get("User-Agent", "")},
+            "path": f"/prod{path}",
+            "protocol": "HTTP/1.1",
+            "requestId": request_id or str(uuid.uuid4()),
+            "resourcePath": "/{proxy+}",
+            "stage": "prod",
+        },
+        "body": text,
+        "isBase64Encoded": is_base64,
+    }
+
+
+def response_body(response: dict[str, Any]) -> bytes:
+    """The body of a Lambda proxy response, decoded."""
+    body = response.get("body") or ""
+    return base64.b64decode(body) if response.get("isBase64Encoded") else body.encode()
+
+
+def invoke(lambda_handler: LambdaHandler, event: dict[str, Any]) -> dict[str, Any]:
+    """One invocation, with a fresh context, as Lambda would make it."""
+    return lambda_handler(event, LocalContext())
+
+
+def make_server(lambda_handler: LambdaHandler, host: str, port: int) -> HTTPServer:
+    """An HTTP server that answers each request by invoking ``lambda_handler``, one at a time."""
+
+    class ApiGateway(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        server_version = "athm-local"
+
+        def _invoke(self) -> None:
+            path, _, query = self.path.partition("?")
+            length = int(self.headers.get("Content-Length") or 0)
+            event = http_api_event(
+                self.command,
+                path,
+                body=self.rfile.read(length) if length else b"",
+                headers=dict(self.headers.items()),
+                source_ip=self.client_address[0],
+                query=query,
+            )
+            response = invoke(lambda_handler, event)
+            body = response_body(response)
+            self.send_response(response.get("statusCode", 502))
+            for name, value in (response.get("headers") or {}).items():
+                if name.lower() not in ("content-length", "connection"):
+                    self.send_header(name, value)
+            for cookie in response.get("cookies") or []:
+                self.send_header("Set-Cookie", cookie)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _invoke
+
+        def log_message(self, format: str, *args: Any) -> None:
+            # The default line would print the path, and with it the webhook secret.
+            print(_SECRET_IN_PATH.sub("/webhook/…", format % args), flush=True)
+
+    return HTTPServer((host, port), ApiGateway)
+
+
+def load_event(path: str) -> dict[str, Any]:
+    with open(path, encoding="utf-8") as handle:
+        event = json.load(handle)
+    if not isinstance(event, dict):
+        raise ValueError(f"{path} does not hold a JSON object")
+    return event

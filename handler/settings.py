@@ -1,0 +1,189 @@
+"""Django settings for the Lambda function and for local runs, read from the environment once.
+
+Every variable is listed in the README. Nothing else in the project reads the environment for settings.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+IN_LAMBDA = bool(os.environ.get("AWS_LAMBDA_FUNCTION_NAME"))
+DEFAULT_SQLITE_PATH = Path.cwd() / "athm.sqlite3"
+
+# RDS secrets name their engine; Django names its backends.
+_SECRET_ENGINES = {
+    "postgres": "postgres",
+    "postgresql": "postgres",
+    "aurora-postgresql": "postgres",
+    "mysql": "mysql",
+    "mariadb": "mysql",
+    "aurora-mysql": "mysql",
+}
+
+
+def _list(name: str) -> list[str]:
+    return [part.strip() for part in os.environ.get(name, "").split(",") if part.strip()]
+
+
+def _flag(name: str, default: bool = False) -> bool:
+    value = os.environ.get(name)
+    return default if value is None else value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def database_settings(env: Mapping[str, str]) -> dict[str, Any]:
+    """The ``default`` database from ``DATABASE_URL`` and/or ``DB_SECRET_ARN``, or a local SQLite file.
+
+    An RDS-managed secret holds only ``username`` and ``password``; classic RDS secrets also hold
+    ``engine``, ``host``, ``port`` and ``dbname``. The URL names what the secret does not (or points at an
+    RDS Proxy); the secret's credentials always win.
+    """
+    url = env.get("DATABASE_URL", "").strip()
+    secret_arn = env.get("DB_SECRET_ARN", "").strip()
+    secret: dict[str, Any] = _read_database_secret(secret_arn) if secret_arn else {}
+    if not url and secret:
+        url = _url_from_secret(secret)
+    if not url:
+        if IN_LAMBDA:
+            raise ImproperlyConfigured(
+                "Set DATABASE_URL or DB_SECRET_ARN: a Lambda function cannot keep its data in SQLite."
+            )
+        url = f"sqlite:///{DEFAULT_SQLITE_PATH}"
+
+    timeout = int(env.get("DB_CONNECT_TIMEOUT", "5"))
+    # Persistent connections, checked before reuse: a warm Lambda container keeps its connection.
+    config = dj_database_url.parse(url, conn_max_age=None, conn_health_checks=True)
+    if secret:
+        config["USER"] = secret.get("username", config.get("USER", ""))
+        config["PASSWORD"] = secret.get("password", config.get("PASSWORD", ""))
+
+    engine = config["ENGINE"]
+    options = config.setdefault("OPTIONS", {})
+    if engine == "django.db.backends.sqlite3":
+        # One writer at a time from the first statement: concurrent deliveries queue instead of failing.
+        options.setdefault("transaction_mode", "IMMEDIATE")
+        options.setdefault("timeout", 20)
+        options.setdefault("init_command", "PRAGMA journal_mode=WAL;PRAGMA synchronous=NORMAL")
+    elif engine == "django.db.backends.postgresql":
+        options.setdefault("connect_timeout", timeout)
+    elif engine == "django.db.backends.mysql":
+        _install_pymysql()
+        options.setdefault("charset", "utf8mb4")
+        options.setdefault("connect_timeout", timeout)
+        config["TEST"] = {"CHARSET": "utf8mb4", "COLLATION": "utf8mb4_unicode_ci"}
+    return config
+
+
+def _read_database_secret(arn: str) -> dict[str, Any]:
+    # Imported here so that a function without a secret never pays for boto3 at cold start.
+    from aws_lambda_powertools.utilities.parameters import get_secret
+
+    value = get_secret(arn, transform="json")
+    if not isinstance(value, dict) or "password" not in value:
+        raise ImproperlyConfigured(f"DB_SECRET_ARN {arn} is not a database secret (no 'password' key)")
+    return value
+
+
+def _url_from_secret(secret: dict[str, Any]) -> str:
+    engine = _SECRET_ENGINES.get(str(secret.get("engine", "")).lower())
+    if not engine or not secret.get("host"):
+        raise ImproperlyConfigured(
+            "DB_SECRET_ARN names a secret without engine and host (an RDS-managed secret): "
+            "set DATABASE_URL too, without the password, e.g. postgres://db.example.internal:5432/shop"
+        )
+    port = f":{secret['port']}" if secret.get("port") else ""
+    return f"{engine}://{secret['host']}{port}/{secret.get('dbname', '')}"
+
+
+def _install_pymysql() -> None:
+    """Use PyMySQL (pure Python, so it packages for any Lambda architecture) unless mysqlclient is there."""
+    try:
+        import MySQLdb  # noqa: F401
+    except ImportError:
+        try:
+            import pymysql
+        except ImportError:
+            raise ImproperlyConfigured(
+                "A MySQL/MariaDB DATABASE_URL needs PyMySQL: pip install 'athm-lambda[mysql]'"
+            ) from None
+        pymysql.install_as_MySQLdb()
+
+
+# --- Django --------------------------------------------------------------------------------------------
+
+# Nothing here signs anything for the webhook; the admin (local use) needs a key that lasts the process.
+SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY") or secrets.token_urlsafe(50)
+DEBUG = False
+ALLOWED_HOSTS = _list("ATHM_ALLOWED_HOSTS") or ["*"]
+ROOT_URLCONF = "handler.urls"
+USE_TZ = True
+TIME_ZONE = "America/Puerto_Rico"
+USE_I18N = False
+
+DATABASES = {"default": database_settings(os.environ)}
+
+# Receivers that have models of their own list their Django apps here.
+INSTALLED_APPS = ["athm_core", "handler", *_list("ATHM_INSTALLED_APPS")]
+MIDDLEWARE: list[str] = []
+TEMPLATES: list[dict[str, Any]] = []
+
+ATHM_ADMIN = _flag("ATHM_ADMIN")
+if ATHM_ADMIN:
+    INSTALLED_APPS[:0] = [
+        "django.contrib.admin",
+        "django.contrib.auth",
+        "django.contrib.contenttypes",
+        "django.contrib.sessions",
+        "django.contrib.messages",
+    ]
+    MIDDLEWARE = [
+        "django.contrib.sessions.middleware.SessionMiddleware",
+        "django.middleware.csrf.CsrfViewMiddleware",
+        "django.contrib.auth.middleware.AuthenticationMiddleware",
+        "django.contrib.messages.middleware.MessageMiddleware",
+    ]
+    TEMPLATES = [
+        {
+            "BACKEND": "django.template.backends.django.DjangoTemplates",
+            "APP_DIRS": True,
+            "OPTIONS": {
+                "context_processors": [
+                    "django.template.context_processors.request",
+                    "django.contrib.auth.context_processors.auth",
+                    "django.contrib.messages.context_processors.messages",
+                ]
+            },
+        }
+    ]
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "loggers": {
+        # Django and Mangum name the request path in their logs, and the path holds the webhook secret.
+        "django.request": {"handlers": [], "level": "CRITICAL", "propagate": False},
+        "django.server": {"handlers": [], "level": "CRITICAL", "propagate": False},
+        "mangum": {"level": "WARNING"},
+    },
+}
+
+# --- ATH Móvil -----------------------------------------------------------------------------------------
+
+# Comma-separated: during a rotation both the old and the new secret are accepted.
+ATHM_WEBHOOK_SECRETS = tuple(_list("ATHM_WEBHOOK_SECRET"))
+if IN_LAMBDA and not ATHM_WEBHOOK_SECRETS:
+    raise ImproperlyConfigured(
+        "ATHM_WEBHOOK_SECRET is not set: refusing to start a listener that would accept anonymous webhooks."
+    )
+ATHM_RECEIVERS = tuple(_list("ATHM_RECEIVERS"))
+ATHM_MAX_BODY_BYTES = int(os.environ.get("ATHM_MAX_BODY_BYTES", "65536"))
+
+# Powertools reads its own POWERTOOLS_* variables too (log level, disabling metrics or tracing).
+ATHM_SERVICE_NAME = os.environ.get("POWERTOOLS_SERVICE_NAME", "athm-webhooks")
+ATHM_METRICS_NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "AthMovil")

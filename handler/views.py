@@ -1,0 +1,153 @@
+"""HTTP in, athm_core call, status code out: ``POST /webhook/<secret>`` and ``GET /health``.
+
+Answers: 200 for an accepted event (new or duplicate, said in the body), 400 naming what is wrong with the
+payload, 404 for a wrong secret or path (before anything touches the database), 405, 413 over
+``ATHM_MAX_BODY_BYTES``, 503 when the database is unavailable (nothing half-written: a redelivery or a
+replay finishes the job), 500 for a bug (the delivery is kept with its traceback).
+"""
+
+from __future__ import annotations
+
+import hmac
+import sys
+import traceback
+
+from django.conf import settings
+from django.db import DatabaseError, InterfaceError, OperationalError, connection
+from django.http import HttpRequest, JsonResponse
+
+from athm_core import processor
+from athm_core.payloads import AthmEvent, PayloadError, parse
+from handler.observability import count, logger
+
+# Errors that mean "the database cannot be reached or cannot serve now", as opposed to a bug.
+_UNAVAILABLE = (OperationalError, InterfaceError)
+
+
+def webhook(request: HttpRequest, secret: str) -> JsonResponse:
+    if not _is_webhook_secret(secret):
+        return not_found(request)
+    if request.method != "POST":
+        return _method_not_allowed("POST")
+    body = request.body
+    if len(body) > settings.ATHM_MAX_BODY_BYTES:
+        count("WebhookTooLarge")
+        return _error(
+            413,
+            "payload_too_large",
+            f"the body is {len(body)} bytes; the limit is {settings.ATHM_MAX_BODY_BYTES}",
+        )
+
+    origin = {"source_ip": request.META.get("REMOTE_ADDR") or None, "request_id": _request_id(request)}
+    try:
+        raw_body = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return _invalid(body.decode("utf-8", errors="replace"), "body: is not valid UTF-8", origin)
+    try:
+        event = parse(raw_body)
+    except PayloadError as exc:
+        return _invalid(raw_body, str(exc), origin)
+    try:
+        record = processor.process(event, raw_body=raw_body, **origin)
+    except _UNAVAILABLE as exc:
+        return _unavailable(exc)
+    except Exception:
+        return _failed(raw_body, event, origin)
+
+    count(f"Webhook{record.outcome.capitalize()}")
+    logger.info(
+        "webhook event processed",
+        extra={"event_id": record.pk, "event_type": record.event_type, "outcome": record.outcome},
+    )
+    return JsonResponse(
+        {
+            "accepted": True,
+            "event_id": record.pk,
+            "event_type": record.event_type,
+            "outcome": record.outcome,
+            "duplicate": record.outcome == processor.Outcome.DUPLICATE,
+        }
+    )
+
+
+def health(request: HttpRequest) -> JsonResponse:
+    """200 when the function can reach its database, 503 when it cannot."""
+    if request.method != "GET":
+        return _method_not_allowed("GET")
+    count("HealthCheck")
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+    except DatabaseError as exc:
+        return _unavailable(exc)
+    return JsonResponse({"status": "ok", "database": "ok"})
+
+
+def not_found(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
+    # Counted: a burst of these is someone guessing the listener URL.
+    count("NotFound")
+    return _error(404, "not_found", "no such endpoint")
+
+
+def server_error(request: HttpRequest | None) -> JsonResponse:
+    count("InternalError")
+    return _error(500, "internal_error", "the request could not be handled")
+
+
+def _method_not_allowed(allowed: str) -> JsonResponse:
+    count("MethodNotAllowed")
+    response = _error(405, "method_not_allowed", f"use {allowed}")
+    response["Allow"] = allowed
+    return response
+
+
+def _is_webhook_secret(candidate: str) -> bool:
+    given = candidate.encode()
+    # Compare with every secret, in constant time, so the answer's timing says nothing about any of them.
+    matches = [hmac.compare_digest(given, secret.encode()) for secret in settings.ATHM_WEBHOOK_SECRETS]
+    return any(matches)
+
+
+def _request_id(request: HttpRequest) -> str:
+    event = getattr(request, "scope", {}).get("aws.event") or {}
+    return str(event.get("requestContext", {}).get("requestId", ""))[:100]
+
+
+def _invalid(raw_body: str, problem: str, origin: dict) -> JsonResponse:
+    count("WebhookInvalid")
+    logger.warning("webhook payload rejected", extra={"problem": problem})
+    try:
+        # Text columns cannot hold NUL on every database; the rest is kept as received.
+        record = processor.record_invalid(raw_body.replace("\x00", "\ufffd"), problem, **origin)
+    except DatabaseError:
+        # The answer is 400 either way: a redelivery of the same body would be just as invalid.
+        logger.warning("could not record the rejected payload: database unavailable")
+        return _error(400, "invalid_payload", problem)
+    return _error(400, "invalid_payload", problem, event_id=record.pk)
+
+
+def _unavailable(exc: Exception) -> JsonResponse:
+    count("WebhookUnavailable")
+    logger.error("database unavailable", extra={"error_type": type(exc).__name__})
+    return _error(503, "database_unavailable", "try again later; nothing was recorded")
+
+
+def _failed(raw_body: str, event: AthmEvent, origin: dict) -> JsonResponse:
+    count("WebhookFailed")
+    # The traceback goes to the database with the event: exception texts may quote customer data.
+    logger.error("webhook processing failed", extra={"error_type": _current_error_type()})
+    try:
+        record = processor.record_failure(raw_body, traceback.format_exc(), event=event, **origin)
+    except DatabaseError:
+        logger.error("could not record the failed webhook event")
+        return server_error(None)
+    return _error(500, "internal_error", "the event was kept and can be reprocessed", event_id=record.pk)
+
+
+def _current_error_type() -> str:
+    error = sys.exception()
+    return type(error).__name__ if error else ""
+
+
+def _error(status: int, code: str, detail: str, **extra: object) -> JsonResponse:
+    return JsonResponse({"error": code, "detail": detail, **extra}, status=status)
