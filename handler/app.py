@@ -27,7 +27,7 @@ from django.urls import get_resolver  # noqa: E402
 from mangum import Mangum  # noqa: E402
 
 from handler.asgi import DjangoOnOneThread  # noqa: E402
-from handler.observability import logger, metrics, tracer  # noqa: E402
+from handler.observability import logger, metrics, trace_handler  # noqa: E402
 
 
 def load_receivers(modules: Iterable[str]) -> None:
@@ -50,7 +50,7 @@ _adapter = Mangum(application, lifespan="off")
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP, clear_state=True)
-@tracer.capture_lambda_handler(capture_response=False)
+@trace_handler
 @metrics.log_metrics(capture_cold_start_metric=True)
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     return _adapter(event, context)

@@ -169,6 +169,9 @@ LOGGING = {
         # Django and Mangum name the request path in their logs, and the path holds the webhook secret.
         "django.request": {"handlers": [], "level": "CRITICAL", "propagate": False},
         "django.server": {"handlers": [], "level": "CRITICAL", "propagate": False},
+        # send_robust() logs a failing receiver's exception text, which may quote customer data; the
+        # processor records the failure on the event instead and logs its type.
+        "django.dispatch": {"handlers": [], "level": "CRITICAL", "propagate": False},
         "mangum": {"level": "WARNING"},
     },
 }
@@ -184,6 +187,8 @@ if IN_LAMBDA and not ATHM_WEBHOOK_SECRETS:
 ATHM_RECEIVERS = tuple(_list("ATHM_RECEIVERS"))
 ATHM_MAX_BODY_BYTES = int(os.environ.get("ATHM_MAX_BODY_BYTES", "65536"))
 
-# Powertools reads its own POWERTOOLS_* variables too (log level, disabling metrics or tracing).
+# Powertools reads its own POWERTOOLS_* variables too (log level, disabling metrics).
 ATHM_SERVICE_NAME = os.environ.get("POWERTOOLS_SERVICE_NAME", "athm-webhooks")
 ATHM_METRICS_NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "AthMovil")
+# X-Ray tracing runs where Powertools would trace: in Lambda, unless POWERTOOLS_TRACE_DISABLED.
+ATHM_TRACING = bool(os.environ.get("LAMBDA_TASK_ROOT")) and not _flag("POWERTOOLS_TRACE_DISABLED")

@@ -42,11 +42,13 @@ def webhook(request: HttpRequest, secret: str) -> JsonResponse:
     try:
         raw_body = body.decode("utf-8")
     except UnicodeDecodeError:
-        return _invalid(body.decode("utf-8", errors="replace"), "body: is not valid UTF-8", origin)
+        return _invalid(
+            body.decode("utf-8", errors="replace"), PayloadError("body", "is not valid UTF-8"), origin
+        )
     try:
         event = parse(raw_body)
     except PayloadError as exc:
-        return _invalid(raw_body, str(exc), origin)
+        return _invalid(raw_body, exc, origin)
     try:
         record = processor.process(event, raw_body=raw_body, **origin)
     except _UNAVAILABLE as exc:
@@ -113,9 +115,11 @@ def _request_id(request: HttpRequest) -> str:
     return str(event.get("requestContext", {}).get("requestId", ""))[:100]
 
 
-def _invalid(raw_body: str, problem: str, origin: dict) -> JsonResponse:
+def _invalid(raw_body: str, error: PayloadError, origin: dict) -> JsonResponse:
     count("WebhookInvalid")
-    logger.warning("webhook payload rejected", extra={"problem": problem})
+    # The field only: the problem's text may quote the value, and a value may be anyone's data.
+    logger.warning("webhook payload rejected", extra={"field": error.field})
+    problem = str(error)
     try:
         # Text columns cannot hold NUL on every database; the rest is kept as received.
         record = processor.record_invalid(raw_body.replace("\x00", "\ufffd"), problem, **origin)

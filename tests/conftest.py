@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import socket
-from collections.abc import Iterator
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +19,7 @@ from django.db import connection
 
 from athm_core import signals
 
+ROOT = Path(__file__).parent.parent
 SAMPLES = Path(__file__).parent / "samples"
 SECRET = settings.ATHM_WEBHOOK_SECRETS[0]
 SIGNAL_NAMES = [
@@ -158,6 +162,82 @@ def child_env(transactional_db, tmp_path) -> dict[str, str]:
         DJANGO_SETTINGS_MODULE="handler.settings",
         ATHM_WEBHOOK_SECRET=SECRET,
         POWERTOOLS_METRICS_DISABLED="true",
-        PYTHONPATH=str(Path(__file__).parent.parent),
+        PYTHONPATH=str(ROOT),
     )
     return env
+
+
+class Child:
+    """A process running ``tests.child``: one Lambda container, driven one request at a time."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.log_path = log_path
+        self._log = open(log_path, "w+", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tests.child"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            env=env,
+            cwd=ROOT,
+            text=True,
+        )
+
+    def _readline(self, timeout: float) -> str:
+        ready, _, _ = select.select([self.process.stdout], [], [], timeout)
+        line = self.process.stdout.readline() if ready else ""
+        if not line:
+            self.process.kill()
+            raise RuntimeError(f"the child process gave no answer; its log:\n{self.log()}")
+        return line
+
+    def wait_ready(self, timeout: float = 120) -> None:
+        line = self._readline(timeout)
+        assert line.strip() == "ready", line
+
+    def send(self, body: str | bytes = "", *, path: str | None = None, method: str = "POST") -> None:
+        if isinstance(body, bytes):
+            body = body.decode()
+        request = {"method": method, "path": path or f"/webhook/{SECRET}", "body": body}
+        self.process.stdin.write(json.dumps(request) + "\n")
+        self.process.stdin.flush()
+
+    def receive(self, timeout: float = 120) -> dict[str, Any]:
+        return json.loads(self._readline(timeout))
+
+    def request(self, body: str | bytes = "", **options: Any) -> dict[str, Any]:
+        self.send(body, **options)
+        return self.receive()
+
+    def log(self) -> str:
+        if not self._log.closed:
+            self._log.flush()
+        return self.log_path.read_text(encoding="utf-8")
+
+    def close(self) -> int:
+        if self.process.stdin and not self.process.stdin.closed:
+            self.process.stdin.close()
+        try:
+            code = self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            code = self.process.wait()
+        self.process.stdout.close()
+        self._log.close()
+        return code
+
+
+@pytest.fixture
+def start_child(child_env, tmp_path) -> Iterator[Callable[..., Child]]:
+    """Start child processes running the handler; ``start_child(ENV_VAR=value)`` changes its environment."""
+    started: list[Child] = []
+
+    def start(**env_changes: str) -> Child:
+        env = {**child_env, **env_changes}
+        child = Child(env, tmp_path / f"child-{len(started)}.log")
+        started.append(child)
+        return child
+
+    yield start
+    for child in started:
+        child.close()

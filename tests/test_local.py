@@ -1,0 +1,182 @@
+"""Local use without AWS: ``athm serve`` (an HTTP server in front of lambda_handler) and ``athm invoke``."""
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from athm_core.models import Payment, WebhookEvent
+from tests.conftest import ROOT, SECRET, sample
+
+EVENTS = ROOT / "events"
+# The sample API Gateway events under events/ post to this secret, the one `make serve` uses.
+LOCAL_SECRET = "local-dev-secret"
+
+
+def athm_command() -> list[str]:
+    script = shutil.which("athm", path=str(Path(sys.executable).parent))
+    return [script] if script else [sys.executable, "-m", "handler.cli"]
+
+
+@pytest.fixture
+def server(child_env, tmp_path):
+    log = open(tmp_path / "serve.log", "w+")  # noqa: SIM115 - closed below
+    process = subprocess.Popen(
+        [*athm_command(), "serve", "--port", "0"],
+        env=child_env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=log,
+        text=True,
+    )
+    first_line = process.stdout.readline()
+    match = re.search(r"http://127\.0\.0\.1:(\d+)", first_line)
+    assert match, first_line + (tmp_path / "serve.log").read_text()
+    yield f"http://127.0.0.1:{match.group(1)}", process
+    process.terminate()
+    process.wait(timeout=30)
+    log.close()
+
+
+def http(method: str, url: str, body: str | None = None) -> tuple[int, dict]:
+    request = urllib.request.Request(
+        url, data=body.encode() if body else None, method=method, headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as error:
+        return error.code, json.load(error)
+
+
+def test_serve_answers_like_api_gateway_and_lambda(server):
+    base, process = server
+    status, answer = http("POST", f"{base}/webhook/{SECRET}", sample("ecommerce_completed.production"))
+    assert (status, answer["outcome"]) == (200, "applied")
+    record = WebhookEvent.objects.get(pk=answer["event_id"])
+    assert record.source_ip == "127.0.0.1" and record.request_id
+    assert Payment.objects.get().status == Payment.Status.COMPLETED
+    assert http("POST", f"{base}/webhook/{SECRET}", sample("ecommerce_completed.production"))[1]["duplicate"]
+    assert http("GET", f"{base}/health") == (200, {"status": "ok", "database": "ok"})
+    assert http("POST", f"{base}/webhook/wrong", sample("simulated"))[0] == 404
+    assert http("POST", f"{base}/webhook/{SECRET}", "{")[0] == 400
+    process.terminate()
+    output = process.communicate(timeout=30)[0]
+    assert "POST /webhook/…" in output
+    assert SECRET not in output
+
+
+def invoke(event_file: Path, env: dict[str, str]) -> dict:
+    result = subprocess.run(
+        [*athm_command(), "invoke", str(event_file)],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    # The response is the last JSON document printed (logs come before it).
+    return json.loads(result.stdout[result.stdout.rindex("\n{") + 1 :])
+
+
+@pytest.mark.parametrize("name", ["webhook-http-api.json", "webhook-rest-api.json"])
+def test_invoke_the_sample_api_gateway_events(child_env, name):
+    env = {**child_env, "ATHM_WEBHOOK_SECRET": LOCAL_SECRET}
+    response = invoke(EVENTS / name, env)
+    assert response["statusCode"] == 200
+    assert json.loads(response["body"])["outcome"] == "applied"
+    assert WebhookEvent.objects.get().source_ip == "203.0.113.7"
+    health = invoke(EVENTS / "health.json", env)
+    assert (health["statusCode"], json.loads(health["body"])) == (200, {"status": "ok", "database": "ok"})
+
+
+def test_every_sample_event_posts_to_the_local_secret():
+    for path in EVENTS.glob("webhook-*.json"):
+        event = json.loads(path.read_text())
+        assert (event.get("rawPath") or event.get("path")) == f"/webhook/{LOCAL_SECRET}"
+        assert json.loads(event["body"]) == json.loads(sample("ecommerce_completed.production"))
+
+
+def test_athm_is_djangos_command_line_with_the_settings_preset(child_env):
+    result = subprocess.run(
+        [*athm_command(), "help"], env=child_env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    for command in ("migrate", "serve", "invoke"):
+        assert command in result.stdout
+
+
+def test_migrations_match_the_models(child_env):
+    result = subprocess.run(
+        [*athm_command(), "makemigrations", "--check", "--dry-run"],
+        env=child_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_read_only_admin_passes_djangos_checks(child_env):
+    result = subprocess.run(
+        [*athm_command(), "check", "--fail-level", "WARNING"],
+        env={**child_env, "ATHM_ADMIN": "1"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+ADMIN_SCRIPT = """
+import json
+from django.contrib.auth.models import User
+from django.test import Client
+from athm_core import processor
+from athm_core.models import Payment
+from athm_core.payloads import parse
+
+body = open("tests/samples/ecommerce_completed.production.json").read()
+record = processor.process(parse(body), raw_body=body)
+payment = Payment.objects.get()
+User.objects.create_superuser("admin", "admin@example.com", "pw")
+client = Client()
+client.login(username="admin", password="pw")
+pages = {
+    url: client.get(url).status_code
+    for url in [
+        "/admin/athm_core/payment/",
+        f"/admin/athm_core/payment/{payment.pk}/change/",
+        "/admin/athm_core/refund/",
+        "/admin/athm_core/webhookevent/",
+        f"/admin/athm_core/webhookevent/{record.pk}/change/",
+        "/admin/athm_core/payment/add/",
+        f"/admin/athm_core/payment/{payment.pk}/delete/",
+    ]
+}
+edit = client.post(f"/admin/athm_core/payment/{payment.pk}/change/", {"status": "cancelled"}).status_code
+payment.refresh_from_db()
+print(json.dumps({"pages": pages, "edit": edit, "status": payment.status}))
+"""
+
+
+def test_the_admin_shows_everything_and_changes_nothing(child_env, tmp_path):
+    env = {**child_env, "ATHM_ADMIN": "1", "DATABASE_URL": f"sqlite:///{tmp_path / 'admin.sqlite3'}"}
+    migrate = subprocess.run([*athm_command(), "migrate", "-v", "0"], env=env, capture_output=True, text=True)
+    assert migrate.returncode == 0, migrate.stderr
+    result = subprocess.run(
+        [*athm_command(), "shell", "-c", ADMIN_SCRIPT], env=env, cwd=ROOT, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    outcome = json.loads(result.stdout.strip().splitlines()[-1])
+    pages = list(outcome["pages"].values())
+    assert pages[:5] == [200] * 5  # lists and read-only detail pages
+    assert pages[5:] == [403, 403]  # no adding, no deleting
+    assert outcome["edit"] == 403 and outcome["status"] == "completed"

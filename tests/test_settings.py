@@ -1,0 +1,80 @@
+"""Database settings from the environment: DATABASE_URL, an RDS secret (moto), or local SQLite."""
+
+import json
+
+import boto3
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+from moto import mock_aws
+
+from handler.settings import database_settings
+
+
+@pytest.fixture
+def secretsmanager(monkeypatch):
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    with mock_aws():
+        yield boto3.client("secretsmanager", region_name="us-east-1")
+
+
+def create_secret(client, name: str, value: dict) -> str:
+    return client.create_secret(Name=name, SecretString=json.dumps(value))["ARN"]
+
+
+def test_rds_managed_secret_gives_the_credentials_and_the_url_the_rest(secretsmanager):
+    # What RDS creates with ManageMasterUserPassword: only the credentials.
+    arn = create_secret(secretsmanager, "rds!db-1234", {"username": "athm", "password": "p@ss/word:1"})
+    config = database_settings({"DB_SECRET_ARN": arn, "DATABASE_URL": "postgres://shop.internal:5432/shop"})
+    assert config["ENGINE"] == "django.db.backends.postgresql"
+    assert (config["HOST"], config["PORT"], config["NAME"]) == ("shop.internal", 5432, "shop")
+    assert (config["USER"], config["PASSWORD"]) == ("athm", "p@ss/word:1")
+
+
+def test_classic_rds_secret_names_the_database_itself(secretsmanager):
+    arn = create_secret(
+        secretsmanager,
+        "shop-db",
+        {
+            "engine": "mariadb",
+            "host": "shop.cluster.example",
+            "port": 3306,
+            "dbname": "shop",
+            "username": "athm",
+            "password": "secret",
+        },
+    )
+    config = database_settings({"DB_SECRET_ARN": arn})
+    assert config["ENGINE"] == "django.db.backends.mysql"
+    assert (config["HOST"], config["PORT"], config["NAME"]) == ("shop.cluster.example", 3306, "shop")
+    assert (config["USER"], config["PASSWORD"]) == ("athm", "secret")
+    assert config["OPTIONS"]["charset"] == "utf8mb4"
+
+
+def test_a_managed_secret_without_a_url_is_a_clear_error(secretsmanager):
+    arn = create_secret(secretsmanager, "rds!db-5678", {"username": "athm", "password": "x"})
+    with pytest.raises(ImproperlyConfigured, match="set DATABASE_URL too"):
+        database_settings({"DB_SECRET_ARN": arn})
+
+
+def test_a_secret_that_is_not_a_database_secret_is_refused(secretsmanager):
+    arn = create_secret(secretsmanager, "webhook", {"secret": "abc"})
+    with pytest.raises(ImproperlyConfigured, match="not a database secret"):
+        database_settings({"DB_SECRET_ARN": arn, "DATABASE_URL": "postgres://h/db"})
+
+
+def test_connections_persist_and_are_checked():
+    config = database_settings(
+        {"DATABASE_URL": "postgres://u:p@db.example:5432/shop", "DB_CONNECT_TIMEOUT": "3"}
+    )
+    assert config["CONN_MAX_AGE"] is None and config["CONN_HEALTH_CHECKS"] is True
+    assert config["OPTIONS"]["connect_timeout"] == 3
+
+
+def test_local_default_is_an_sqlite_file_that_queues_writers():
+    config = database_settings({})
+    assert config["ENGINE"] == "django.db.backends.sqlite3"
+    assert str(config["NAME"]).endswith("athm.sqlite3")
+    assert config["OPTIONS"]["transaction_mode"] == "IMMEDIATE"
