@@ -67,6 +67,7 @@ def http_api_event(
     headers.setdefault("host", "localhost")
     if body:
         headers.setdefault("content-type", "application/json")
+        headers.setdefault("content-length", str(len(body.encode() if isinstance(body, str) else body)))
     text, is_base64 = _encode_body(body, headers.get("content-type", ""))
     now = datetime.now(UTC)
     return {
@@ -112,6 +113,7 @@ def rest_api_event(
     headers.setdefault("Host", "localhost")
     if body:
         headers.setdefault("Content-Type", "application/json")
+        headers.setdefault("Content-Length", str(len(body.encode() if isinstance(body, str) else body)))
     content_type = next((v for k, v in headers.items() if k.lower() == "content-type"), "")
     text, is_base64 = _encode_body(body, content_type)
     return {

@@ -29,14 +29,14 @@ def webhook(request: HttpRequest, secret: str) -> JsonResponse:
         return not_found(request)
     if request.method != "POST":
         return _method_not_allowed("POST")
-    body = request.body
-    if len(body) > settings.ATHM_MAX_BODY_BYTES:
+    limit = settings.ATHM_MAX_BODY_BYTES
+    size = _declared_length(request)
+    if size <= limit:
+        body = request.body
+        size = len(body)
+    if size > limit:
         count("WebhookTooLarge")
-        return _error(
-            413,
-            "payload_too_large",
-            f"the body is {len(body)} bytes; the limit is {settings.ATHM_MAX_BODY_BYTES}",
-        )
+        return _error(413, "payload_too_large", f"the body is {size} bytes; the limit is {limit}")
 
     origin = {"source_ip": request.META.get("REMOTE_ADDR") or None, "request_id": _request_id(request)}
     try:
@@ -110,6 +110,13 @@ def _is_webhook_secret(candidate: str) -> bool:
     return any(matches)
 
 
+def _declared_length(request: HttpRequest) -> int:
+    try:
+        return int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return 0
+
+
 def _request_id(request: HttpRequest) -> str:
     event = getattr(request, "scope", {}).get("aws.event") or {}
     return str(event.get("requestContext", {}).get("requestId", ""))[:100]
@@ -133,7 +140,9 @@ def _invalid(raw_body: str, error: PayloadError, origin: dict) -> JsonResponse:
 def _unavailable(exc: Exception) -> JsonResponse:
     count("WebhookUnavailable")
     logger.error("database unavailable", extra={"error_type": type(exc).__name__})
-    return _error(503, "database_unavailable", "try again later; nothing was recorded")
+    return _error(
+        503, "database_unavailable", "the database cannot be reached; deliver the event again later"
+    )
 
 
 def _failed(raw_body: str, event: AthmEvent, origin: dict) -> JsonResponse:

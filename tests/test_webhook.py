@@ -206,6 +206,16 @@ def test_body_over_the_limit_is_413_and_writes_nothing(lambda_handler, settings)
     assert WebhookEvent.objects.count() == 0 and business_rows() == (0, 0)
 
 
+@pytest.mark.parametrize("size", [70_000, 3_000_000])
+def test_body_over_the_default_limit_is_413(lambda_handler, size):
+    data = sample_data("payment_received")
+    data["message"] = "x" * size
+    response = lambda_handler.post(json.dumps(data))
+    assert response.status == 413
+    assert "the limit is 65536" in response.json()["detail"]
+    assert WebhookEvent.objects.count() == 0
+
+
 def test_health(lambda_handler):
     response = lambda_handler.get("/health")
     assert response.status == 200
