@@ -14,9 +14,15 @@ from typing import Any
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from handler.rds import read_database_secret
+
 IN_LAMBDA = bool(os.environ.get("AWS_LAMBDA_FUNCTION_NAME"))
 DEFAULT_SQLITE_PATH = Path.cwd() / "athm.sqlite3"
 
+_SECRET_BACKENDS = {
+    "django.db.backends.postgresql": "handler.rds.postgresql",
+    "django.db.backends.mysql": "handler.rds.mysql",
+}
 # RDS secrets name their engine; Django names its backends.
 _SECRET_ENGINES = {
     "postgres": "postgres",
@@ -46,7 +52,7 @@ def database_settings(env: Mapping[str, str]) -> dict[str, Any]:
     """
     url = env.get("DATABASE_URL", "").strip()
     secret_arn = env.get("DB_SECRET_ARN", "").strip()
-    secret: dict[str, Any] = _read_database_secret(secret_arn) if secret_arn else {}
+    secret: dict[str, Any] = read_database_secret(secret_arn) if secret_arn else {}
     if not url and secret:
         url = _url_from_secret(secret)
     if not url:
@@ -59,11 +65,15 @@ def database_settings(env: Mapping[str, str]) -> dict[str, Any]:
     timeout = int(env.get("DB_CONNECT_TIMEOUT", "5"))
     # Persistent connections, checked before reuse: a warm Lambda container keeps its connection.
     config = dj_database_url.parse(url, conn_max_age=None, conn_health_checks=True)
+    engine = config["ENGINE"]
     if secret:
         config["USER"] = secret.get("username", config.get("USER", ""))
-        config["PASSWORD"] = secret.get("password", config.get("PASSWORD", ""))
-
-    engine = config["ENGINE"]
+        config["PASSWORD"] = secret["password"]
+        if engine not in _SECRET_BACKENDS:
+            raise ImproperlyConfigured(f"DB_SECRET_ARN works with PostgreSQL and MySQL/MariaDB, not {engine}")
+        # These backends read the secret again for each new connection, so a rotation never locks us out.
+        config["ENGINE"] = _SECRET_BACKENDS[engine]
+        config["SECRET_ARN"] = secret_arn
     options = config.setdefault("OPTIONS", {})
     if engine == "django.db.backends.sqlite3":
         # One writer at a time from the first statement: concurrent deliveries queue instead of failing.
@@ -78,16 +88,6 @@ def database_settings(env: Mapping[str, str]) -> dict[str, Any]:
         options.setdefault("connect_timeout", timeout)
         config["TEST"] = {"CHARSET": "utf8mb4", "COLLATION": "utf8mb4_unicode_ci"}
     return config
-
-
-def _read_database_secret(arn: str) -> dict[str, Any]:
-    # Imported here so that a function without a secret never pays for boto3 at cold start.
-    from aws_lambda_powertools.utilities.parameters import get_secret
-
-    value = get_secret(arn, transform="json")
-    if not isinstance(value, dict) or "password" not in value:
-        raise ImproperlyConfigured(f"DB_SECRET_ARN {arn} is not a database secret (no 'password' key)")
-    return value
 
 
 def _url_from_secret(secret: dict[str, Any]) -> str:

@@ -28,7 +28,7 @@ def test_rds_managed_secret_gives_the_credentials_and_the_url_the_rest(secretsma
     # What RDS creates with ManageMasterUserPassword: only the credentials.
     arn = create_secret(secretsmanager, "rds!db-1234", {"username": "athm", "password": "p@ss/word:1"})
     config = database_settings({"DB_SECRET_ARN": arn, "DATABASE_URL": "postgres://shop.internal:5432/shop"})
-    assert config["ENGINE"] == "django.db.backends.postgresql"
+    assert config["ENGINE"] == "handler.rds.postgresql"
     assert (config["HOST"], config["PORT"], config["NAME"]) == ("shop.internal", 5432, "shop")
     assert (config["USER"], config["PASSWORD"]) == ("athm", "p@ss/word:1")
 
@@ -47,7 +47,7 @@ def test_classic_rds_secret_names_the_database_itself(secretsmanager):
         },
     )
     config = database_settings({"DB_SECRET_ARN": arn})
-    assert config["ENGINE"] == "django.db.backends.mysql"
+    assert config["ENGINE"] == "handler.rds.mysql"
     assert (config["HOST"], config["PORT"], config["NAME"]) == ("shop.cluster.example", 3306, "shop")
     assert (config["USER"], config["PASSWORD"]) == ("athm", "secret")
     assert config["OPTIONS"]["charset"] == "utf8mb4"
@@ -78,3 +78,42 @@ def test_local_default_is_an_sqlite_file_that_queues_writers():
     assert config["ENGINE"] == "django.db.backends.sqlite3"
     assert str(config["NAME"]).endswith("athm.sqlite3")
     assert config["OPTIONS"]["transaction_mode"] == "IMMEDIATE"
+
+
+def connection_params_after_rotation(secretsmanager, url: str) -> tuple[dict, dict]:
+    """Connection parameters before and after the secret's password rotates, with the database
+    refusing the old password the way RDS would."""
+    from django.db.utils import load_backend
+
+    arn = create_secret(secretsmanager, "rds!db-rotating", {"username": "athm", "password": "first"})
+    config = database_settings({"DB_SECRET_ARN": arn, "DATABASE_URL": url})
+    config.update(TIME_ZONE=None, AUTOCOMMIT=True, ATOMIC_REQUESTS=False, TEST={})
+    wrapper = load_backend(config["ENGINE"]).DatabaseWrapper(config, alias="rotation-test")
+    current = {"password": "first"}
+    attempts = []
+
+    def connect(self, conn_params):
+        attempts.append(conn_params["password"])
+        if conn_params["password"] != current["password"]:
+            raise self.Database.OperationalError("password authentication failed for user athm")
+        return conn_params
+
+    base = next(cls for cls in type(wrapper).__mro__ if cls.__module__.startswith("django.db.backends."))
+    before = wrapper.get_connection_params()
+    secretsmanager.put_secret_value(
+        SecretId=arn, SecretString=json.dumps({"username": "athm", "password": "second"})
+    )
+    current["password"] = "second"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(base, "get_new_connection", connect)
+        # The cached read still says "first": the refusal makes the backend read the secret again.
+        after = wrapper.get_new_connection(wrapper.get_connection_params())
+    assert attempts == ["first", "second"]
+    return before, after
+
+
+@pytest.mark.parametrize("url", ["postgres://shop.internal:5432/shop", "mysql://shop.internal:3306/shop"])
+def test_a_new_connection_after_a_password_rotation_uses_the_new_password(secretsmanager, url):
+    before, after = connection_params_after_rotation(secretsmanager, url)
+    assert (before["user"], before["password"]) == ("athm", "first")
+    assert (after["user"], after["password"]) == ("athm", "second")
