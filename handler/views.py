@@ -9,7 +9,6 @@ replay finishes the job), 500 for a bug (the delivery is kept with its traceback
 from __future__ import annotations
 
 import hmac
-import sys
 import traceback
 
 from django.conf import settings
@@ -31,30 +30,25 @@ def webhook(request: HttpRequest, secret: str) -> JsonResponse:
         return _method_not_allowed("POST")
     limit = settings.ATHM_MAX_BODY_BYTES
     size = _declared_length(request)
-    if size <= limit:
-        body = request.body
-        size = len(body)
+    if size <= limit:  # a body declared too large is refused without reading it
+        size = len(request.body)
     if size > limit:
         count("WebhookTooLarge")
         return _error(413, "payload_too_large", f"the body is {size} bytes; the limit is {limit}")
 
     origin = {"source_ip": request.META.get("REMOTE_ADDR") or None, "request_id": _request_id(request)}
+    # What is stored; for any body that parses, exactly the text received.
+    raw_body = request.body.decode("utf-8", errors="replace")
     try:
-        raw_body = body.decode("utf-8")
-    except UnicodeDecodeError:
-        return _invalid(
-            body.decode("utf-8", errors="replace"), PayloadError("body", "is not valid UTF-8"), origin
-        )
-    try:
-        event = parse(raw_body)
+        event = parse(request.body)
     except PayloadError as exc:
         return _invalid(raw_body, exc, origin)
     try:
         record = processor.process(event, raw_body=raw_body, **origin)
     except _UNAVAILABLE as exc:
         return _unavailable(exc)
-    except Exception:
-        return _failed(raw_body, event, origin)
+    except Exception as exc:
+        return _failed(raw_body, event, exc, origin)
 
     count(f"Webhook{record.outcome.capitalize()}")
     logger.info(
@@ -91,7 +85,7 @@ def not_found(request: HttpRequest, exception: Exception | None = None) -> JsonR
     return _error(404, "not_found", "no such endpoint")
 
 
-def server_error(request: HttpRequest | None) -> JsonResponse:
+def server_error(request: HttpRequest) -> JsonResponse:
     count("InternalError")
     return _error(500, "internal_error", "the request could not be handled")
 
@@ -145,21 +139,18 @@ def _unavailable(exc: Exception) -> JsonResponse:
     )
 
 
-def _failed(raw_body: str, event: AthmEvent, origin: dict) -> JsonResponse:
+def _failed(raw_body: str, event: AthmEvent, error: Exception, origin: dict) -> JsonResponse:
     count("WebhookFailed")
     # The traceback goes to the database with the event: exception texts may quote customer data.
-    logger.error("webhook processing failed", extra={"error_type": _current_error_type()})
+    logger.error("webhook processing failed", extra={"error_type": type(error).__name__})
     try:
-        record = processor.record_failure(raw_body, traceback.format_exc(), event=event, **origin)
+        record = processor.record_failure(
+            raw_body, "".join(traceback.format_exception(error)), event=event, **origin
+        )
     except DatabaseError:
         logger.error("could not record the failed webhook event")
-        return server_error(None)
+        return _error(500, "internal_error", "the request could not be handled")
     return _error(500, "internal_error", "the event was kept and can be reprocessed", event_id=record.pk)
-
-
-def _current_error_type() -> str:
-    error = sys.exception()
-    return type(error).__name__ if error else ""
 
 
 def _error(status: int, code: str, detail: str, **extra: object) -> JsonResponse:
