@@ -67,14 +67,12 @@ def process(
         try:
             with transaction.atomic():
                 result = _TRANSITIONS[event.type](event)
-                record = WebhookEvent.objects.create(
-                    received_at=timezone.now(),
-                    request_id=request_id,
+                record = _record(
+                    raw_body,
+                    result.outcome,
+                    event=event,
                     source_ip=source_ip,
-                    raw_body=raw_body,
-                    event_type=event.type,
-                    idempotency_key=event.idempotency_key,
-                    outcome=result.outcome,
+                    request_id=request_id,
                     payment=result.payment,
                     refund=result.refund,
                 )
@@ -91,14 +89,7 @@ def record_invalid(
     raw_body: str, error: str, *, source_ip: str | None = None, request_id: str = ""
 ) -> WebhookEvent:
     """Keep a delivery that could not be read, with the reason, so it can be looked at and replayed."""
-    return WebhookEvent.objects.create(
-        received_at=timezone.now(),
-        request_id=request_id,
-        source_ip=source_ip,
-        raw_body=raw_body,
-        outcome=Outcome.INVALID,
-        error=error,
-    )
+    return _record(raw_body, Outcome.INVALID, error=error, source_ip=source_ip, request_id=request_id)
 
 
 def record_failure(
@@ -110,6 +101,22 @@ def record_failure(
     request_id: str = "",
 ) -> WebhookEvent:
     """Keep a delivery whose processing failed unexpectedly (none of it applied), with the traceback."""
+    return _record(
+        raw_body, Outcome.FAILED, event=event, error=error, source_ip=source_ip, request_id=request_id
+    )
+
+
+def _record(
+    raw_body: str,
+    outcome: str,
+    *,
+    event: AthmEvent | None = None,
+    error: str = "",
+    source_ip: str | None = None,
+    request_id: str = "",
+    payment: Payment | None = None,
+    refund: Refund | None = None,
+) -> WebhookEvent:
     return WebhookEvent.objects.create(
         received_at=timezone.now(),
         request_id=request_id,
@@ -117,8 +124,10 @@ def record_failure(
         raw_body=raw_body,
         event_type=event.type if event else "",
         idempotency_key=event.idempotency_key if event else "",
-        outcome=Outcome.FAILED,
+        outcome=outcome,
         error=error,
+        payment=payment,
+        refund=refund,
     )
 
 
