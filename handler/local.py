@@ -41,9 +41,11 @@ class LocalContext:
         return max(0, int((self.timeout_seconds - (time.monotonic() - self._started)) * 1000))
 
 
-def _encode_body(body: bytes | str, content_type: str) -> tuple[str, bool]:
-    if isinstance(body, str):
-        body = body.encode()
+def _as_bytes(body: bytes | str) -> bytes:
+    return body.encode() if isinstance(body, str) else body
+
+
+def _encode_body(body: bytes, content_type: str) -> tuple[str, bool]:
     if content_type.startswith(_TEXT_TYPES):
         try:
             return body.decode("utf-8"), False
@@ -63,11 +65,12 @@ def http_api_event(
     request_id: str | None = None,
 ) -> dict[str, Any]:
     """An API Gateway HTTP API event (payload format 2.0), as API Gateway would send it."""
+    body = _as_bytes(body)
     headers = {name.lower(): value for name, value in (headers or {}).items()}
     headers.setdefault("host", "localhost")
     if body:
         headers.setdefault("content-type", "application/json")
-        headers.setdefault("content-length", str(len(body.encode() if isinstance(body, str) else body)))
+        headers.setdefault("content-length", str(len(body)))
     text, is_base64 = _encode_body(body, headers.get("content-type", ""))
     now = datetime.now(UTC)
     return {
@@ -109,11 +112,12 @@ def rest_api_event(
     request_id: str | None = None,
 ) -> dict[str, Any]:
     """An API Gateway REST API proxy event (payload format 1.0)."""
+    body = _as_bytes(body)
     headers = dict(headers or {})
     headers.setdefault("Host", "localhost")
     if body:
         headers.setdefault("Content-Type", "application/json")
-        headers.setdefault("Content-Length", str(len(body.encode() if isinstance(body, str) else body)))
+        headers.setdefault("Content-Length", str(len(body)))
     content_type = next((v for k, v in headers.items() if k.lower() == "content-type"), "")
     text, is_base64 = _encode_body(body, content_type)
     return {
