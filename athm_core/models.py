@@ -1,9 +1,11 @@
-"""The rows ATH Móvil's events keep: payments, refunds, and the raw webhook deliveries themselves.
+"""The rows ATH Móvil's events keep: payments, refunds, the raw webhook deliveries themselves, and the
+outbox of business events waiting to be published.
 
 Only :mod:`athm_core.processor` writes these rows; read them anywhere. Money is ``Decimal`` exact to the
 cent; times are aware datetimes (stored in UTC, shown in Puerto Rico time).
 """
 
+import uuid
 from decimal import Decimal
 
 from django.db import models
@@ -130,3 +132,40 @@ class WebhookEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.event_type or 'unreadable event'} ({self.outcome}) #{self.pk}"
+
+
+class OutboxMessage(models.Model):
+    """A business event for consumers outside the process, written in the transaction that made the change.
+
+    ``body`` is the message exactly as it is published (see :mod:`athm_core.outbox`); publishing it again
+    after a failure sends the same bytes with the same ``event_id``.
+    """
+
+    event_id = models.UUIDField(unique=True, default=uuid.uuid4, editable=False)
+    event_type = models.CharField(max_length=32)
+    transaction_type = models.CharField(max_length=16)
+    schema_version = models.PositiveSmallIntegerField()
+    # One payment's messages share a group and are published in the order they were written.
+    group_key = models.CharField(max_length=64)
+    body = models.TextField()
+    webhook_event = models.ForeignKey(
+        WebhookEvent, on_delete=models.SET_NULL, null=True, blank=True, related_name="outbox_messages"
+    )
+
+    created_at = models.DateTimeField()
+    next_attempt_at = models.DateTimeField()
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+    published_at = models.DateTimeField(null=True, blank=True)
+    published_message_id = models.CharField(max_length=100, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [
+            models.Index(fields=["published_at", "next_attempt_at"], name="athm_outbox_pending_idx"),
+            models.Index(fields=["group_key", "published_at"], name="athm_outbox_group_idx"),
+        ]
+
+    def __str__(self) -> str:
+        state = "published" if self.published_at else "pending"
+        return f"{self.event_type} {self.event_id} ({state})"

@@ -3,10 +3,11 @@
 Every delivery is recorded as a :class:`~athm_core.models.WebhookEvent`. The transition it causes runs in
 the same transaction, under a row lock on the payment it touches; unique constraints on the business rows
 (``ecommerce_id``, ``reference_number``, a refund's ``idempotency_key``) decide between deliveries that
-race to create the same row, and the loser starts again and sees a duplicate. Signals go out only once
-the transaction has committed.
+race to create the same row, and the loser starts again and sees a duplicate. Each state change also
+writes its outbox message in that transaction (when the outbox is enabled). Signals go out only once the
+transaction has committed, and then publishers hear of the new outbox messages.
 
-This is the only module that writes payments, refunds and webhook events.
+This is the only module that writes payments, refunds, webhook events and outbox messages.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from athm_core import signals
-from athm_core.models import Payment, Refund, WebhookEvent
+from athm_core import outbox, signals
+from athm_core.models import OutboxMessage, Payment, Refund, WebhookEvent
 from athm_core.payloads import AthmEvent, EventType
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,8 @@ class Transition:
     notices: list[Notice] = field(default_factory=list)
     # After commit, look for refunds that arrived before the payment with this reference number.
     link_reference: str | None = None
+    # The outbox messages written with the change.
+    messages: list[OutboxMessage] = field(default_factory=list)
 
 
 def process(
@@ -76,6 +79,7 @@ def process(
                     payment=result.payment,
                     refund=result.refund,
                 )
+                result.messages = _write_outbox(result.notices, record, occurred_at=event.effective_date)
             break
         except IntegrityError:
             if attempt == _ATTEMPTS:
@@ -258,6 +262,27 @@ def _fill(payment: Payment, event: AthmEvent) -> None:
     payment.transaction_date = event.effective_date
 
 
+def _write_outbox(notices: list[Notice], record: WebhookEvent, *, occurred_at) -> list[OutboxMessage]:
+    """One outbox message per notice, in the caller's transaction: the same changes the signals announce."""
+    if not notices or not outbox.enabled():
+        return []
+    messages = []
+    for notice in notices:
+        refund = notice.arguments.get("refund")
+        messages.append(
+            outbox.message(
+                notice.signal,
+                payment=notice.arguments["payment"],
+                refund=refund,
+                # A refund happened when ATH sent it, which for a waiting refund is before this event.
+                occurred_at=refund.transaction_date if refund else occurred_at,
+                webhook_event=record,
+            )
+        )
+    outbox.add(messages)
+    return messages
+
+
 def _add_refunds(payment: Payment, refunds: list[Refund]) -> None:
     """Count refunds against their (locked) payment, keeping ``total_refunded_amount`` their exact sum."""
     payment.total_refunded_amount += sum(refund.amount for refund in refunds)
@@ -276,26 +301,29 @@ def _add_refunds(payment: Payment, refunds: list[Refund]) -> None:
 
 def _after_commit(record: WebhookEvent, result: Transition) -> None:
     _announce(record, result.notices)
+    messages = list(result.messages)
     if result.link_reference:
-        _link_waiting_refunds(result.link_reference, record)
+        messages += _link_waiting_refunds(result.link_reference, record)
+    if messages:
+        _tell_publishers(outbox.groups_of(messages))
 
 
-def _link_waiting_refunds(reference_number: str, record: WebhookEvent) -> None:
-    """Tie refunds that arrived before their payment to it, and announce them.
+def _link_waiting_refunds(reference_number: str, record: WebhookEvent) -> list[OutboxMessage]:
+    """Tie refunds that arrived before their payment to it, and announce them. Returns their messages.
 
     This runs after the commit that created the payment or the refund, so whichever of two racing
     transactions commits last sees the other's row; the payment's row lock makes the link happen once.
     """
     waiting = Refund.objects.filter(reference_number=reference_number, payment__isnull=True)
     if not waiting.exists():
-        return
+        return []
     with transaction.atomic():
         payment = _locked_payment(reference_number=reference_number)
         if payment is None:
-            return
+            return []
         refunds = list(waiting.select_for_update().order_by("transaction_date", "pk"))
         if not refunds:
-            return
+            return []
         now = timezone.now()
         for refund in refunds:
             refund.payment = payment
@@ -303,8 +331,21 @@ def _link_waiting_refunds(reference_number: str, record: WebhookEvent) -> None:
         Refund.objects.bulk_update(refunds, ["payment", "linked_at"])
         _add_refunds(payment, refunds)
         notices = [Notice("refund_sent", Refund, {"refund": r, "payment": payment}) for r in refunds]
+        messages = _write_outbox(notices, record, occurred_at=now)
     log.info("linked %d waiting refund(s) to payment %s", len(refunds), payment.pk)
     _announce(record, notices)
+    return messages
+
+
+def _tell_publishers(groups: set[str]) -> None:
+    """Let the publisher (if one is connected) send the new messages now; the relay sends what it cannot."""
+    for receiver, response in outbox.messages_committed.send_robust(sender=OutboxMessage, groups=groups):
+        if isinstance(response, Exception):
+            log.warning(
+                "outbox publisher %s raised %s; the relay will publish the messages",
+                getattr(receiver, "__qualname__", receiver),
+                type(response).__name__,
+            )
 
 
 def _announce(record: WebhookEvent, notices: list[Notice]) -> None:

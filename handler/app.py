@@ -2,8 +2,9 @@
 Django's answer out.
 
 Everything that can be done once per container is done here, at import: Django is set up, the views are
-imported, and the merchant's receiver modules (``ATHM_RECEIVERS``) are loaded, so a receiver that cannot be
-imported fails the cold start with its name instead of failing later, one webhook at a time.
+imported, the merchant's receiver modules (``ATHM_RECEIVERS``) are loaded, so a receiver that cannot be
+imported fails the cold start with its name instead of failing later, one webhook at a time, and with a
+topic configured the SNS client is created.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from mangum import Mangum  # noqa: E402
 
 from handler.asgi import DjangoOnOneThread  # noqa: E402
 from handler.observability import logger, metrics, trace_handler  # noqa: E402
+from handler.publisher import sns_client  # noqa: E402
 
 
 def load_receivers(modules: Iterable[str]) -> None:
@@ -43,6 +45,9 @@ def load_receivers(modules: Iterable[str]) -> None:
 
 get_resolver().url_patterns  # noqa: B018 - imports the URLconf and views now, not on the first request
 load_receivers(settings.ATHM_RECEIVERS)
+if settings.ATHM_SNS_TOPIC_ARN:
+    # boto3's import and the client's set-up belong to the cold start, not to the first webhook.
+    sns_client()
 copy_config_to_registered_loggers(source_logger=logger, include={"athm_core"})
 
 application = DjangoOnOneThread()

@@ -6,6 +6,7 @@ Every variable is listed in the README. Nothing else in the project reads the en
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from collections.abc import Mapping
 from pathlib import Path
@@ -192,3 +193,17 @@ ATHM_SERVICE_NAME = os.environ.get("POWERTOOLS_SERVICE_NAME", "athm-webhooks")
 ATHM_METRICS_NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "AthMovil")
 # X-Ray tracing runs where Powertools would trace: in Lambda, unless POWERTOOLS_TRACE_DISABLED.
 ATHM_TRACING = bool(os.environ.get("LAMBDA_TASK_ROOT")) and not _flag("POWERTOOLS_TRACE_DISABLED")
+
+# --- SNS: the outbox ----------------------------------------------------------------------------------
+
+# Each business event is written to the outbox with its change and published here; unset, nothing is.
+ATHM_SNS_TOPIC_ARN = os.environ.get("ATHM_SNS_TOPIC_ARN", "").strip()
+_TOPIC_ARN = re.compile(r"arn:aws[\w-]*:sns:[\w-]+:\d{12}:[\w-]{1,256}(\.fifo)?")
+if ATHM_SNS_TOPIC_ARN and not _TOPIC_ARN.fullmatch(ATHM_SNS_TOPIC_ARN):
+    raise ImproperlyConfigured(
+        f"ATHM_SNS_TOPIC_ARN is not an SNS topic ARN: {ATHM_SNS_TOPIC_ARN!r} "
+        "(expected arn:aws:sns:REGION:ACCOUNT:NAME, NAME ending in .fifo for a FIFO topic)"
+    )
+ATHM_OUTBOX = bool(ATHM_SNS_TOPIC_ARN)
+# Customer names, phones, emails and messages stay out of the messages unless the deployer wants them.
+ATHM_OUTBOX_CUSTOMER_DATA = _flag("ATHM_SNS_CUSTOMER_DATA")

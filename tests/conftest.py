@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -241,3 +242,130 @@ def start_child(child_env, tmp_path) -> Iterator[Callable[..., Child]]:
     yield start
     for child in started:
         child.close()
+
+
+# --- SNS and the outbox ----------------------------------------------------------------------------------
+
+SCHEMA_PATH = ROOT / "docs" / "schemas" / "athm-event.v1.schema.json"
+
+
+@dataclass
+class Message:
+    """One message as a subscribed SQS queue received it (raw message delivery)."""
+
+    body: dict[str, Any]
+    attributes: dict[str, str]
+    text: str
+    group_id: str | None = None
+
+
+class Topic:
+    """An SNS topic with an SQS queue subscribed to it (raw delivery, optional filter policy)."""
+
+    def __init__(
+        self,
+        name: str = "athm-events",
+        *,
+        fifo: bool = False,
+        filter_policy: dict[str, Any] | None = None,
+        endpoint_url: str | None = None,
+    ) -> None:
+        import boto3
+
+        clients = {"region_name": "us-east-1", "endpoint_url": endpoint_url}
+        self.sns = boto3.client("sns", **clients)
+        self.sqs = boto3.client("sqs", **clients)
+        suffix = ".fifo" if fifo else ""
+        self.arn = self.sns.create_topic(
+            Name=name + suffix, Attributes={"FifoTopic": "true"} if fifo else {}
+        )["TopicArn"]
+        queue = {"QueueName": f"{name}-queue{suffix}", "Attributes": {"FifoQueue": "true"} if fifo else {}}
+        self.queue_url = self.sqs.create_queue(**queue)["QueueUrl"]
+        self.subscribe_to(self.arn, filter_policy)
+
+    def subscribe_to(self, topic_arn: str, filter_policy: dict[str, Any] | None = None) -> None:
+        """Subscribe this topic's queue to ``topic_arn`` too."""
+        attributes = self.sqs.get_queue_attributes(QueueUrl=self.queue_url, AttributeNames=["QueueArn"])
+        subscription = {"RawMessageDelivery": "true"}
+        if filter_policy:
+            subscription["FilterPolicy"] = json.dumps(filter_policy)
+        self.sns.subscribe(
+            TopicArn=topic_arn,
+            Protocol="sqs",
+            Endpoint=attributes["Attributes"]["QueueArn"],
+            Attributes=subscription,
+        )
+
+    def messages(self) -> list[Message]:
+        """Every message waiting in the queue, oldest first, deleted as they are read."""
+        received: list[Message] = []
+        while True:
+            batch = self.sqs.receive_message(
+                QueueUrl=self.queue_url,
+                MaxNumberOfMessages=10,
+                MessageAttributeNames=["All"],
+                AttributeNames=["All"],
+                WaitTimeSeconds=0,
+            ).get("Messages", [])
+            if not batch:
+                return received
+            for entry in batch:
+                received.append(
+                    Message(
+                        body=json.loads(entry["Body"]),
+                        attributes={
+                            key: value["StringValue"]
+                            for key, value in entry.get("MessageAttributes", {}).items()
+                        },
+                        text=entry["Body"],
+                        group_id=entry.get("Attributes", {}).get("MessageGroupId"),
+                    )
+                )
+                self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=entry["ReceiptHandle"])
+
+
+def use_topic(settings, arn: str) -> None:
+    """Point the handler at ``arn`` (a fresh SNS client) with the outbox on."""
+    from handler import publisher
+
+    settings.ATHM_SNS_TOPIC_ARN = arn
+    settings.ATHM_OUTBOX = True
+    publisher.sns_client.cache_clear()
+
+
+@pytest.fixture
+def aws(monkeypatch) -> Iterator[None]:
+    """moto's in-process AWS, for this test only."""
+    from moto import mock_aws
+
+    from handler import publisher
+
+    for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_SNS", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    from handler.observability import metrics
+
+    with mock_aws():
+        yield
+    publisher.sns_client.cache_clear()
+    metrics.clear_metrics()  # the relay's, which no Lambda invocation flushed
+
+
+@pytest.fixture
+def make_topic(aws, settings) -> Callable[..., Topic]:
+    """``make_topic(fifo=..., filter_policy=...)``: a moto topic and queue, the handler publishing to it."""
+
+    def make(**options: Any) -> Topic:
+        topic = Topic(**options)
+        use_topic(settings, topic.arn)
+        return topic
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def event_schema() -> Any:
+    """A validator for the published message body, from the schema file consumers are given."""
+    import jsonschema
+
+    schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    return jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
