@@ -162,7 +162,9 @@ class OutboxMessage(models.Model):
     class Meta:
         ordering = ["id"]
         indexes = [
-            models.Index(fields=["published_at", "next_attempt_at"], name="athm_outbox_pending_idx"),
+            # Pending rows in id order straight from the index: MariaDB then locks only the rows it hands
+            # out, where a sort would lock every pending row first and leave other relays nothing to take.
+            models.Index(fields=["published_at", "id"], name="athm_outbox_pending_idx"),
             models.Index(fields=["group_key", "published_at"], name="athm_outbox_group_idx"),
         ]
 

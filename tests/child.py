@@ -3,7 +3,8 @@
 It stands for one Lambda container: it cold-starts ``handler.app`` from the environment it is given,
 prints ``ready``, then answers each request line ``{"method", "path", "body", "headers"}`` on stdin with one
 result line ``{"status", "answer", "signals"}`` on stdout, ``signals`` counting what this invocation fired
-in this process. Everything the handler logs goes to stderr.
+in this process. A line ``{"relay": {options}}`` runs the outbox relay instead and answers with its report.
+Everything the handler logs goes to stderr.
 """
 
 import json
@@ -22,7 +23,7 @@ def main() -> None:
         logging.basicConfig(level=os.environ["CHILD_ROOT_LOG_LEVEL"], stream=sys.stderr)
 
     from athm_core import signals
-    from handler import app
+    from handler import app, publisher
     from handler.local import http_api_event, invoke, response_body
 
     fired: Counter[str] = Counter()
@@ -33,6 +34,9 @@ def main() -> None:
     print("ready", file=results)
     for line in sys.stdin:
         request = json.loads(line)
+        if "relay" in request:
+            print(json.dumps(publisher.relay(**request["relay"]).as_dict()), file=results)
+            continue
         fired.clear()
         event = http_api_event(
             request.get("method", "POST"),

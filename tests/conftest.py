@@ -210,6 +210,11 @@ class Child:
         self.send(body, **options)
         return self.receive()
 
+    def send_relay(self, **options: Any) -> None:
+        """Start one run of the outbox relay (``publisher.relay(**options)``); ``receive()`` its report."""
+        self.process.stdin.write(json.dumps({"relay": options}) + "\n")
+        self.process.stdin.flush()
+
     def log(self) -> str:
         if not self._log.closed:
             self._log.flush()
@@ -369,3 +374,27 @@ def event_schema() -> Any:
 
     schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
     return jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
+
+
+@pytest.fixture
+def moto_server(monkeypatch) -> Iterator[dict[str, str]]:
+    """moto as a real endpoint on 127.0.0.1, for this process and its children: yields their AWS settings."""
+    from moto.server import ThreadedMotoServer
+
+    from handler import publisher
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    env = {
+        "AWS_ENDPOINT_URL": f"http://{host}:{port}",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    publisher.sns_client.cache_clear()
+    yield env
+    server.stop()
+    publisher.sns_client.cache_clear()

@@ -1,15 +1,21 @@
-"""The same event posted at once by several Lambda containers (processes): one row change, one signal.
+"""Several Lambda containers (processes) at once: the same event posted to each gives one row change, one
+signal and one SNS message; relays running beside them and beside each other never publish a message twice.
 
-Runs on every database the suite runs on: SQLite (writers queue), PostgreSQL and MariaDB (row locks and
-unique constraints decide).
+Runs on every database the suite runs on: SQLite (writers queue), PostgreSQL and MariaDB (row locks,
+``SKIP LOCKED`` and unique constraints decide). SNS is moto's server on 127.0.0.1.
 """
 
 import json
-from collections import Counter
+import uuid
+from collections import Counter, defaultdict
 from decimal import Decimal
 
-from athm_core.models import Payment, Refund, WebhookEvent
-from tests.conftest import sample_data
+from django.db import connection
+
+from athm_core import processor
+from athm_core.models import OutboxMessage, Payment, Refund, WebhookEvent
+from athm_core.payloads import parse_data
+from tests.conftest import Topic, sample_data
 
 PROCESSES = 4
 ROUNDS = 6
@@ -39,9 +45,15 @@ def bodies_for_round(index: int) -> list[tuple[str, str | None]]:
     return [(json.dumps(data), signal) for data, signal in story]
 
 
-def test_the_same_event_at_once_from_several_processes(start_child):
-    children = [start_child() for _ in range(PROCESSES)]
-    for child in children:
+def new_topic(moto_server: dict[str, str]) -> Topic:
+    return Topic(f"athm-{uuid.uuid4().hex[:12]}", endpoint_url=moto_server["AWS_ENDPOINT_URL"])
+
+
+def test_the_same_event_at_once_from_several_processes(start_child, moto_server):
+    topic = new_topic(moto_server)
+    children = [start_child(ATHM_SNS_TOPIC_ARN=topic.arn, **moto_server) for _ in range(PROCESSES)]
+    relay = start_child(ATHM_SNS_TOPIC_ARN=topic.arn, **moto_server)
+    for child in [*children, relay]:
         child.wait_ready()
 
     signals_fired: Counter[str] = Counter()
@@ -49,7 +61,9 @@ def test_the_same_event_at_once_from_several_processes(start_child):
         for body, first_signal in bodies_for_round(index):
             for child in children:  # every process gets the delivery before any answers
                 child.send(body)
+            relay.send_relay(retry_now=True)  # and a relay looks for pending messages meanwhile
             results = [child.receive() for child in children]
+            relay.receive()
             assert [r["status"] for r in results] == [200] * PROCESSES, results
             outcomes = Counter(r["answer"]["outcome"] for r in results)
             assert outcomes == {"applied": 1, "duplicate": PROCESSES - 1}, results
@@ -78,5 +92,61 @@ def test_the_same_event_at_once_from_several_processes(start_child):
     ):
         assert payment.total_refunded_amount == Decimal("6.00")
     assert WebhookEvent.objects.count() == ROUNDS * 4 * PROCESSES
-    for child in children:
+
+    # One SNS message per state change, whoever published it.
+    messages = topic.messages()
+    assert Counter(m.body["type"] for m in messages) == signals_fired
+    assert len({m.body["id"] for m in messages}) == len(messages)
+    assert not OutboxMessage.objects.filter(published_at=None).exists()
+    for child in [*children, relay]:
         assert child.close() == 0, child.log()
+
+
+def write_pending_messages(settings) -> int:
+    """Outbox messages for many payments, some with several messages each; none published yet."""
+    settings.ATHM_OUTBOX = True
+    settings.ATHM_SNS_TOPIC_ARN = ""
+    app_payment = sample_data("payment_received")
+    completed = sample_data("ecommerce_completed.production")
+    refund = sample_data("refund_sent.production")
+    events = [{**app_payment, "referenceNumber": f"app-{n}"} for n in range(120)]
+    for n in range(10):
+        reference = f"215070{n:03d}-relay"
+        events.append({**completed, "ecommerceId": f"relay-{n}", "referenceNumber": reference})
+        events += [{**refund, "referenceNumber": reference, "total": f"{k}.00"} for k in (1, 2, 3)]
+    for data in events:
+        processor.process(parse_data(data), raw_body=json.dumps(data))
+    return OutboxMessage.objects.filter(published_at=None).count()
+
+
+def test_relays_at_once_publish_every_message_once_and_in_order(start_child, moto_server, settings):
+    total = write_pending_messages(settings)
+    assert total == 160
+    topic = new_topic(moto_server)
+    relays = [start_child(ATHM_SNS_TOPIC_ARN=topic.arn, **moto_server) for _ in range(3)]
+    for relay in relays:
+        relay.wait_ready()
+    for relay in relays:
+        relay.send_relay(batch_size=4)
+    reports = [relay.receive() for relay in relays]
+
+    messages = topic.messages()
+    assert len(messages) == total
+    assert len({m.body["id"] for m in messages}) == total
+    assert sum(report["published"] for report in reports) == total, reports
+    assert all(report["failed"] == 0 for report in reports), reports
+    if connection.vendor != "sqlite":
+        # SKIP LOCKED let the relays work side by side (SQLite runs one writer at a time).
+        assert sum(1 for report in reports if report["published"]) >= 2, reports
+
+    # Within a payment, each message was published only after the one before it.
+    published: dict[str, list] = defaultdict(list)
+    for row in OutboxMessage.objects.order_by("id"):
+        assert row.published_at is not None and row.attempts == 1
+        published[row.group_key].append(row.published_at)
+    several = [times for times in published.values() if len(times) > 1]
+    assert len(several) == 10
+    for times in several:
+        assert times == sorted(times)
+    for relay in relays:
+        assert relay.close() == 0, relay.log()
