@@ -1,14 +1,18 @@
-"""What a container does when it starts: receivers from a layer, and refusing to start misconfigured."""
+"""What a container does when it starts: receivers from a layer, the SNS client only with a topic, the
+scheduled relay function, and refusing to start misconfigured."""
 
 import json
 import socket
 import subprocess
 import sys
 import textwrap
+import uuid
 from decimal import Decimal
 
-from athm_core.models import Payment
-from tests.conftest import ROOT, sample
+from athm_core import processor
+from athm_core.models import OutboxMessage, Payment
+from athm_core.payloads import parse
+from tests.conftest import ROOT, Topic, sample
 
 LAYER_RECEIVERS = '''
 """Receivers a merchant ships in a Lambda layer (python/shop/receivers.py)."""
@@ -134,3 +138,67 @@ def test_in_lambda_the_handler_is_traced_with_x_ray(start_child):
     segment = json.loads(packet.split("\n", 1)[1])
     assert segment["name"] == "## lambda_handler"
     assert segment["trace_id"] == "1-5759e988-bd862e3fe1be46a994272793"
+
+
+def python(code: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_without_a_topic_boto3_is_never_imported(child_env):
+    code = "import sys, handler.app; print(*sorted(m for m in sys.modules if m.startswith(('boto', 's3t'))))"
+    result = python(code, child_env)
+    assert result.returncode == 0, result.stderr
+    # Powertools imports botocore's package (1 ms) to label its own calls; nothing of boto3's 0.25 s.
+    assert result.stdout.split() == ["botocore"]
+
+
+def test_with_a_topic_the_sns_client_is_made_during_the_cold_start(child_env, moto_server):
+    env = {**child_env, **moto_server, "ATHM_SNS_TOPIC_ARN": "arn:aws:sns:us-east-1:123456789012:athm-events"}
+    result = python("import handler.app; print(handler.app.sns_client.cache_info().currsize)", env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "1"
+
+
+def test_a_topic_arn_that_is_not_one_fails_the_cold_start(child_env):
+    result = cold_start({**child_env, "ATHM_SNS_TOPIC_ARN": "athm-events"})
+    assert result.returncode != 0
+    assert "ATHM_SNS_TOPIC_ARN is not an SNS topic ARN: 'athm-events'" in result.stderr
+
+
+RELAY_INVOCATION = """
+import json
+from handler.local import LocalContext
+from handler.relay import lambda_handler
+print(json.dumps(lambda_handler({"source": "aws.events", "detail-type": "Scheduled Event"}, LocalContext())))
+"""
+
+
+def test_the_scheduled_relay_function_publishes_whatever_is_pending(child_env, moto_server, settings):
+    settings.ATHM_OUTBOX = True
+    settings.ATHM_SNS_TOPIC_ARN = ""  # written, not published: as if SNS had been down
+    for name in ("ecommerce_completed.production", "refund_sent.production", "donation_received"):
+        processor.process(parse(sample(name)), raw_body=sample(name))
+    topic = Topic(f"athm-{uuid.uuid4().hex[:12]}", endpoint_url=moto_server["AWS_ENDPOINT_URL"])
+    env = {**child_env, **moto_server, "ATHM_SNS_TOPIC_ARN": topic.arn}
+    env["POWERTOOLS_METRICS_DISABLED"] = "false"
+    result = python(RELAY_INVOCATION, env)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert json.loads(lines[-1]) == {"published": 3, "failed": 0, "pending": 0, "oldest_pending_seconds": 0.0}
+    # Powertools flushed the backlog metrics that the stuck-outbox alarm watches.
+    metrics = next(json.loads(line) for line in lines if '"OutboxOldestPendingAge"' in line)
+    assert metrics["OutboxPending"] == [0.0] and metrics["OutboxPublished"] == [1.0, 1.0, 1.0]
+    assert sorted(m.body["type"] for m in topic.messages()) == [
+        "donation_received",
+        "payment_completed",
+        "refund_sent",
+    ]
+    assert not OutboxMessage.objects.filter(published_at=None).exists()
+
+
+def test_the_relay_function_refuses_to_start_without_a_topic(child_env):
+    result = python("import handler.relay", child_env)
+    assert result.returncode != 0
+    assert "ATHM_SNS_TOPIC_ARN is not set: the relay has nowhere to publish" in result.stderr

@@ -1,5 +1,6 @@
 """Local use without AWS: ``athm serve`` (an HTTP server in front of lambda_handler) and ``athm invoke``."""
 
+import contextlib
 import json
 import re
 import shutil
@@ -7,6 +8,7 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
+import uuid
 from pathlib import Path
 
 import pytest
@@ -24,24 +26,33 @@ def athm_command() -> list[str]:
     return [script] if script else [sys.executable, "-m", "handler.cli"]
 
 
-@pytest.fixture
-def server(child_env, tmp_path):
-    log = open(tmp_path / "serve.log", "w+")  # noqa: SIM115 - closed below
+@contextlib.contextmanager
+def serving(env: dict[str, str], log_path: Path):
+    """``athm serve`` on a free port: yields its base URL and process."""
+    log = open(log_path, "w+")  # noqa: SIM115 - closed below
     process = subprocess.Popen(
         [*athm_command(), "serve", "--port", "0"],
-        env=child_env,
+        env=env,
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=log,
         text=True,
     )
-    first_line = process.stdout.readline()
-    match = re.search(r"http://127\.0\.0\.1:(\d+)", first_line)
-    assert match, first_line + (tmp_path / "serve.log").read_text()
-    yield f"http://127.0.0.1:{match.group(1)}", process
-    process.terminate()
-    process.wait(timeout=30)
-    log.close()
+    try:
+        first_line = process.stdout.readline()
+        match = re.search(r"http://127\.0\.0\.1:(\d+)", first_line)
+        assert match, first_line + log_path.read_text()
+        yield f"http://127.0.0.1:{match.group(1)}", process
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        log.close()
+
+
+@pytest.fixture
+def server(child_env, tmp_path):
+    with serving(child_env, tmp_path / "serve.log") as running:
+        yield running
 
 
 def http(method: str, url: str, body: str | None = None) -> tuple[int, dict]:
@@ -180,3 +191,36 @@ def test_the_admin_shows_everything_and_changes_nothing(child_env, tmp_path):
     assert pages[:5] == [200] * 5  # lists and read-only detail pages
     assert pages[5:] == [403, 403]  # no adding, no deleting
     assert outcome["edit"] == 403 and outcome["status"] == "completed"
+
+
+def test_serve_publishes_to_the_sns_at_aws_endpoint_url_and_watch_topic_prints_it(
+    child_env, moto_server, tmp_path
+):
+    # What the README's local SNS recipe does, with moto's server standing in for `moto_server -p 5000`.
+    arn = f"arn:aws:sns:us-east-1:123456789012:athm-local-{uuid.uuid4().hex[:8]}"
+    env = {**child_env, **moto_server, "ATHM_SNS_TOPIC_ARN": arn}
+    watcher = subprocess.Popen(
+        [*athm_command(), "watch_topic", "--create", "--max-messages", "2"],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert watcher.stdout.readline().startswith(f"watching {arn}")
+    with serving(env, tmp_path / "serve.log") as (base, _):
+        assert http("POST", f"{base}/webhook/{SECRET}", sample("ecommerce_completed.production"))[0] == 200
+        assert http("POST", f"{base}/webhook/{SECRET}", sample("refund_sent.production"))[0] == 200
+    output, _ = watcher.communicate(timeout=60)
+    assert watcher.returncode == 0
+    printed = [json.loads(line) for line in output.splitlines()]
+    assert [m["attributes"]["event_type"] for m in printed] == ["payment_completed", "refund_sent"]
+    assert [m["body"]["type"] for m in printed] == ["payment_completed", "refund_sent"]
+    refunded = printed[1]["body"]
+    assert refunded["payment"]["total_refunded_amount"] == refunded["refund"]["amount"] == "26.00"
+
+
+def test_watch_topic_needs_a_topic(child_env):
+    result = subprocess.run(
+        [*athm_command(), "watch_topic"], env=child_env, cwd=ROOT, capture_output=True, text=True
+    )
+    assert result.returncode == 1 and "set ATHM_SNS_TOPIC_ARN" in result.stderr
