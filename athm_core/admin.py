@@ -1,4 +1,4 @@
-"""A read-only Django admin for payments, refunds and webhook events.
+"""A read-only Django admin for payments, refunds, webhook events and the outbox.
 
 Rows change only through ATH Móvil's events (see :mod:`athm_core.processor`), so nobody adds, edits or
 deletes them here.
@@ -6,7 +6,7 @@ deletes them here.
 
 from django.contrib import admin
 
-from athm_core.models import Payment, Refund, WebhookEvent
+from athm_core.models import OutboxMessage, Payment, Refund, WebhookEvent
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -66,3 +66,11 @@ class WebhookEventAdmin(ReadOnlyAdmin):
     list_filter = ["outcome", "event_type", "received_at"]
     search_fields = ["idempotency_key", "request_id"]
     date_hierarchy = "received_at"
+
+
+@admin.register(OutboxMessage)
+class OutboxMessageAdmin(ReadOnlyAdmin):
+    list_display = ["id", "created_at", "event_type", "transaction_type", "published_at", "attempts"]
+    list_filter = [("published_at", admin.EmptyFieldListFilter), "event_type", "created_at"]
+    search_fields = ["event_id", "group_key", "published_message_id"]
+    date_hierarchy = "created_at"

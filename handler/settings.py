@@ -174,6 +174,9 @@ LOGGING = {
         # processor records the failure on the event instead and logs its type.
         "django.dispatch": {"handlers": [], "level": "CRITICAL", "propagate": False},
         "mangum": {"level": "WARNING"},
+        # At DEBUG botocore logs whole requests and responses: the SNS message, and the database secret.
+        "botocore": {"level": "INFO"},
+        "boto3": {"level": "INFO"},
     },
 }
 

@@ -148,14 +148,17 @@ def test_the_read_only_admin_passes_djangos_checks(child_env):
 
 ADMIN_SCRIPT = """
 import json
+from django.conf import settings
 from django.contrib.auth.models import User
 from django.test import Client
 from athm_core import processor
 from athm_core.models import Payment
 from athm_core.payloads import parse
 
+settings.ATHM_OUTBOX = True
 body = open("tests/samples/ecommerce_completed.production.json").read()
 record = processor.process(parse(body), raw_body=body)
+message = record.outbox_messages.get()
 payment = Payment.objects.get()
 User.objects.create_superuser("admin", "admin@example.com", "pw")
 client = Client()
@@ -168,6 +171,8 @@ pages = {
         "/admin/athm_core/refund/",
         "/admin/athm_core/webhookevent/",
         f"/admin/athm_core/webhookevent/{record.pk}/change/",
+        "/admin/athm_core/outboxmessage/?published_at__isnull=True",
+        f"/admin/athm_core/outboxmessage/{message.pk}/change/",
         "/admin/athm_core/payment/add/",
         f"/admin/athm_core/payment/{payment.pk}/delete/",
     ]
@@ -188,8 +193,8 @@ def test_the_admin_shows_everything_and_changes_nothing(child_env, tmp_path):
     assert result.returncode == 0, result.stderr
     outcome = json.loads(result.stdout.strip().splitlines()[-1])
     pages = list(outcome["pages"].values())
-    assert pages[:5] == [200] * 5  # lists and read-only detail pages
-    assert pages[5:] == [403, 403]  # no adding, no deleting
+    assert pages[:7] == [200] * 7  # lists and read-only detail pages
+    assert pages[7:] == [403, 403]  # no adding, no deleting
     assert outcome["edit"] == 403 and outcome["status"] == "completed"
 
 

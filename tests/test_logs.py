@@ -2,8 +2,10 @@
 
 import json
 import textwrap
+import uuid
 
-from tests.conftest import SAMPLES, SECRET, sample, sample_data
+from athm_core.models import OutboxMessage
+from tests.conftest import SAMPLES, SECRET, Topic, sample, sample_data
 
 PII_RECEIVER = """
 from django.dispatch import receiver
@@ -27,9 +29,12 @@ def customer_data() -> set[str]:
     return values
 
 
-def test_a_full_run_logs_no_customer_data(start_child, child_env, tmp_path):
+def test_a_full_run_logs_no_customer_data(start_child, child_env, moto_server, tmp_path):
     (tmp_path / "pii_receivers.py").write_text(textwrap.dedent(PII_RECEIVER))
+    topic = Topic(f"athm-{uuid.uuid4().hex[:12]}", endpoint_url=moto_server["AWS_ENDPOINT_URL"])
     child = start_child(
+        ATHM_SNS_TOPIC_ARN=topic.arn,  # the publisher logs too
+        **moto_server,
         CHILD_ROOT_LOG_LEVEL="DEBUG",
         POWERTOOLS_LOG_LEVEL="DEBUG",
         ATHM_RECEIVERS="pii_receivers",
@@ -49,6 +54,8 @@ def test_a_full_run_logs_no_customer_data(start_child, child_env, tmp_path):
 
     log = child.log()
     assert "webhook event processed" in log and "crash_with_customer_data" in log  # the logs are there
+    # And the messages went out.
+    assert len(topic.messages()) == OutboxMessage.objects.filter(published_at__isnull=False).count() == 9
     for value in customer_data():
         assert value not in log, f"customer data in the logs: {value!r}"
     assert SECRET not in log

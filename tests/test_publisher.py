@@ -163,7 +163,9 @@ def test_sns_failing_leaves_the_answer_200_and_the_message_pending_until_the_rel
     assert row.published_at and row.attempts == 2
 
 
-def test_an_unreachable_sns_endpoint_leaves_the_answer_200(lambda_handler, aws, settings, monkeypatch):
+def test_an_unreachable_sns_endpoint_leaves_the_answer_200_until_the_relay(
+    lambda_handler, aws, settings, monkeypatch
+):
     with socket.socket() as closed:
         closed.bind(("127.0.0.1", 0))
         port = closed.getsockname()[1]
@@ -173,6 +175,13 @@ def test_an_unreachable_sns_endpoint_leaves_the_answer_200(lambda_handler, aws, 
     assert response.status == 200
     row = OutboxMessage.objects.get()
     assert row.published_at is None and "EndpointConnectionError" in row.last_error
+
+    # The endpoint is back (moto's in-process SNS) and the relay publishes the message.
+    monkeypatch.delenv("AWS_ENDPOINT_URL_SNS")
+    publisher.sns_client.cache_clear()
+    topic = Topic()
+    assert publisher.relay(retry_now=True).published == 1
+    assert [m.body["id"] for m in topic.messages()] == [str(row.event_id)]
 
 
 def test_a_payments_later_messages_wait_behind_an_earlier_one_that_failed(lambda_handler, aws, settings):
