@@ -16,6 +16,7 @@ import logging
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from functools import partial
 from typing import Any
 
@@ -262,7 +263,9 @@ def _fill(payment: Payment, event: AthmEvent) -> None:
     payment.transaction_date = event.effective_date
 
 
-def _write_outbox(notices: list[Notice], record: WebhookEvent, *, occurred_at) -> list[OutboxMessage]:
+def _write_outbox(
+    notices: list[Notice], record: WebhookEvent, *, occurred_at: datetime
+) -> list[OutboxMessage]:
     """One outbox message per notice, in the caller's transaction: the same changes the signals announce."""
     if not notices or not outbox.enabled():
         return []
