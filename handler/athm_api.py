@@ -1,0 +1,249 @@
+"""A small client for ATH Móvil's business API, on the standard library alone.
+
+Today it registers the webhook listener (:func:`register_webhook`). Every call goes through
+:func:`_request`, which owns what all of ATH Móvil's endpoints share: JSON in and out, a bounded wait,
+and one exception type, :class:`AthmApiError`, for every way a call can fail (an HTTP error, an
+``{"status": "error", ...}`` answer, a body that is not JSON, a server that cannot be reached or does not
+answer in time). Later calls (findPayment, transactionReport, refund) are one small function each on top
+of it; findPayment and refund live on another host (payments.athmovil.com), which will want a base URL
+setting of its own beside ``ATHM_API_BASE_URL``.
+
+The private token is a credential: nothing here logs, and no exception message carries it, even when
+ATH Móvil's own error message quotes it back.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterable
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+
+# Seconds that connecting, and each read of the answer, may wait. Module level so tests can shorten it.
+TIMEOUT = 10.0
+
+WEBHOOK_PATH = "/transactions/webhook/post"
+
+# The events a listener can subscribe to, in this project's names (those of its signals), and the boolean
+# field of ATH Móvil's subscription request that each one sets.
+WEBHOOK_EVENTS = {
+    "ecommerce_completed": "ecommercePaymentReceivedEvent",
+    "ecommerce_cancelled": "ecommercePaymentCancelledEvent",
+    "ecommerce_expired": "ecommercePaymentExpiredEvent",
+    "refund_sent": "refundSentEvent",
+    "payment_received": "paymentReceivedEvent",
+    "donation_received": "donationReceivedEvent",
+}
+
+# Plain HTTP only to this machine (the tests' fake ATH Móvil): anywhere else it would expose the tokens.
+_LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
+# An error answer is quoted in the exception; a whole HTML error page would drown the message.
+_QUOTE_LIMIT = 300
+
+# Strings to blank out of any text quoted from an answer (the private token).
+Secrets = tuple[str, ...]
+
+
+class AthmApiError(Exception):
+    """A call to ATH Móvil's API failed.
+
+    ``status`` is the HTTP status (``None`` when no answer came), ``code`` ATH Móvil's error code (such as
+    ``BTRA_0017``) when it sent one, ``message`` what went wrong, in ATH Móvil's words where it gave any.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None, code: str | None = None) -> None:
+        self.message = message
+        self.status = status
+        self.code = code
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        origin = ", ".join(
+            part for part in (f"HTTP {self.status}" if self.status else "", self.code or "") if part
+        )
+        return f"ATH Móvil: {self.message}" + (f" ({origin})" if origin else "")
+
+
+def register_webhook(
+    listener_url: str, *, events: Iterable[str], public_token: str, private_token: str
+) -> Any:
+    """Subscribe ``listener_url`` to ``events`` (names from :data:`WEBHOOK_EVENTS`), and to no others.
+
+    Returns ATH Móvil's answer, parsed (its success body is not documented, so it is not interpreted).
+    Raises ``ValueError`` for an unknown event name, before anything is sent.
+    """
+    chosen = set(events)
+    unknown = sorted(chosen - WEBHOOK_EVENTS.keys())
+    if unknown:
+        raise ValueError(f"unknown event {', '.join(unknown)}; valid events: {', '.join(WEBHOOK_EVENTS)}")
+    payload = webhook_request(listener_url, chosen, public_token=public_token, private_token=private_token)
+    return _request("POST", WEBHOOK_PATH, payload, secrets=(private_token,))
+
+
+def webhook_request(
+    listener_url: str, events: Iterable[str], *, public_token: str, private_token: str
+) -> dict[str, Any]:
+    """The body of a subscription request: every one of ATH Móvil's six booleans is sent, true or false,
+    so that a registration also unsubscribes from the events left out."""
+    chosen = set(events)
+    return {
+        "publicToken": public_token,
+        "privateToken": private_token,
+        "listenerURL": listener_url,
+        **{field: name in chosen for name, field in WEBHOOK_EVENTS.items()},
+    }
+
+
+def endpoint(path: str) -> str:
+    """The full URL of ``path`` on ``ATHM_API_BASE_URL``."""
+    return settings.ATHM_API_BASE_URL.rstrip("/") + path
+
+
+def _request(method: str, path: str, payload: dict[str, Any], *, secrets: Secrets = ()) -> Any:
+    """Send ``payload`` as JSON to ``path`` and return the parsed answer, or raise :class:`AthmApiError`.
+
+    ``method`` is a parameter because ATH Móvil's transactionReport is a GET with a JSON body.
+    ``secrets`` (the private token) are blanked out of any text of the answer that an error quotes.
+    A plain-http ``ATHM_API_BASE_URL`` off this machine raises ``ImproperlyConfigured``, before sending.
+    """
+    url = endpoint(path)
+    _check_transport(url)
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(payload).encode(),
+        method=method,
+        headers={
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+            "User-Agent": "athm-lambda",
+        },
+    )
+    try:
+        with _opener.open(request, timeout=TIMEOUT) as response:
+            status, raw = response.status, response.read()
+    except urllib.error.HTTPError as error:
+        with error:
+            status, raw = error.code, _read_quietly(error)
+        if 300 <= status < 400:
+            # Following it would turn the POST into a GET without the body: say where it pointed instead.
+            location = error.headers.get("Location", "")
+            raise AthmApiError(f"{url} redirects to {location or 'nowhere'}", status=status) from None
+        raise _error_from_answer(status, raw, secrets) from None
+    except TimeoutError:
+        raise AthmApiError(f"{url} did not answer within {TIMEOUT:g} s") from None
+    except urllib.error.URLError as error:
+        reason = error.reason
+        if isinstance(reason, TimeoutError):
+            raise AthmApiError(f"{url} did not answer within {TIMEOUT:g} s") from None
+        raise AthmApiError(f"cannot reach {url}: {reason}") from None
+    except (OSError, http.client.HTTPException) as error:
+        # A connection reset or closed before a complete answer (http.client.RemoteDisconnected, ...).
+        raise AthmApiError(
+            f"{url} closed the connection without an answer ({type(error).__name__})"
+        ) from None
+
+    body = _parse(status, raw, secrets)
+    marker = _error_marker(body)
+    if marker:
+        raise _api_error(marker, status, secrets)
+    return body
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None
+
+
+_opener = urllib.request.build_opener(_NoRedirects)
+
+
+def _check_transport(url: str) -> None:
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in _LOOPBACK_HOSTS):
+        return
+    base = settings.ATHM_API_BASE_URL
+    raise ImproperlyConfigured(
+        f"ATHM_API_BASE_URL must be an https:// URL (plain http only to this machine), not {base!r}"
+    )
+
+
+def _read_quietly(response: Any) -> bytes:
+    try:
+        return response.read()
+    except (OSError, http.client.HTTPException):
+        return b""
+
+
+def _parse(status: int, raw: bytes, secrets: Secrets) -> Any:
+    # ATH Móvil does not document the success body of every endpoint: an empty one is a plain success.
+    if not raw.strip():
+        return {}
+    try:
+        return json.loads(raw)
+    except ValueError:
+        raise AthmApiError(f"the answer is not JSON: {_quote(raw, secrets)!r}", status=status) from None
+
+
+def _error_from_answer(status: int, raw: bytes, secrets: Secrets) -> AthmApiError:
+    try:
+        body = json.loads(raw) if raw.strip() else {}
+    except ValueError:
+        body = None
+    marker = _error_marker(body, failed=True)
+    if marker:
+        return _api_error(marker, status, secrets)
+    detail = f"an error answer: {_quote(raw, secrets)!r}" if raw.strip() else "an error answer without a body"
+    return AthmApiError(detail, status=status)
+
+
+def _error_marker(body: Any, *, failed: bool = False) -> tuple[str | None, str] | None:
+    """``(code, message)`` when ``body`` is one of ATH Móvil's error answers, else ``None``.
+
+    ATH Móvil answers errors as ``{"status": "error", "message": ..., "errorcode": "BTRA_0017"}`` and in
+    a few other spellings (``errorCode``, ``errorMessage``, ``description``). ``failed`` is true when the
+    HTTP status already says it failed, so any message found is the reason.
+    """
+    if not isinstance(body, dict):
+        return None
+    status = str(body.get("status") or "").strip().lower()
+    code = next((str(body[key]) for key in ("errorcode", "errorCode", "error_code") if body.get(key)), None)
+    message = next(
+        (
+            str(body[key])
+            for key in ("message", "errorMessage", "description", "detail", "error")
+            if isinstance(body.get(key), str) and body[key].strip()
+        ),
+        None,
+    )
+    said_error = (
+        status in {"error", "fail", "failed", "failure"}
+        or body.get("success") is False
+        or (code is not None and status != "success")
+    )
+    if said_error or (failed and (code or message)):
+        return code, message or "the request failed, without a message"
+    return None
+
+
+def _api_error(marker: tuple[str | None, str], status: int, secrets: Secrets) -> AthmApiError:
+    code, message = marker
+    return AthmApiError(_blank(message, secrets), status=status, code=code and _blank(code, secrets))
+
+
+def _quote(raw: bytes, secrets: Secrets) -> str:
+    # Blanked before it is cut, so that no piece of a secret survives at the cut.
+    text = _blank(raw.decode("utf-8", "replace").strip(), secrets)
+    return text if len(text) <= _QUOTE_LIMIT else text[:_QUOTE_LIMIT] + "…"
+
+
+def _blank(text: str, secrets: Secrets) -> str:
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "********")
+    return text
