@@ -1,6 +1,7 @@
 # Two commands do all the set-up on a fresh machine (Python 3.11+ with venv, and make):
 #   make serve   the webhook function on http://127.0.0.1:8000, on a local SQLite file
-#   make test    lint, then the whole test suite on SQLite, PostgreSQL and MariaDB
+#   make test    lint, build the Lambda package, then the whole test suite on SQLite, PostgreSQL and MariaDB
+# and one more for deploying: make build (sam build, without Docker), then sam deploy --guided.
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -10,7 +11,13 @@ PORT ?= 8000
 POSTGRES_TEST_URL ?= postgres://postgres@127.0.0.1:5432/postgres
 MARIADB_TEST_URL ?= mysql://root@127.0.0.1:3306/test
 
-.PHONY: serve test test-sqlite test-postgres test-mariadb lint clean
+# The Lambda platform the package is built for; template.yaml's Architectures must say the same.
+LAMBDA_ARCH ?= arm64
+LAMBDA_PYTHON ?= 3.11
+WHEEL_PLATFORM_arm64 := manylinux2014_aarch64
+WHEEL_PLATFORM_x86_64 := manylinux2014_x86_64
+
+.PHONY: serve test test-sqlite test-postgres test-mariadb lint build clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +29,7 @@ serve: $(VENV)/.installed
 	$(BIN)/athm migrate --noinput
 	ATHM_WEBHOOK_SECRET=$${ATHM_WEBHOOK_SECRET:-local-dev-secret} $(BIN)/athm serve --port $(PORT)
 
-test: lint test-sqlite test-postgres test-mariadb
+test: lint build test-sqlite test-postgres test-mariadb
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
@@ -37,5 +44,32 @@ test-postgres: $(VENV)/.installed
 test-mariadb: $(VENV)/.installed
 	DATABASE_URL=$(MARIADB_TEST_URL) $(BIN)/pytest
 
+# What `sam deploy` uploads, in .aws-sam/build (samconfig.toml builds in the source tree, without Docker),
+# and the example receivers layer in .aws-sam/receivers-layer.
+build: $(VENV)/.installed
+	$(BIN)/sam build --template-file template.yaml
+	$(BIN)/sam build --template-file examples/receivers_layer/template.yaml --build-dir .aws-sam/receivers-layer
+
+# `sam build` runs these targets (BuildMethod: makefile) with ARTIFACTS_DIR set.
+build-DependenciesLayer:
+	$(BIN)/python -m pip install --quiet --no-deps --no-compile --only-binary=:all: \
+		--implementation cp --python-version $(LAMBDA_PYTHON) --platform $(WHEEL_PLATFORM_$(LAMBDA_ARCH)) \
+		--target $(ARTIFACTS_DIR)/python -r requirements-lambda.txt
+	$(MAKE) --no-print-directory compile DIR=$(ARTIFACTS_DIR)/python
+
+build-WebhookFunction build-RelayFunction build-MigrateFunction:
+	mkdir -p $(ARTIFACTS_DIR)
+	cp -R handler athm_core $(ARTIFACTS_DIR)/
+	find $(ARTIFACTS_DIR) -name __pycache__ -prune -exec rm -rf {} +
+	$(MAKE) --no-print-directory compile DIR=$(ARTIFACTS_DIR)
+
+# Lambda's code directory is read-only, so Python cannot cache bytecode there: without shipped .pyc files
+# every cold start compiles every module again (1.4 s instead of 0.24 s, measured). Unchecked hashes keep
+# the .pyc files valid whatever timestamps the zip gives the sources.
+compile:
+	@if $(BIN)/python -c 'import sys; sys.exit(sys.version_info[:2] != tuple(map(int, "$(LAMBDA_PYTHON)".split("."))))'; then \
+		$(BIN)/python -m compileall -q -j 0 --invalidation-mode unchecked-hash $(DIR); \
+	else echo "not precompiling: $(BIN)/python is not Python $(LAMBDA_PYTHON)"; fi
+
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info .aws-sam

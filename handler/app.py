@@ -43,12 +43,18 @@ def load_receivers(modules: Iterable[str]) -> None:
             ) from exc
 
 
+if settings.IN_LAMBDA and not settings.ATHM_WEBHOOK_SECRETS:
+    raise ImproperlyConfigured(
+        "ATHM_WEBHOOK_SECRET is not set: refusing to start a listener that would accept anonymous webhooks."
+    )
 get_resolver().url_patterns  # noqa: B018 - imports the URLconf and views now, not on the first request
 load_receivers(settings.ATHM_RECEIVERS)
 if settings.ATHM_SNS_TOPIC_ARN:
     # boto3's import and the client's set-up belong to the cold start, not to the first webhook.
     sns_client()
-copy_config_to_registered_loggers(source_logger=logger, include={"athm_core"})
+# athm_core's and the receivers' own log records go out like the handler's: JSON, with the correlation id.
+receiver_packages = {module.split(".")[0] for module in settings.ATHM_RECEIVERS}
+copy_config_to_registered_loggers(source_logger=logger, include={"athm_core", *receiver_packages})
 
 application = DjangoOnOneThread()
 _adapter = Mangum(application, lifespan="off")

@@ -182,12 +182,23 @@ LOGGING = {
 
 # --- ATH Móvil -----------------------------------------------------------------------------------------
 
-# Comma-separated: during a rotation both the old and the new secret are accepted.
-ATHM_WEBHOOK_SECRETS = tuple(_list("ATHM_WEBHOOK_SECRET"))
-if IN_LAMBDA and not ATHM_WEBHOOK_SECRETS:
-    raise ImproperlyConfigured(
-        "ATHM_WEBHOOK_SECRET is not set: refusing to start a listener that would accept anonymous webhooks."
-    )
+
+def webhook_secrets(env: Mapping[str, str]) -> tuple[str, ...]:
+    """The listener URL's secrets: the value of the Secrets Manager secret ``ATHM_WEBHOOK_SECRET_ARN`` (as
+    ``template.yaml`` deploys it), else ``ATHM_WEBHOOK_SECRET``. Comma-separated: during a rotation both
+    the old and the new secret are accepted."""
+    arn = env.get("ATHM_WEBHOOK_SECRET_ARN", "").strip()
+    if arn:
+        from aws_lambda_powertools.utilities.parameters import get_secret
+
+        value = str(get_secret(arn))
+    else:
+        value = env.get("ATHM_WEBHOOK_SECRET", "")
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+# The webhook function (handler.app) refuses to start in Lambda without one; the relay needs none.
+ATHM_WEBHOOK_SECRETS = webhook_secrets(os.environ)
 ATHM_RECEIVERS = tuple(_list("ATHM_RECEIVERS"))
 ATHM_MAX_BODY_BYTES = int(os.environ.get("ATHM_MAX_BODY_BYTES", "65536"))
 
@@ -210,3 +221,12 @@ if ATHM_SNS_TOPIC_ARN and not _TOPIC_ARN.fullmatch(ATHM_SNS_TOPIC_ARN):
 ATHM_OUTBOX = bool(ATHM_SNS_TOPIC_ARN)
 # Customer names, phones, emails and messages stay out of the messages unless the deployer wants them.
 ATHM_OUTBOX_CUSTOMER_DATA = _flag("ATHM_SNS_CUSTOMER_DATA")
+
+# --- ATH Móvil's API -----------------------------------------------------------------------------------
+
+# Where ATH Móvil's business API is; tests point it at a fake server on 127.0.0.1.
+ATHM_API_BASE_URL = os.environ.get("ATHM_API_BASE_URL", "").strip() or "https://www.athmovil.com"
+# The business's API keys (ATH Business app: Settings > Development) for the calls made to that API, such
+# as `athm register_webhook`. The private token is a credential: it is never logged or printed.
+ATHM_PUBLIC_TOKEN = os.environ.get("ATHM_PUBLIC_TOKEN", "").strip()
+ATHM_PRIVATE_TOKEN = os.environ.get("ATHM_PRIVATE_TOKEN", "").strip()

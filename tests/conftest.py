@@ -398,3 +398,34 @@ def moto_server(monkeypatch) -> Iterator[dict[str, str]]:
     yield env
     server.stop()
     publisher.sns_client.cache_clear()
+
+
+# --- CloudFormation templates ----------------------------------------------------------------------------
+
+
+def load_template(path: Path) -> dict[str, Any]:
+    """A CloudFormation/SAM template, its short tags read as the long form (``!Ref X`` -> {"Ref": "X"})."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    def short_tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
+        if isinstance(node, yaml.ScalarNode):
+            value: Any = loader.construct_scalar(node)
+        elif isinstance(node, yaml.SequenceNode):
+            value = loader.construct_sequence(node, deep=True)
+        else:
+            value = loader.construct_mapping(node, deep=True)
+        return {"Ref" if suffix == "Ref" else f"Fn::{suffix}": value}
+
+    Loader.add_multi_constructor("!", short_tag)
+    return yaml.load(path.read_text(encoding="utf-8"), Loader=Loader)
+
+
+def cfn_lint(path: Path) -> subprocess.CompletedProcess:
+    """cfn-lint on ``path``, run by the interpreter running the tests (cfn-lint has no ``__main__``)."""
+    command = "import sys; from cfnlint.runner import main; sys.argv[0] = 'cfn-lint'; sys.exit(main())"
+    return subprocess.run(
+        [sys.executable, "-c", command, str(path)], capture_output=True, text=True, timeout=300
+    )

@@ -10,17 +10,14 @@ import importlib.util
 import inspect
 import io
 import json
-import subprocess
-import sys
 import uuid
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
 import pytest
-import yaml
 
-from tests.conftest import ROOT, Topic, sample, sample_data
+from tests.conftest import ROOT, Topic, cfn_lint, load_template, sample, sample_data
 
 EXAMPLE = ROOT / "examples" / "sns_consumer"
 TEMPLATE = EXAMPLE / "template.yaml"
@@ -30,25 +27,8 @@ REGION = "us-east-1"
 # --- the template ----------------------------------------------------------------------------------------
 
 
-class _CloudFormationLoader(yaml.SafeLoader):
-    """YAML with CloudFormation's short tags: ``!Ref X`` reads as ``{"Ref": "X"}``, ``!GetAtt`` etc. alike."""
-
-
-def _short_tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
-    if isinstance(node, yaml.ScalarNode):
-        value: Any = loader.construct_scalar(node)
-    elif isinstance(node, yaml.SequenceNode):
-        value = loader.construct_sequence(node, deep=True)
-    else:
-        value = loader.construct_mapping(node, deep=True)
-    return {"Ref" if suffix == "Ref" else f"Fn::{suffix}": value}
-
-
-_CloudFormationLoader.add_multi_constructor("!", _short_tag)
-
-
 def template() -> dict[str, Any]:
-    return yaml.load(TEMPLATE.read_text(encoding="utf-8"), Loader=_CloudFormationLoader)
+    return load_template(TEMPLATE)
 
 
 def resource(of_type: str) -> dict[str, Any]:
@@ -61,11 +41,7 @@ def filter_policy() -> dict[str, Any]:
 
 
 def test_the_template_passes_cfn_lint():
-    # cfn-lint's own command (the package has no __main__), with the interpreter running the tests.
-    command = "import sys; from cfnlint.runner import main; sys.argv[0] = 'cfn-lint'; sys.exit(main())"
-    result = subprocess.run(
-        [sys.executable, "-c", command, str(TEMPLATE)], capture_output=True, text=True, timeout=120
-    )
+    result = cfn_lint(TEMPLATE)
     assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
 
 

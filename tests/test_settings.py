@@ -7,7 +7,7 @@ import pytest
 from django.core.exceptions import ImproperlyConfigured
 from moto import mock_aws
 
-from handler.settings import database_settings
+from handler.settings import database_settings, webhook_secrets
 
 
 @pytest.fixture
@@ -117,3 +117,15 @@ def test_a_new_connection_after_a_password_rotation_uses_the_new_password(secret
     before, after = connection_params_after_rotation(secretsmanager, url)
     assert (before["user"], before["password"]) == ("athm", "first")
     assert (after["user"], after["password"]) == ("athm", "second")
+
+
+def test_the_webhook_secret_comes_from_secrets_manager_when_an_arn_is_given(secretsmanager):
+    arn = secretsmanager.create_secret(
+        Name="athm-webhook", SecretString="new-secret-0123456789abcdef, old-one"
+    )["ARN"]
+    assert webhook_secrets({"ATHM_WEBHOOK_SECRET_ARN": arn, "ATHM_WEBHOOK_SECRET": "ignored"}) == (
+        "new-secret-0123456789abcdef",
+        "old-one",
+    )
+    assert webhook_secrets({"ATHM_WEBHOOK_SECRET": "a,b"}) == ("a", "b")
+    assert webhook_secrets({}) == ()

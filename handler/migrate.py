@@ -1,0 +1,90 @@
+"""``handler.migrate.lambda_handler``, the migration function's entry point: ``athm migrate`` on deploy.
+
+``template.yaml`` calls it as a CloudFormation custom resource whenever a deploy changes the code. Create
+and Update run the migrations and report success, or failure with the reason, which fails the deploy and
+rolls it back before the new code takes traffic. Delete changes nothing: the data outlives the stack.
+Invoked directly (``sam remote invoke MigrateFunction``), it runs the migrations and returns their output.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import threading
+import urllib.request
+from typing import Any
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "handler.settings")
+
+import django
+
+django.setup()
+
+from django.core.management import call_command  # noqa: E402
+
+from handler.observability import logger  # noqa: E402
+
+# CloudFormation waits an hour for an answer that never comes: answer FAILED this long before the timeout.
+_MARGIN_SECONDS = 10
+# CloudFormation takes at most 4 KB of answer.
+_REASON_LENGTH = 1000
+
+
+def migrate() -> str:
+    """Run every pending migration; returns what ``migrate`` printed."""
+    output = io.StringIO()
+    call_command("migrate", interactive=False, no_color=True, stdout=output)
+    return output.getvalue()
+
+
+@logger.inject_lambda_context(clear_state=True)
+def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    if "ResponseURL" not in event:
+        return {"status": "migrated", "output": migrate()}
+    sent: dict[str, str] = {}
+    lock = threading.Lock()
+
+    def answer(status: str, reason: str) -> None:
+        with lock:  # once: either the result, or the timeout's FAILED, whichever comes first
+            if not sent:
+                sent.update(status=status, reason=reason)
+                _answer(event, status, reason)
+
+    timer = threading.Timer(
+        max(1.0, context.get_remaining_time_in_millis() / 1000 - _MARGIN_SECONDS),
+        answer,
+        args=("FAILED", "the migrations ran out of time"),
+    )
+    timer.daemon = True
+    timer.start()
+    status, reason = "SUCCESS", ""
+    if event["RequestType"] in ("Create", "Update"):
+        try:
+            output = migrate()
+            logger.info("migrations applied", extra={"output": output[-_REASON_LENGTH:]})
+        except Exception as exc:
+            logger.exception("migrations failed")
+            status, reason = "FAILED", f"migrate failed: {type(exc).__name__}: {exc}"
+    timer.cancel()
+    answer(status, reason)
+    return sent
+
+
+def _answer(event: dict[str, Any], status: str, reason: str) -> None:
+    """PUT the custom resource's result to the pre-signed URL CloudFormation gave."""
+    body = json.dumps(
+        {
+            "Status": status,
+            "Reason": reason[:_REASON_LENGTH] or "migrations applied",
+            "PhysicalResourceId": event.get("PhysicalResourceId") or "athm-migrations",
+            "StackId": event["StackId"],
+            "RequestId": event["RequestId"],
+            "LogicalResourceId": event["LogicalResourceId"],
+        }
+    ).encode()
+    request = urllib.request.Request(
+        event["ResponseURL"], data=body, method="PUT", headers={"Content-Type": ""}
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        response.read()

@@ -1,0 +1,137 @@
+"""What ``make build`` (sam build, no Docker) leaves in .aws-sam/build, which ``sam deploy`` uploads, runs.
+
+Each function is started the way Lambda starts it: a fresh interpreter with nothing on its path but the
+standard library, the function's code (/var/task) and the layers' python/ folders (/opt/python), without
+this checkout or the virtualenv. A packaging mistake fails here instead of in a merchant's account.
+"""
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from packaging.requirements import Requirement
+
+from tests.conftest import ROOT, sample
+
+BUILD = ROOT / ".aws-sam" / "build"
+LAYER = BUILD / "DependenciesLayer" / "python"
+FUNCTIONS = ["WebhookFunction", "RelayFunction", "MigrateFunction"]
+# ELF e_machine values.
+_MACHINES = {"arm64": 183, "x86_64": 62}
+
+if not (BUILD / "template.yaml").exists():
+    reason = "no .aws-sam/build: run `make build` (make test does)"
+    if os.environ.get("CI"):
+        raise pytest.UsageError(reason)
+    pytest.skip(reason, allow_module_level=True)
+
+
+def lambda_python(code: str, function: str, *, env: dict[str, str], cwd: Path, stdin: str = ""):
+    """Run ``code`` as Lambda would run the built ``function``: only its code and the layer on the path."""
+    bootstrap = f"import sys\nsys.path[:0] = [{str(BUILD / function)!r}, {str(LAYER)!r}]\n"
+    # -I: no PYTHONPATH, no user site; -S: no site-packages (this virtualenv) either.
+    return subprocess.run(
+        [sys.executable, "-I", "-S", "-c", bootstrap + code],
+        input=stdin,
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+WEBHOOK = """
+import json, sys
+from handler.migrate import lambda_handler as migrate
+from handler.local import LocalContext, http_api_event, invoke, response_body
+print("RESULT", json.dumps(migrate({}, LocalContext())["status"]))
+from handler import app
+assert "boto3" not in sys.modules
+body = sys.stdin.read()
+for _ in range(2):
+    answer = invoke(app.lambda_handler, http_api_event("POST", "/webhook/built-secret", body=body))
+    print("RESULT", json.dumps({"status": answer["statusCode"], "body": json.loads(response_body(answer))}))
+print("RESULT", json.dumps({"handler": app.__file__, "django": sys.modules["django"].__file__}))
+"""
+
+
+def test_the_built_function_answers_a_webhook_on_sqlite(tmp_path):
+    env = {
+        "PATH": os.environ["PATH"],
+        "AWS_LAMBDA_FUNCTION_NAME": "athm-webhook",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'built.sqlite3'}",
+        "ATHM_WEBHOOK_SECRET": "built-secret",
+        "POWERTOOLS_METRICS_DISABLED": "true",
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
+    stdin = sample("ecommerce_completed.production")
+    result = lambda_python(WEBHOOK, "WebhookFunction", env=env, cwd=tmp_path, stdin=stdin)
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line[7:]) for line in result.stdout.splitlines() if line.startswith("RESULT ")]
+    assert lines[0] == "migrated"
+    first, second = lines[1], lines[2]
+    assert first["status"] == 200 and first["body"]["outcome"] == "applied"
+    assert second["status"] == 200 and second["body"]["outcome"] == "duplicate"
+    where = lines[-1]
+    # Everything came from the build, nothing from this checkout or the virtualenv.
+    assert where["handler"].startswith(str(BUILD / "WebhookFunction"))
+    assert where["django"].startswith(str(LAYER))
+
+
+@pytest.mark.parametrize("function", FUNCTIONS)
+def test_each_built_function_holds_the_code_precompiled(function):
+    code = BUILD / function
+    sources = sorted(path.relative_to(code) for path in code.rglob("*.py"))
+    assert Path("handler/app.py") in sources and Path("athm_core/processor.py") in sources
+    # Lambda cannot write bytecode next to the code: the build ships it (Python 3.11, the runtime's).
+    for source in sources:
+        compiled = code / source.parent / "__pycache__" / f"{source.stem}.cpython-311.pyc"
+        assert compiled.exists(), f"{function}: {source} is not precompiled"
+    assert not list(code.rglob("tests")), "the tests do not ship"
+
+
+def test_the_layer_holds_the_pinned_dependencies_for_the_templates_architecture():
+    template = (ROOT / "template.yaml").read_text(encoding="utf-8")
+    architecture = re.search(r"Architectures: \[(\w+)\]", template).group(1)
+    binaries = list((LAYER / "psycopg_binary").glob("*.so")) + list(
+        (LAYER / "psycopg_binary.libs").glob("*.so*")
+    )
+    assert binaries, "psycopg's binary is in the layer"
+    for binary in binaries:
+        header = binary.read_bytes()[:20]
+        assert header[:4] == b"\x7fELF" and int.from_bytes(header[18:20], "little") == _MACHINES[architecture]
+    installed = {path.name.split("-")[0].lower().replace("_", "-") for path in LAYER.glob("*.dist-info")}
+    pinned = {
+        Requirement(line).name.lower().replace("_", "-")
+        for line in (ROOT / "requirements-lambda.txt").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
+    assert installed == pinned
+    # The Lambda runtime brings boto3: it is not shipped again.
+    assert not (LAYER / "boto3").exists() and not (LAYER / "botocore").exists()
+
+
+def test_the_pins_satisfy_the_projects_own_ranges():
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    ranges = {}
+    for spec in [*project["dependencies"], *project["optional-dependencies"]["postgres"],
+                 *project["optional-dependencies"]["mysql"]]:  # fmt: skip
+        requirement = Requirement(spec)
+        ranges[requirement.name.lower()] = requirement.specifier
+    pins = {}
+    for line in (ROOT / "requirements-lambda.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            requirement = Requirement(line)
+            pins[requirement.name.lower()] = next(iter(requirement.specifier)).version
+    for name, specifier in ranges.items():
+        if name == "boto3":
+            continue  # provided by the runtime
+        assert name in pins, f"{name} is a dependency but not in requirements-lambda.txt"
+        assert specifier.contains(pins[name]), f"{name}=={pins[name]} is outside pyproject's {specifier}"

@@ -1,0 +1,103 @@
+"""template.yaml, checked without AWS: cfn-lint, handlers that exist, and every setting accounted for."""
+
+import re
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT, cfn_lint, load_template
+
+TEMPLATE = ROOT / "template.yaml"
+LAYER_TEMPLATE = ROOT / "examples" / "receivers_layer" / "template.yaml"
+
+
+@pytest.mark.parametrize("path", [TEMPLATE, LAYER_TEMPLATE], ids=["template.yaml", "receivers_layer"])
+def test_cfn_lint_finds_nothing(path):
+    result = cfn_lint(path)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+
+
+def functions() -> dict[str, dict]:
+    resources = load_template(TEMPLATE)["Resources"]
+    return {
+        name: resource["Properties"]
+        for name, resource in resources.items()
+        if resource["Type"] == "AWS::Serverless::Function"
+    }
+
+
+def test_every_handler_in_the_template_is_a_callable_in_the_package(child_env):
+    handlers = sorted({properties["Handler"] for properties in functions().values()})
+    assert handlers == [f"handler.{module}.lambda_handler" for module in ("app", "migrate", "relay")]
+    check = (
+        "import importlib, sys\n"
+        "for handler in sys.argv[1:]:\n"
+        "    module, name = handler.rsplit('.', 1)\n"
+        "    assert callable(getattr(importlib.import_module(module), name)), handler\n"
+        "print('ok')\n"
+    )
+    env = {**child_env, "ATHM_SNS_TOPIC_ARN": "arn:aws:sns:us-east-1:123456789012:athm-events"}
+    command = [sys.executable, "-c", check, *handlers]
+    result = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
+
+
+# How handler/settings.py reads a variable: os.environ.get("X"), env.get("X"), _list("X"), _flag("X").
+_READ = re.compile(r"""(?:environ\.get|env\.get|_list|_flag)\(\s*["']([A-Z0-9_]+)["']""")
+
+
+def variables_the_settings_read() -> set[str]:
+    return set(_READ.findall((ROOT / "handler" / "settings.py").read_text(encoding="utf-8")))
+
+
+def variables_the_template_sets() -> set[str]:
+    template = load_template(TEMPLATE)
+    names = set(template["Globals"]["Function"]["Environment"]["Variables"])
+    for properties in functions().values():
+        names |= set(properties.get("Environment", {}).get("Variables", {}))
+    return names
+
+
+def variables_the_readme_documents() -> set[str]:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    settings = readme.split("## Settings", 1)[1].split("\n## ", 1)[0]
+    return set(re.findall(r"^\| `([A-Z0-9_]+)`", settings, flags=re.MULTILINE))
+
+
+# Lambda sets these in every function.
+LAMBDA_RUNTIME = {"AWS_LAMBDA_FUNCTION_NAME", "LAMBDA_TASK_ROOT"}
+
+
+def test_every_variable_the_settings_read_is_set_by_the_template_or_documented_as_optional():
+    read = variables_the_settings_read() - LAMBDA_RUNTIME
+    assert {"DATABASE_URL", "DB_SECRET_ARN", "ATHM_WEBHOOK_SECRET_ARN", "ATHM_SNS_TOPIC_ARN"} <= read
+    missing = read - variables_the_template_sets() - variables_the_readme_documents()
+    assert not missing, f"read by handler/settings.py, set by neither template.yaml nor the README: {missing}"
+
+
+def test_every_variable_the_template_sets_is_read_by_someone():
+    # Powertools reads its own POWERTOOLS_* variables.
+    unread = variables_the_template_sets() - variables_the_settings_read()
+    unknown = {name for name in unread if not name.startswith("POWERTOOLS_")}
+    assert not unknown, f"template.yaml sets variables nothing reads: {unknown}"
+
+
+def test_the_functions_wear_what_the_database_needs():
+    every = functions()
+    assert every["WebhookFunction"]["ReservedConcurrentExecutions"] == {"Ref": "ReservedConcurrency"}
+    assert every["WebhookFunction"]["Timeout"] < 30  # API Gateway's HTTP API gives up at 30 s
+    template = load_template(TEMPLATE)
+    assert template["Globals"]["Function"]["VpcConfig"] == {
+        "SubnetIds": {"Ref": "SubnetIds"},
+        "SecurityGroupIds": {"Ref": "SecurityGroupIds"},
+    }
+    # The migrations run before the new code takes traffic or publishes.
+    for name in ("WebhookFunction", "RelayFunction"):
+        assert template["Resources"][name]["DependsOn"] == "Migrations"
+    # No secret in a parameter's value: secrets are referred to by ARN.
+    for name in template["Parameters"]:
+        assert "Secret" not in name or name.endswith("Arn"), name
+    architectures = template["Globals"]["Function"]["Architectures"]
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    assert architectures == [re.search(r"^LAMBDA_ARCH \?= (\S+)", makefile, re.MULTILINE).group(1)]
