@@ -64,8 +64,9 @@ build-WebhookFunction build-RelayFunction build-MigrateFunction:
 	$(MAKE) --no-print-directory compile DIR=$(ARTIFACTS_DIR)
 
 # Lambda's code directory is read-only, so Python cannot cache bytecode there: without shipped .pyc files
-# every cold start compiles every module again (1.4 s instead of 0.24 s, measured). Unchecked hashes keep
-# the .pyc files valid whatever timestamps the zip gives the sources.
+# every cold start compiles the modules it imports again (measured on the built function: 0.36 s instead
+# of 0.27 s to the first answer). Unchecked hashes keep the .pyc files valid whatever timestamps the zip
+# gives the sources.
 compile:
 	@if $(BIN)/python -c 'import sys; sys.exit(sys.version_info[:2] != tuple(map(int, "$(LAMBDA_PYTHON)".split("."))))'; then \
 		$(BIN)/python -m compileall -q -j 0 --invalidation-mode unchecked-hash $(DIR); \

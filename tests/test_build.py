@@ -135,3 +135,25 @@ def test_the_pins_satisfy_the_projects_own_ranges():
             continue  # provided by the runtime
         assert name in pins, f"{name} is a dependency but not in requirements-lambda.txt"
         assert specifier.contains(pins[name]), f"{name}=={pins[name]} is outside pyproject's {specifier}"
+
+
+def test_the_dependencies_build_for_x86_64_too(tmp_path):
+    # template.yaml says arm64; a merchant who switches to x86_64 builds with LAMBDA_ARCH=x86_64.
+    result = subprocess.run(
+        [
+            "make",
+            "--no-print-directory",
+            "build-DependenciesLayer",
+            "LAMBDA_ARCH=x86_64",
+            f"ARTIFACTS_DIR={tmp_path}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    [binary] = (tmp_path / "python" / "psycopg_binary").glob("_psycopg*.so")
+    assert "x86_64" in binary.name
+    assert int.from_bytes(binary.read_bytes()[18:20], "little") == _MACHINES["x86_64"]
+    assert list((tmp_path / "python" / "django" / "__pycache__").glob("*.cpython-311.pyc"))
