@@ -27,6 +27,7 @@ from django.core.exceptions import ImproperlyConfigured  # noqa: E402
 from django.urls import get_resolver  # noqa: E402
 from mangum import Mangum  # noqa: E402
 
+from handler import webhook_secrets  # noqa: E402
 from handler.asgi import DjangoOnOneThread  # noqa: E402
 from handler.observability import logger, metrics, trace_handler  # noqa: E402
 from handler.publisher import sns_client  # noqa: E402
@@ -43,10 +44,8 @@ def load_receivers(modules: Iterable[str]) -> None:
             ) from exc
 
 
-if settings.IN_LAMBDA and not settings.ATHM_WEBHOOK_SECRETS:
-    raise ImproperlyConfigured(
-        "ATHM_WEBHOOK_SECRET is not set: refusing to start a listener that would accept anonymous webhooks."
-    )
+# In Lambda, no secret or a short one refuses the start; the secret is read now, not on the first webhook.
+webhook_secrets.check_at_start()
 get_resolver().url_patterns  # noqa: B018 - imports the URLconf and views now, not on the first request
 load_receivers(settings.ATHM_RECEIVERS)
 if settings.ATHM_SNS_TOPIC_ARN:
