@@ -1,0 +1,227 @@
+"""The retention purge: old webhook bodies emptied, old published outbox messages deleted, and nothing
+else changed: newer events, pending messages, payments and refunds."""
+
+import io
+import json
+from datetime import timedelta
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from athm_core import processor, retention
+from athm_core.models import OutboxMessage, Payment, Refund, WebhookEvent
+from athm_core.payloads import parse
+from athm_core.retention import purge_events
+from tests.conftest import SAMPLES, sample
+
+pytestmark = pytest.mark.django_db
+
+RECEIVER_TRACEBACK = (
+    'Traceback (most recent call last):\n  File "shop/receivers.py", line 9, in mark_paid\n'
+    "ValueError: cannot email Luis Ortiz at luis@example.com or call 7875550102\n"
+)
+
+
+def customer_data() -> set[str]:
+    """The samples' customer names, emails, phones and messages."""
+    values = set()
+    for path in SAMPLES.glob("*.json"):
+        data = json.loads(path.read_text())
+        for field in ("name", "email", "phoneNumber", "message"):
+            value = str(data.get(field) or "").strip()
+            if len(value) > 3:
+                values.add(value)
+    return values
+
+
+def deliver(name: str, *, days_ago: int = 0) -> WebhookEvent:
+    record = processor.process(parse(sample(name)), raw_body=sample(name))
+    WebhookEvent.objects.filter(pk=record.pk).update(received_at=timezone.now() - timedelta(days=days_ago))
+    return WebhookEvent.objects.get(pk=record.pk)
+
+
+def table(model) -> list[dict]:
+    return list(model.objects.order_by("pk").values())
+
+
+@pytest.fixture
+def history(settings):
+    """Deliveries 40 days old and 1 day old, with their outbox messages, some published."""
+    settings.ATHM_OUTBOX = True
+    old = [
+        deliver("ecommerce_completed.production", days_ago=40),
+        deliver("refund_sent.production", days_ago=40),
+    ]
+    invalid = processor.record_invalid('{"name": "Luis Ortiz", "total": "x"}', "total: not a number 'x'")
+    failed = processor.record_failure(sample("payment_received"), RECEIVER_TRACEBACK)
+    WebhookEvent.objects.filter(pk__in=[invalid.pk, failed.pk]).update(
+        received_at=timezone.now() - timedelta(days=35)
+    )
+    WebhookEvent.objects.filter(pk=old[0].pk).update(
+        receiver_errors=[
+            {
+                "signal": "payment_completed",
+                "receiver": "shop.receivers.mark_paid",
+                "error": RECEIVER_TRACEBACK,
+            }
+        ]
+    )
+    new = deliver("donation_received", days_ago=1)
+
+    # The completed payment's message went out 40 days ago; the refund's is still pending (SNS was down
+    # since, say); the donation's went out yesterday.
+    messages = {m.event_type: m for m in OutboxMessage.objects.all()}
+    assert set(messages) == {"payment_completed", "refund_sent", "donation_received"}
+    long_ago = timezone.now() - timedelta(days=40)
+    OutboxMessage.objects.filter(pk=messages["payment_completed"].pk).update(
+        created_at=long_ago, published_at=long_ago
+    )
+    OutboxMessage.objects.filter(pk=messages["refund_sent"].pk).update(created_at=long_ago)
+    OutboxMessage.objects.filter(pk=messages["donation_received"].pk).update(
+        published_at=timezone.now() - timedelta(days=1)
+    )
+    return {"old": [*old, invalid, failed], "new": new, "messages": messages}
+
+
+def test_old_bodies_are_emptied_and_the_rest_of_each_row_kept(history):
+    payments, refunds = table(Payment), table(Refund)
+    before = {row["id"]: row for row in table(WebhookEvent)}
+
+    report = purge_events(timedelta(days=30))
+
+    assert (report.events, report.outbox_messages, report.dry_run) == (4, 1, False)
+    after = {row["id"]: row for row in table(WebhookEvent)}
+    for event in history["old"]:
+        row, was = after[event.pk], before[event.pk]
+        assert row["raw_body"] == "" and row["error"] == ""
+        assert row["purged_at"] is not None
+        kept = ("received_at", "request_id", "source_ip", "event_type", "idempotency_key", "outcome")
+        assert {key: row[key] for key in kept} == {key: was[key] for key in kept}
+        assert (row["payment_id"], row["refund_id"]) == (was["payment_id"], was["refund_id"])
+    assert after[history["old"][0].pk]["receiver_errors"] == [
+        {"signal": "payment_completed", "receiver": "shop.receivers.mark_paid", "error": ""}
+    ]
+    assert after[history["new"].pk] == before[history["new"].pk]  # newer than the cutoff: untouched
+
+    # No customer data is left in the old events; the business rows are exactly as they were.
+    old_rows = json.dumps([after[event.pk] for event in history["old"]], default=str)
+    for value in customer_data() | {"7875550102"}:
+        assert value not in old_rows
+    assert table(Payment) == payments and table(Refund) == refunds
+    assert Payment.objects.filter(name="Luis Ortiz", email="luis@example.com").exists()
+
+    # Outbox: the old published message is gone; the old pending one and the recent published one stay.
+    remaining = set(OutboxMessage.objects.values_list("event_type", flat=True))
+    assert remaining == {"refund_sent", "donation_received"}
+
+
+def test_a_purged_event_still_makes_a_redelivery_a_duplicate(history):
+    purge_events(timedelta(days=30))
+    again = processor.process(
+        parse(sample("ecommerce_completed.production")), raw_body=sample("ecommerce_completed.production")
+    )
+    assert again.outcome == WebhookEvent.Outcome.DUPLICATE
+
+
+def test_a_dry_run_counts_and_changes_nothing(history):
+    tables = [table(model) for model in (WebhookEvent, OutboxMessage, Payment, Refund)]
+    report = purge_events(timedelta(days=30), dry_run=True)
+    assert (report.events, report.outbox_messages, report.dry_run) == (4, 1, True)
+    assert [table(model) for model in (WebhookEvent, OutboxMessage, Payment, Refund)] == tables
+
+    assert (purge_events(timedelta(days=30)).events, OutboxMessage.objects.count()) == (4, 2)
+
+
+def test_a_second_run_purges_nothing_more(history):
+    first = purge_events(timedelta(days=30))
+    purged_at = dict(WebhookEvent.objects.values_list("pk", "purged_at"))
+    second = purge_events(timedelta(days=30))
+    assert (first.events, first.outbox_messages) == (4, 1)
+    assert (second.events, second.outbox_messages) == (0, 0)
+    assert dict(WebhookEvent.objects.values_list("pk", "purged_at")) == purged_at
+    assert purge_events(timedelta(days=30), dry_run=True).events == 0
+
+
+def test_a_longer_period_keeps_more(history):
+    assert purge_events(timedelta(days=38)).events == 2  # the 40-day-old deliveries, not the 35-day-old
+    assert purge_events(timedelta(days=30)).events == 2  # then the others
+
+
+def test_the_work_is_done_in_batches(settings, monkeypatch):
+    settings.ATHM_OUTBOX = True
+    long_ago = timezone.now() - timedelta(days=10)
+    for number in range(5):
+        processor.record_invalid(f'{{"attempt": {number}}}', "not an event")
+    WebhookEvent.objects.update(received_at=long_ago)
+    for number in range(5):
+        processor.process(
+            parse(sample("payment_received").replace("215070500-", f"21507050{number}-")), raw_body="{}"
+        )
+    OutboxMessage.objects.update(published_at=long_ago)
+    assert OutboxMessage.objects.count() == 5
+    monkeypatch.setattr(retention, "BATCH_SIZE", 2)
+
+    with CaptureQueriesContext(connection) as queries:
+        report = purge_events(timedelta(days=5))
+
+    assert (report.events, report.outbox_messages) == (5, 5)
+    assert not OutboxMessage.objects.exists()
+    purged = WebhookEvent.objects.filter(purged_at__isnull=False)
+    assert purged.count() == 5 and set(purged.values_list("raw_body", flat=True)) == {""}
+    statements = [query["sql"].upper() for query in queries.captured_queries]
+    purges = [sql for sql in statements if sql.startswith("UPDATE") and "ATHM_CORE_WEBHOOKEVENT" in sql]
+    deletes = [sql for sql in statements if sql.startswith("DELETE") and "ATHM_CORE_OUTBOXMESSAGE" in sql]
+    assert len(purges) == 3 and len(deletes) == 3  # 2 + 2 + 1 of each
+
+
+def test_the_retention_period_must_be_positive():
+    with pytest.raises(ValueError, match="must be positive"):
+        purge_events(timedelta(0))
+
+
+# --- athm purge_events ------------------------------------------------------------------------------------
+
+
+def purge_command(*args: str) -> str:
+    out = io.StringIO()
+    call_command("purge_events", *args, stdout=out)
+    return out.getvalue()
+
+
+def test_the_command_prints_what_it_did(history):
+    dry = purge_command("--older-than", "30", "--dry-run")
+    assert dry.startswith("would empty the stored bodies of 4 webhook events received before ")
+    assert "delete 1 outbox messages" in dry and "(dry run: nothing changed)" in dry
+    assert WebhookEvent.objects.filter(purged_at__isnull=False).count() == 0
+
+    done = purge_command("--older-than", "30")
+    assert done.startswith("emptied the stored bodies of 4 webhook events received before ")
+    assert "deleted 1 outbox messages" in done
+    assert purge_command("--older-than", "30").startswith("emptied the stored bodies of 0 webhook events")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--older-than", "0"], "--older-than must be at least 1 day"),
+        (["--older-than", "-5"], "--older-than must be at least 1 day"),
+        (["--older-than", "thirty"], "invalid int value"),
+        ([], "the following arguments are required: --older-than"),
+    ],
+)
+def test_the_command_refuses_a_period_that_is_not_a_number_of_days(history, args, message):
+    events = table(WebhookEvent)
+    with pytest.raises(CommandError, match=message):
+        purge_command(*args)
+    assert table(WebhookEvent) == events
+
+
+def test_the_command_help_says_payments_and_refunds_stay():
+    from handler.management.commands.purge_events import Command
+
+    help_text = " ".join(Command().create_parser("athm", "purge_events").format_help().split())
+    assert "Payments and refunds, customer name, phone and email included" in help_text
+    assert "never touched" in help_text
