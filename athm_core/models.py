@@ -107,6 +107,7 @@ class WebhookEvent(models.Model):
         SIMULATED = "simulated", "Simulated (test button)"
         INVALID = "invalid", "Invalid payload"
         FAILED = "failed", "Failed"
+        REJECTED = "rejected", "Rejected (contradicts ATH Móvil or a recorded payment)"
 
     received_at = models.DateTimeField(db_index=True)
     request_id = models.CharField("API Gateway request id", max_length=100, blank=True)
@@ -119,6 +120,8 @@ class WebhookEvent(models.Model):
     error = models.TextField(blank=True)
     # Receivers that raised while handling this event's signals: [{"signal", "receiver", "error"}].
     receiver_errors = models.JSONField(default=list, blank=True)
+    # When the retention purge (athm_core.retention) emptied raw_body and error; the rest stays for audits.
+    purged_at = models.DateTimeField(null=True, blank=True)
 
     payment = models.ForeignKey(
         Payment, on_delete=models.SET_NULL, null=True, blank=True, related_name="webhook_events"
@@ -129,6 +132,11 @@ class WebhookEvent(models.Model):
 
     class Meta:
         ordering = ["-received_at", "-id"]
+        indexes = [
+            # The purge's "not yet purged, received before the cutoff": without it, every run would walk
+            # all the rows purged by the runs before.
+            models.Index(fields=["purged_at", "received_at"], name="athm_event_purge_idx"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.event_type or 'unreadable event'} ({self.outcome}) #{self.pk}"

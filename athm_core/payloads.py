@@ -25,6 +25,9 @@ CENT = Decimal("0.01")
 # No ATH Móvil transaction comes near this; a larger amount is a forgery or a bug, not a payment.
 MAX_AMOUNT = Decimal("1000000.00")
 
+_EARLIEST_DATE = datetime(2000, 1, 1, tzinfo=PUERTO_RICO)
+_LATEST_DATE = datetime(2100, 1, 1, tzinfo=PUERTO_RICO)
+_DAILY_ID = re.compile(r"[0-9]{1,9}")
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:?\d{2})?")
 
 # Longest accepted text per field; ATH's own values are far shorter.
@@ -152,7 +155,9 @@ def load_json(body: str | bytes) -> Any:
         except UnicodeDecodeError as exc:
             raise PayloadError("body", "is not valid UTF-8") from exc
     try:
-        return json.loads(body, parse_float=Decimal, parse_constant=_refuse_constant)
+        return json.loads(
+            body, parse_float=Decimal, parse_constant=_refuse_constant, object_pairs_hook=_unique_keys
+        )
     except PayloadError:
         raise
     except RecursionError as exc:
@@ -163,6 +168,16 @@ def load_json(body: str | bytes) -> Any:
 
 def _refuse_constant(name: str) -> Any:
     raise PayloadError("body", f"{name} is not a number ATH Móvil sends")
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # Parsers disagree on which of two equal keys wins; a body that says two things is refused.
+    data: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in data:
+            raise PayloadError("body", f"has the key {key!r:.40} more than once")
+        data[key] = value
+    return data
 
 
 def parse_data(data: Any) -> AthmEvent:
@@ -242,6 +257,11 @@ def _text(data: dict, field: str, max_length: int) -> str:
         raise PayloadError(field, f"is longer than {max_length} characters")
     if "\x00" in value:
         raise PayloadError(field, "contains a NUL character")
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate (\ud800) from a JSON escape: no database stores it
+            raise PayloadError(field, "contains an unpaired surrogate") from None
     return value
 
 
@@ -264,7 +284,7 @@ def _money(data: dict, *fields: str) -> Decimal | None:
     if amount >= MAX_AMOUNT:
         raise PayloadError(field, f"is not below the limit of {MAX_AMOUNT}")
     cents = amount.quantize(CENT, rounding=ROUND_HALF_UP)
-    if cents != amount and _as_float32(amount) != _as_float32(cents):
+    if cents != amount and (not cents or _as_float32(amount) != _as_float32(cents)):
         # ATH Móvil sends some amounts as single-precision floats (0.6000000238418579 for 0.60).
         # Those are cents in disguise; anything finer than what a float can blur is not.
         raise PayloadError(field, f"has more than two decimals: {value!r:.40}")
@@ -295,7 +315,11 @@ def _date(data: dict, field: str) -> datetime | None:
         parsed = datetime.fromisoformat(value)
     except ValueError:
         raise PayloadError(field, f"is not a valid date: {value!r:.40}") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=PUERTO_RICO)
+    aware = parsed if parsed.tzinfo else parsed.replace(tzinfo=PUERTO_RICO)
+    # Far dates overflow on the way to UTC, and MySQL stores no year before 1000.
+    if not _EARLIEST_DATE <= aware <= _LATEST_DATE:
+        raise PayloadError(field, f"is not a date ATH Móvil sends: {value!r:.40}")
+    return aware
 
 
 def _daily_id(data: dict) -> int | None:
@@ -306,7 +330,7 @@ def _daily_id(data: dict) -> int | None:
         return None
     if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 10**9:
         return value
-    if isinstance(value, str) and value.strip().isdigit() and len(value.strip()) <= 9:
+    if isinstance(value, str) and _DAILY_ID.fullmatch(value.strip()):
         return int(value.strip())
     raise PayloadError(field, f"must be a whole number, not {value!r:.40}")
 

@@ -7,7 +7,8 @@ race to create the same row, and the loser starts again and sees a duplicate. Ea
 writes its outbox message in that transaction (when the outbox is enabled). Signals go out only once the
 transaction has committed, and then publishers hear of the new outbox messages.
 
-This is the only module that writes payments, refunds, webhook events and outbox messages.
+This is the only module that changes payments and refunds, and that records webhook events and outbox
+messages (publishers mark them published; the retention purge empties old ones).
 """
 
 from __future__ import annotations
@@ -83,6 +84,18 @@ def process(
                 result.messages = _write_outbox(result.notices, record, occurred_at=event.effective_date)
             break
         except IntegrityError:
+            conflict = _reference_conflict(event)
+            if conflict:
+                # Not a race: the event names a transaction that is another payment's. Kept, not applied.
+                log.warning("event %s rejected: %s", event.idempotency_key, conflict)
+                return _record(
+                    raw_body,
+                    Outcome.REJECTED,
+                    event=event,
+                    error=conflict,
+                    source_ip=source_ip,
+                    request_id=request_id,
+                )
             if attempt == _ATTEMPTS:
                 raise
             log.info("event %s lost a race to create its row; trying again", event.idempotency_key)
@@ -95,6 +108,27 @@ def record_invalid(
 ) -> WebhookEvent:
     """Keep a delivery that could not be read, with the reason, so it can be looked at and replayed."""
     return _record(raw_body, Outcome.INVALID, error=error, source_ip=source_ip, request_id=request_id)
+
+
+def record_rejected(
+    raw_body: str,
+    event: AthmEvent,
+    reason: str,
+    *,
+    source_ip: str | None = None,
+    request_id: str = "",
+) -> WebhookEvent:
+    """Keep a delivery that ATH Móvil contradicts (a forgery, or a stale copy) without applying it."""
+    return _record(
+        raw_body, Outcome.REJECTED, event=event, error=reason, source_ip=source_ip, request_id=request_id
+    )
+
+
+def already_applied(event: AthmEvent) -> bool:
+    """Whether a delivery of ``event`` has been applied before (so this one can only be a duplicate)."""
+    return WebhookEvent.objects.filter(
+        idempotency_key=event.idempotency_key, outcome=Outcome.APPLIED
+    ).exists()
 
 
 def record_failure(
@@ -223,6 +257,8 @@ def _simulated(event: AthmEvent) -> Transition:
     return Transition(Outcome.SIMULATED)
 
 
+_ECOMMERCE = {EventType.ECOMMERCE_COMPLETED, EventType.ECOMMERCE_CANCELLED, EventType.ECOMMERCE_EXPIRED}
+
 _TRANSITIONS: dict[EventType, Callable[[AthmEvent], Transition]] = {
     EventType.ECOMMERCE_COMPLETED: _complete_ecommerce,
     EventType.ECOMMERCE_CANCELLED: partial(
@@ -238,6 +274,17 @@ _TRANSITIONS: dict[EventType, Callable[[AthmEvent], Transition]] = {
     EventType.REFUND_SENT: _send_refund,
     EventType.SIMULATED: _simulated,
 }
+
+
+def _reference_conflict(event: AthmEvent) -> str:
+    """Why an eCommerce event cannot have its reference number: another checkout's payment holds it."""
+    if event.type not in _ECOMMERCE or not event.reference_number:
+        return ""
+    owner = Payment.objects.filter(reference_number=event.reference_number).first()
+    # Compared here, not in SQL: MySQL's collation calls some different ids equal.
+    if owner is None or owner.ecommerce_id == event.ecommerce_id:
+        return ""
+    return f"referenceNumber {event.reference_number} already belongs to payment {owner.pk}"
 
 
 def _locked_payment(**lookup: Any) -> Payment | None:

@@ -1,12 +1,12 @@
 """A small client for ATH Móvil's business API, on the standard library alone.
 
-Today it registers the webhook listener (:func:`register_webhook`). Every call goes through
+It registers the webhook listener (:func:`register_webhook`) and looks up an eCommerce payment
+(:func:`find_payment`, for verifying events). Every call goes through
 :func:`_request`, which owns what all of ATH Móvil's endpoints share: JSON in and out, a bounded wait,
 and one exception type, :class:`AthmApiError`, for every way a call can fail (an HTTP error, an
 ``{"status": "error", ...}`` answer, a body that is not JSON, a server that cannot be reached or does not
-answer in time). Later calls (findPayment, transactionReport, refund) are one small function each on top
-of it; findPayment and refund live on another host (payments.athmovil.com), which will want a base URL
-setting of its own beside ``ATHM_API_BASE_URL``.
+answer in time). The eCommerce calls (findPayment, refund) live on another host than the rest:
+``ATHM_PAYMENTS_API_BASE_URL`` beside ``ATHM_API_BASE_URL``.
 
 The private token is a credential: nothing here logs, and no exception message carries it, even when
 ATH Móvil's own error message quotes it back.
@@ -29,6 +29,7 @@ from django.core.exceptions import ImproperlyConfigured
 TIMEOUT = 10.0
 
 WEBHOOK_PATH = "/transactions/webhook/post"
+FIND_PAYMENT_PATH = "/api/business-transaction/ecommerce/business/findPayment"
 
 # The events a listener can subscribe to, in this project's names (those of its signals), and the boolean
 # field of ATH Móvil's subscription request that each one sets.
@@ -86,6 +87,15 @@ def register_webhook(
     return _request("POST", WEBHOOK_PATH, payload, secrets=(private_token,))
 
 
+def find_payment(ecommerce_id: str, *, public_token: str, timeout: float | None = None) -> Any:
+    """ATH Móvil's record of the eCommerce payment ``ecommerce_id``: ``{"status": "success", "data": {...}}``
+    with ``ecommerceStatus``, ``referenceNumber``, ``total`` and more in ``data``."""
+    payload = {"ecommerceId": ecommerce_id, "publicToken": public_token}
+    return _request(
+        "POST", FIND_PAYMENT_PATH, payload, base_url=settings.ATHM_PAYMENTS_API_BASE_URL, timeout=timeout
+    )
+
+
 def webhook_request(
     listener_url: str, events: Iterable[str], *, public_token: str, private_token: str
 ) -> dict[str, Any]:
@@ -100,19 +110,28 @@ def webhook_request(
     }
 
 
-def endpoint(path: str) -> str:
-    """The full URL of ``path`` on ``ATHM_API_BASE_URL``."""
-    return settings.ATHM_API_BASE_URL.rstrip("/") + path
+def endpoint(path: str, base_url: str | None = None) -> str:
+    """The full URL of ``path`` on ``base_url`` (default ``ATHM_API_BASE_URL``)."""
+    return (base_url or settings.ATHM_API_BASE_URL).rstrip("/") + path
 
 
-def _request(method: str, path: str, payload: dict[str, Any], *, secrets: Secrets = ()) -> Any:
+def _request(
+    method: str,
+    path: str,
+    payload: dict[str, Any],
+    *,
+    secrets: Secrets = (),
+    base_url: str | None = None,
+    timeout: float | None = None,
+) -> Any:
     """Send ``payload`` as JSON to ``path`` and return the parsed answer, or raise :class:`AthmApiError`.
 
     ``method`` is a parameter because ATH Móvil's transactionReport is a GET with a JSON body.
     ``secrets`` (the private token) are blanked out of any text of the answer that an error quotes.
     A plain-http ``ATHM_API_BASE_URL`` off this machine raises ``ImproperlyConfigured``, before sending.
     """
-    url = endpoint(path)
+    url = endpoint(path, base_url)
+    timeout = TIMEOUT if timeout is None else timeout
     _check_transport(url)
     request = urllib.request.Request(
         url,
@@ -125,7 +144,7 @@ def _request(method: str, path: str, payload: dict[str, Any], *, secrets: Secret
         },
     )
     try:
-        with _opener.open(request, timeout=TIMEOUT) as response:
+        with _opener.open(request, timeout=timeout) as response:
             status, raw = response.status, response.read()
     except urllib.error.HTTPError as error:
         with error:
@@ -136,11 +155,11 @@ def _request(method: str, path: str, payload: dict[str, Any], *, secrets: Secret
             raise AthmApiError(f"{url} redirects to {location or 'nowhere'}", status=status) from None
         raise _error_from_answer(status, raw, secrets) from None
     except TimeoutError:
-        raise AthmApiError(f"{url} did not answer within {TIMEOUT:g} s") from None
+        raise AthmApiError(f"{url} did not answer within {timeout:g} s") from None
     except urllib.error.URLError as error:
         reason = error.reason
         if isinstance(reason, TimeoutError):
-            raise AthmApiError(f"{url} did not answer within {TIMEOUT:g} s") from None
+            raise AthmApiError(f"{url} did not answer within {timeout:g} s") from None
         raise AthmApiError(f"cannot reach {url}: {reason}") from None
     except (OSError, http.client.HTTPException) as error:
         # A connection reset or closed before a complete answer (http.client.RemoteDisconnected, ...).
@@ -167,9 +186,8 @@ def _check_transport(url: str) -> None:
     parts = urllib.parse.urlsplit(url)
     if parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in _LOOPBACK_HOSTS):
         return
-    base = settings.ATHM_API_BASE_URL
     raise ImproperlyConfigured(
-        f"ATHM_API_BASE_URL must be an https:// URL (plain http only to this machine), not {base!r}"
+        f"ATH Móvil's API must be reached over https:// (plain http only to this machine), not {url!r}"
     )
 
 

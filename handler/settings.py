@@ -189,15 +189,19 @@ def webhook_secrets(env: Mapping[str, str]) -> tuple[str, ...]:
     the old and the new secret are accepted."""
     arn = env.get("ATHM_WEBHOOK_SECRET_ARN", "").strip()
     if arn:
-        from aws_lambda_powertools.utilities.parameters import get_secret
+        # Through the webhook view's own reader: its cache makes this the container's one read at start.
+        from handler.webhook_secrets import read
 
-        value = str(get_secret(arn))
+        value = read(arn)
     else:
         value = env.get("ATHM_WEBHOOK_SECRET", "")
     return tuple(part.strip() for part in value.split(",") if part.strip())
 
 
-# The webhook function (handler.app) refuses to start in Lambda without one; the relay needs none.
+# The secrets as the container started. With an ARN, the webhook view reads the secret again every five
+# minutes (handler.webhook_secrets), so that a rotation needs no redeploy; without one, these are the
+# secrets. The webhook function (handler.app) refuses to start in Lambda without one; the relay needs none.
+ATHM_WEBHOOK_SECRET_ARN = os.environ.get("ATHM_WEBHOOK_SECRET_ARN", "").strip()
 ATHM_WEBHOOK_SECRETS = webhook_secrets(os.environ)
 ATHM_RECEIVERS = tuple(_list("ATHM_RECEIVERS"))
 ATHM_MAX_BODY_BYTES = int(os.environ.get("ATHM_MAX_BODY_BYTES", "65536"))
@@ -230,3 +234,15 @@ ATHM_API_BASE_URL = os.environ.get("ATHM_API_BASE_URL", "").strip() or "https://
 # as `athm register_webhook`. The private token is a credential: it is never logged or printed.
 ATHM_PUBLIC_TOKEN = os.environ.get("ATHM_PUBLIC_TOKEN", "").strip()
 ATHM_PRIVATE_TOKEN = os.environ.get("ATHM_PRIVATE_TOKEN", "").strip()
+# findPayment and refunds live on their own host.
+ATHM_PAYMENTS_API_BASE_URL = (
+    os.environ.get("ATHM_PAYMENTS_API_BASE_URL", "").strip() or "https://payments.athmovil.com"
+)
+
+# Verify each eCommerce event with ATH Móvil's findPayment before it changes a payment: on whenever the
+# public token is there, unless ATHM_VERIFY turns it off.
+ATHM_VERIFY = _flag("ATHM_VERIFY", default=bool(ATHM_PUBLIC_TOKEN))
+if ATHM_VERIFY and not ATHM_PUBLIC_TOKEN:
+    raise ImproperlyConfigured("ATHM_VERIFY is on but ATHM_PUBLIC_TOKEN is not set: findPayment needs it")
+# Seconds to wait for findPayment: well under the function's timeout, which is under API Gateway's 30 s.
+ATHM_VERIFY_TIMEOUT = float(os.environ.get("ATHM_VERIFY_TIMEOUT", "4"))

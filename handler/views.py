@@ -1,14 +1,15 @@
 """HTTP in, athm_core call, status code out: ``POST /webhook/<secret>`` and ``GET /health``.
 
-Answers: 200 for an accepted event (new or duplicate, said in the body), 400 naming what is wrong with the
-payload, 404 for a wrong secret or path (before anything touches the database), 405, 413 over
-``ATHM_MAX_BODY_BYTES``, 503 when the database is unavailable (nothing half-written: a redelivery or a
-replay finishes the job), 500 for a bug (the delivery is kept with its traceback).
+Answers: 200 for an accepted event (new or duplicate, said in the body) and for one that is kept but
+rejected (ATH Móvil's findPayment or a recorded payment contradicts it: ``"accepted": false``), 400 naming
+what is wrong with the payload, 404 for a wrong secret or path (before anything touches the database),
+405, 413 over ``ATHM_MAX_BODY_BYTES``, 415 for a body declared as something other than JSON, 503 when the
+database or ATH Móvil's verification is unavailable (nothing half-written: a redelivery or a replay
+finishes the job), 500 for a bug (the delivery is kept with its traceback).
 """
 
 from __future__ import annotations
 
-import hmac
 import traceback
 
 from django.conf import settings
@@ -17,6 +18,7 @@ from django.http import HttpRequest, JsonResponse
 
 from athm_core import processor
 from athm_core.payloads import AthmEvent, PayloadError, parse
+from handler import verification, webhook_secrets
 from handler.observability import count, logger
 
 # Errors that mean "the database cannot be reached or cannot serve now", as opposed to a bug.
@@ -28,6 +30,12 @@ def webhook(request: HttpRequest, secret: str) -> JsonResponse:
         return not_found(request)
     if request.method != "POST":
         return _method_not_allowed("POST")
+    if not _declares_json(request):
+        # Refused before the body is read: a form or a file upload is not an ATH Móvil event.
+        count("WebhookUnsupportedMediaType")
+        return _error(
+            415, "unsupported_media_type", f"send application/json, not {request.content_type[:100]!r}"
+        )
     limit = settings.ATHM_MAX_BODY_BYTES
     size = _declared_length(request)
     if size <= limit:  # a body declared too large is refused without reading it
@@ -44,7 +52,12 @@ def webhook(request: HttpRequest, secret: str) -> JsonResponse:
     except PayloadError as exc:
         return _invalid(raw_body, exc, origin)
     try:
+        contradiction = verification.check(event)
+        if contradiction:
+            return _rejected(raw_body, event, contradiction, origin)
         record = processor.process(event, raw_body=raw_body, **origin)
+    except verification.Unavailable as exc:
+        return _unverified(exc)
     except _UNAVAILABLE as exc:
         return _unavailable(exc)
     except Exception as exc:
@@ -57,7 +70,7 @@ def webhook(request: HttpRequest, secret: str) -> JsonResponse:
     )
     return JsonResponse(
         {
-            "accepted": True,
+            "accepted": record.outcome != processor.Outcome.REJECTED,
             "event_id": record.pk,
             "event_type": record.event_type,
             "outcome": record.outcome,
@@ -98,10 +111,8 @@ def _method_not_allowed(allowed: str) -> JsonResponse:
 
 
 def _is_webhook_secret(candidate: str) -> bool:
-    given = candidate.encode()
-    # Compare with every secret, in constant time, so the answer's timing says nothing about any of them.
-    matches = [hmac.compare_digest(given, secret.encode()) for secret in settings.ATHM_WEBHOOK_SECRETS]
-    return any(matches)
+    # Constant time against every accepted secret, read afresh from Secrets Manager every few minutes.
+    return webhook_secrets.matches(candidate)
 
 
 def _declared_length(request: HttpRequest) -> int:
@@ -109,6 +120,16 @@ def _declared_length(request: HttpRequest) -> int:
         return int(request.META.get("CONTENT_LENGTH") or 0)
     except ValueError:
         return 0
+
+
+def _declares_json(request: HttpRequest) -> bool:
+    # ATH Móvil posts application/json, at times with a charset. A request with no Content-Type at all
+    # is let through: API Gateway's test console and some proxies drop the header, and the body must
+    # still parse as a JSON object. Any declared type but JSON (a form, text, a file upload) is refused.
+    if not request.META.get("CONTENT_TYPE", "").strip():
+        return True
+    kind, _, subtype = request.content_type.partition("/")  # lower-cased, parameters split off
+    return kind == "application" and (subtype == "json" or (subtype.endswith("+json") and subtype != "+json"))
 
 
 def _request_id(request: HttpRequest) -> str:
@@ -129,6 +150,31 @@ def _invalid(raw_body: str, error: PayloadError, origin: dict) -> JsonResponse:
         logger.warning("could not record the rejected payload: database unavailable")
         return _error(400, "invalid_payload", problem)
     return _error(400, "invalid_payload", problem, event_id=record.pk)
+
+
+def _rejected(raw_body: str, event: AthmEvent, reason: str, origin: dict) -> JsonResponse:
+    count("WebhookRejected")
+    # The reason names states and amounts, never the customer.
+    logger.warning("webhook event contradicted by ATH Móvil", extra={"event_type": event.type, "why": reason})
+    record = processor.record_rejected(raw_body, event, reason, **origin)
+    # 200 so that nobody retries it; the answer does not say what ATH Móvil reported.
+    return JsonResponse(
+        {
+            "accepted": False,
+            "event_id": record.pk,
+            "event_type": record.event_type,
+            "outcome": record.outcome,
+            "detail": "ATH Móvil does not confirm this event",
+        }
+    )
+
+
+def _unverified(exc: Exception) -> JsonResponse:
+    count("WebhookUnverified")
+    logger.error("ATH Móvil could not verify the event", extra={"reason": str(exc)})
+    return _error(
+        503, "verification_unavailable", "ATH Móvil cannot confirm the event now; deliver it again later"
+    )
 
 
 def _unavailable(exc: Exception) -> JsonResponse:

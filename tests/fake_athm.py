@@ -154,8 +154,9 @@ class FakeAthm:
 # Named apart from the fixture so that a test module can import it without its parameters shadowing it.
 @pytest.fixture(name="fake_athm")
 def fake_athm_fixture(settings) -> Iterator[FakeAthm]:
-    """A running fake ATH Móvil, with ``ATHM_API_BASE_URL`` pointing at it for this test."""
+    """A running fake ATH Móvil, with both of ATH Móvil's API hosts pointing at it for this test."""
     server = FakeAthm().start()
     settings.ATHM_API_BASE_URL = server.base_url
+    settings.ATHM_PAYMENTS_API_BASE_URL = server.base_url
     yield server
     server.close()

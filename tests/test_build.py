@@ -45,16 +45,19 @@ def lambda_python(code: str, function: str, *, env: dict[str, str], cwd: Path, s
     )
 
 
+BUILT_SECRET = "built-secret-0123456789abcdefghijklmnop"
+
 WEBHOOK = """
-import json, sys
+import json, os, sys
 from handler.migrate import lambda_handler as migrate
 from handler.local import LocalContext, http_api_event, invoke, response_body
 print("RESULT", json.dumps(migrate({}, LocalContext())["status"]))
 from handler import app
 assert "boto3" not in sys.modules
 body = sys.stdin.read()
+path = "/webhook/" + os.environ["ATHM_WEBHOOK_SECRET"]
 for _ in range(2):
-    answer = invoke(app.lambda_handler, http_api_event("POST", "/webhook/built-secret", body=body))
+    answer = invoke(app.lambda_handler, http_api_event("POST", path, body=body))
     print("RESULT", json.dumps({"status": answer["statusCode"], "body": json.loads(response_body(answer))}))
 print("RESULT", json.dumps({"handler": app.__file__, "django": sys.modules["django"].__file__}))
 """
@@ -65,7 +68,7 @@ def test_the_built_function_answers_a_webhook_on_sqlite(tmp_path):
         "PATH": os.environ["PATH"],
         "AWS_LAMBDA_FUNCTION_NAME": "athm-webhook",
         "DATABASE_URL": f"sqlite:///{tmp_path / 'built.sqlite3'}",
-        "ATHM_WEBHOOK_SECRET": "built-secret",
+        "ATHM_WEBHOOK_SECRET": BUILT_SECRET,
         "POWERTOOLS_METRICS_DISABLED": "true",
         "PYTHONDONTWRITEBYTECODE": "1",
     }

@@ -264,3 +264,15 @@ def test_invalid_and_failed_deliveries_are_kept():
     assert WebhookEvent.objects.get(pk=invalid.pk).outcome == Outcome.INVALID
     assert WebhookEvent.objects.get(pk=failed.pk).event_type == "ecommerce.completed"
     assert Payment.objects.count() == 0
+
+
+def test_an_event_naming_another_checkouts_reference_number_is_rejected(signal_log):
+    deliver(COMPLETED)
+    owner = Payment.objects.get()
+    forged = same_checkout(COMPLETED, ecommerce_id="forged-checkout", total="999.00")
+    assert forged.outcome == Outcome.REJECTED
+    assert forged.error == f"referenceNumber {owner.reference_number} already belongs to payment {owner.pk}"
+    assert list(Payment.objects.all()) == [owner]
+    owner.refresh_from_db()
+    assert owner.total == Decimal("3.00") and owner.ecommerce_id != "forged-checkout"
+    assert signal_log.names() == ["payment_completed"]

@@ -248,7 +248,7 @@ def test_a_missing_private_token_is_named_and_never_asked_for_without_a_terminal
 def test_a_plain_http_api_base_url_off_this_machine_is_refused(ath, settings):
     # The tokens would cross the network in clear text.
     settings.ATHM_API_BASE_URL = "http://athm.example.com"
-    assert "ATHM_API_BASE_URL must be an https:// URL" in refused(LISTENER)
+    assert "ATH Móvil's API must be reached over https://" in refused(LISTENER)
     assert ath.requests == []
 
 

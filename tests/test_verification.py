@@ -1,0 +1,187 @@
+"""Verification with ATH Móvil's findPayment (a fake ATH server on 127.0.0.1): only what ATH confirms changes
+a payment; what it contradicts is kept as ``rejected``; when it cannot answer, nothing is applied (503)."""
+
+import json
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from athm_core.models import OutboxMessage, Payment, Refund, WebhookEvent
+from handler.athm_api import FIND_PAYMENT_PATH
+from tests.conftest import ROOT, sample_data
+from tests.fake_athm import fake_athm_fixture  # noqa: F401
+
+COMPLETED = sample_data("ecommerce_completed.production")
+PUBLIC_TOKEN = "pk_test_0123456789"
+
+
+@pytest.fixture
+def ath(fake_athm, settings):
+    settings.ATHM_VERIFY = True
+    settings.ATHM_PUBLIC_TOKEN = PUBLIC_TOKEN
+    settings.ATHM_VERIFY_TIMEOUT = 0.5
+    settings.ATHM_OUTBOX = True
+    settings.ATHM_SNS_TOPIC_ARN = ""
+    return fake_athm
+
+
+def ath_says(fake, status="COMPLETED", *, total=COMPLETED["total"], reference=COMPLETED["referenceNumber"]):
+    data = {"ecommerceStatus": status, "referenceNumber": reference, "total": total, "fee": 0.6}
+    fake.answer(FIND_PAYMENT_PATH, 200, {"status": "success", "data": data})
+
+
+def nothing_changed() -> bool:
+    return not (Payment.objects.exists() or Refund.objects.exists() or OutboxMessage.objects.exists())
+
+
+def test_an_event_ath_confirms_is_applied(lambda_handler, ath, signal_log):
+    ath_says(ath)
+    response = lambda_handler.post(json.dumps(COMPLETED))
+    assert response.status == 200 and response.json()["outcome"] == "applied"
+    [request] = ath.requests_to(FIND_PAYMENT_PATH)
+    assert request.method == "POST"
+    assert request.json == {"ecommerceId": COMPLETED["ecommerceId"], "publicToken": PUBLIC_TOKEN}
+    assert Payment.objects.get().status == Payment.Status.COMPLETED
+    assert signal_log.names() == ["payment_completed"]
+    # A redelivery changes nothing, so ATH is not asked again.
+    assert lambda_handler.post(json.dumps(COMPLETED)).json()["outcome"] == "duplicate"
+    assert len(ath.requests_to(FIND_PAYMENT_PATH)) == 1
+
+
+@pytest.mark.parametrize(
+    "says, why",
+    [
+        ({"status": "CANCEL"}, "ATH Móvil reports the payment as CANCEL, not COMPLETED"),
+        ({"total": "2.60"}, "ATH Móvil reports a total of 2.60, not 26.00"),
+        ({"total": 260}, "ATH Móvil reports a total of 260.00, not 26.00"),
+        ({"reference": "215070999-another"}, "ATH Móvil reports another reference number"),
+    ],
+    ids=["cancelled", "another-total", "another-integer-total", "another-reference"],
+)
+def test_an_event_ath_contradicts_is_rejected_and_changes_nothing(lambda_handler, ath, signal_log, says, why):
+    ath_says(ath, **says)
+    response = lambda_handler.post(json.dumps(COMPLETED))
+    # Answered 200 so that nobody retries it, without saying what ATH reported.
+    assert response.status == 200
+    answer = response.json()
+    assert answer["accepted"] is False and answer["outcome"] == "rejected"
+    assert answer["detail"] == "ATH Móvil does not confirm this event"
+    assert nothing_changed() and signal_log.calls == []
+    record = WebhookEvent.objects.get()
+    assert (record.outcome, record.error) == ("rejected", why)
+    assert record.raw_body == json.dumps(COMPLETED) and record.payment is None
+
+
+@pytest.mark.parametrize(
+    "status, body",
+    [(200, {"status": "success", "data": None}), (200, {"status": "success", "data": {}}), (404, {})],
+    ids=["data-null", "data-empty", "http-404"],
+)
+def test_an_ecommerce_id_ath_does_not_know_is_rejected(lambda_handler, ath, status, body):
+    ath.answer(FIND_PAYMENT_PATH, status, body)
+    response = lambda_handler.post(json.dumps(COMPLETED))
+    assert response.status == 200 and response.json()["outcome"] == "rejected"
+    assert WebhookEvent.objects.get().error == "ATH Móvil knows no payment with this ecommerceId"
+    assert nothing_changed()
+
+
+@pytest.mark.parametrize(
+    "name, ath_status, outcome",
+    [
+        ("ecommerce_cancelled.production", "CANCEL", "applied"),
+        ("ecommerce_expired", "CANCEL", "applied"),  # ATH reports expired checkouts as CANCEL
+        ("ecommerce_cancelled.production", "COMPLETED", "rejected"),
+        ("ecommerce_expired", "COMPLETED", "rejected"),
+    ],
+)
+def test_cancels_and_expiries_need_ath_to_say_cancel(lambda_handler, ath, name, ath_status, outcome):
+    ath_says(ath, ath_status, reference=None)
+    response = lambda_handler.post(json.dumps(sample_data(name)))
+    assert response.status == 200 and response.json()["outcome"] == outcome
+    assert Payment.objects.filter(status__in=["cancelled", "expired"]).exists() == (outcome == "applied")
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.parametrize(
+    "trouble",
+    [
+        "slow",
+        "down",
+        "not-json",
+        "no-status",
+        "unreadable-total",
+        "server-error",
+        "refused-token",
+        "still-open",
+    ],
+)
+def test_when_ath_cannot_say_nothing_is_applied_and_a_redelivery_finishes_later(
+    lambda_handler, ath, settings, trouble
+):
+    body = json.dumps(COMPLETED)
+    if trouble == "slow":
+        ath.answer(FIND_PAYMENT_PATH, 200, {"status": "success", "data": {}}, delay=3)
+    elif trouble == "down":
+        settings.ATHM_PAYMENTS_API_BASE_URL = f"http://127.0.0.1:{closed_port()}"
+    elif trouble == "not-json":
+        ath.answer(FIND_PAYMENT_PATH, 200, raw=b"<html>maintenance</html>")
+    elif trouble == "no-status":
+        ath.answer(FIND_PAYMENT_PATH, 200, {"status": "success", "data": {"total": 26}})
+    elif trouble == "unreadable-total":
+        ath_says(ath, total="twenty-six")
+    elif trouble == "server-error":
+        ath.answer(FIND_PAYMENT_PATH, 502, raw=b"Bad Gateway")
+    elif trouble == "refused-token":
+        ath.answer(FIND_PAYMENT_PATH, 401, {"status": "error", "message": "Invalid token", "errorcode": "X1"})
+    else:
+        ath_says(ath, "CONFIRM")
+
+    started = time.monotonic()
+    response = lambda_handler.post(body)
+    assert time.monotonic() - started < 2.5  # the timeout (0.5 s) bounds the wait
+    assert response.status == 503 and response.json()["error"] == "verification_unavailable"
+    assert nothing_changed() and not WebhookEvent.objects.exists()
+
+    settings.ATHM_PAYMENTS_API_BASE_URL = ath.base_url
+    ath_says(ath)
+    assert lambda_handler.post(body).json()["outcome"] == "applied"
+    assert Payment.objects.get().status == "completed"
+
+
+@pytest.mark.parametrize(
+    "name", ["refund_sent.production", "payment_received", "donation_received", "simulated"]
+)
+def test_events_findpayment_cannot_confirm_are_applied_without_asking(lambda_handler, ath, name):
+    response = lambda_handler.post(json.dumps(sample_data(name)))
+    assert response.status == 200 and response.json()["outcome"] in {"applied", "simulated"}
+    assert ath.requests == []
+
+
+def test_verification_off_asks_nothing(lambda_handler, ath, settings):
+    settings.ATHM_VERIFY = False
+    assert lambda_handler.post(json.dumps(COMPLETED)).json()["outcome"] == "applied"
+    assert ath.requests == []
+
+
+def settings_in_a_new_process(child_env, **env) -> subprocess.CompletedProcess:
+    code = "from django.conf import settings; import django; django.setup(); print(settings.ATHM_VERIFY)"
+    return subprocess.run(
+        [sys.executable, "-c", code], env={**child_env, **env}, cwd=ROOT, capture_output=True, text=True
+    )
+
+
+def test_verification_is_on_whenever_the_public_token_is_set(child_env):
+    assert settings_in_a_new_process(child_env).stdout.strip() == "False"
+    assert settings_in_a_new_process(child_env, ATHM_PUBLIC_TOKEN="pk").stdout.strip() == "True"
+    off = settings_in_a_new_process(child_env, ATHM_PUBLIC_TOKEN="pk", ATHM_VERIFY="false")
+    assert off.stdout.strip() == "False"
+    refused = settings_in_a_new_process(child_env, ATHM_VERIFY="true")
+    assert refused.returncode != 0 and "ATHM_VERIFY is on but ATHM_PUBLIC_TOKEN is not set" in refused.stderr
