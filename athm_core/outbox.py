@@ -40,6 +40,9 @@ MAX_BODY_BYTES = 256 * 1024 - 2048
 _FIRST_RETRY = timedelta(seconds=5)
 _LAST_RETRY = timedelta(minutes=15)
 
+# Publishers at once take different rows: each looks at this many candidates per row it may lock.
+_CANDIDATES_PER_ROW = 4
+
 # Sent after commit with ``groups``, the set of group keys that have new pending messages.
 messages_committed = Signal()
 
@@ -107,12 +110,19 @@ def claim(
     :func:`mark_published` or :func:`mark_failed` inside the block; the locks go when it ends.
     """
     with transaction.atomic():
-        pending = OutboxMessage.objects.select_for_update(skip_locked=True).filter(published_at=None)
+        pending = OutboxMessage.objects.filter(published_at=None)
         if groups is not None:
             pending = pending.filter(group_key__in=groups)
         if due_by is not None:
             pending = pending.filter(next_attempt_at__lte=due_by)
-        yield _in_group_order(list(pending.order_by("id")[:limit]))
+        # Candidates first, without locks; then rows are locked by primary key only. Locking through a
+        # secondary index lets MariaDB keep its skipped entries locked too, and a publisher marking a
+        # message it has sent would then deadlock with one that merely looked at it.
+        candidates = list(pending.order_by("id").values_list("id", flat=True)[: limit * _CANDIDATES_PER_ROW])
+        locked = OutboxMessage.objects.select_for_update(skip_locked=True).filter(
+            pk__in=candidates, published_at=None
+        )
+        yield _in_group_order(list(locked.order_by("id")[:limit]))
 
 
 def mark_published(outbox_message: OutboxMessage, published_message_id: str = "") -> None:
