@@ -1,11 +1,14 @@
 """A read-only Django admin for payments, refunds, webhook events and the outbox.
 
 Rows change only through ATH Móvil's events (see :mod:`athm_core.processor`), so nobody adds, edits or
-deletes them here.
+deletes them here. Superusers have two actions on webhook events, the same as ``athm reprocess`` and
+``athm redispatch`` (see :mod:`athm_core.replay`): each records a new attempt or re-sends missed signals,
+and neither edits a row by hand.
 """
 
-from django.contrib import admin
+from django.contrib import admin, messages
 
+from athm_core import replay
 from athm_core.models import OutboxMessage, Payment, Refund, WebhookEvent
 
 
@@ -62,10 +65,44 @@ class RefundAdmin(ReadOnlyAdmin):
 
 @admin.register(WebhookEvent)
 class WebhookEventAdmin(ReadOnlyAdmin):
-    list_display = ["id", "received_at", "event_type", "outcome", "idempotency_key", "source_ip"]
+    list_display = [
+        "id",
+        "received_at",
+        "event_type",
+        "outcome",
+        "failed_receivers",
+        "idempotency_key",
+        "source_ip",
+    ]
     list_filter = ["outcome", "event_type", "received_at"]
     search_fields = ["idempotency_key", "request_id"]
     date_hierarchy = "received_at"
+    actions = ["reprocess_selected", "redispatch_selected"]
+
+    @admin.display(description="failed receivers")
+    def failed_receivers(self, event: WebhookEvent) -> int:
+        return len(event.receiver_errors or [])
+
+    def has_replay_permission(self, request) -> bool:
+        # They apply events and call receivers again: the same power as the athm command line.
+        return request.user.is_active and request.user.is_superuser
+
+    @admin.action(description="Reprocess selected events", permissions=["replay"])
+    def reprocess_selected(self, request, queryset):
+        # No ATH Móvil verification here (athm_core knows nothing of it): with ATHM_VERIFY on, eCommerce
+        # events never applied are refused and left to `athm reprocess`, which verifies them.
+        self._report(request, replay.reprocess(queryset.order_by("received_at", "pk")), "reprocessed")
+
+    @admin.action(description="Re-send signals to failed receivers", permissions=["replay"])
+    def redispatch_selected(self, request, queryset):
+        self._report(request, replay.redispatch(queryset.order_by("received_at", "pk")), "redispatched")
+
+    def _report(self, request, results: list[replay.Result], verb: str) -> None:
+        bad = {replay.REFUSED, replay.STILL_FAILING, WebhookEvent.Outcome.FAILED}
+        for result in results:
+            level = messages.WARNING if result.status in bad else messages.SUCCESS
+            self.message_user(request, str(result), level)
+        self.message_user(request, f"{len(results)} event(s) {verb}", messages.INFO)
 
 
 @admin.register(OutboxMessage)
