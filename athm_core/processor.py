@@ -371,7 +371,14 @@ def _link_waiting_refunds(reference_number: str, record: WebhookEvent) -> list[O
         payment = _locked_payment(reference_number=reference_number)
         if payment is None:
             return []
-        refunds = list(waiting.select_for_update().order_by("transaction_date", "pk"))
+        # Locked by primary key: through the payment index, MariaDB would lock other payments' waiting
+        # refunds too, and two linkings of different payments could deadlock.
+        ids = list(waiting.values_list("pk", flat=True))
+        refunds = list(
+            Refund.objects.select_for_update()
+            .filter(pk__in=ids, payment__isnull=True)
+            .order_by("transaction_date", "pk")
+        )
         if not refunds:
             return []
         now = timezone.now()
@@ -405,7 +412,7 @@ def _announce(record: WebhookEvent, notices: list[Notice]) -> None:
         signal = getattr(signals, notice.signal)
         for receiver, response in signal.send_robust(sender=notice.sender, **notice.arguments):
             if isinstance(response, Exception):
-                name = f"{getattr(receiver, '__module__', '?')}.{getattr(receiver, '__qualname__', receiver)}"
+                name = receiver_name(receiver)
                 # The exception's text may carry customer data, so logs get its type only.
                 log.error(
                     "receiver %s raised %s on %s for webhook event %s",
@@ -419,8 +426,82 @@ def _announce(record: WebhookEvent, notices: list[Notice]) -> None:
                         "signal": notice.signal,
                         "receiver": name,
                         "error": "".join(traceback.format_exception(response)),
+                        # Which rows the signal named, so that a redispatch sends the same notice again.
+                        **_row_ids(notice),
                     }
                 )
     if failures:
         record.receiver_errors = [*record.receiver_errors, *failures]
         WebhookEvent.objects.filter(pk=record.pk).update(receiver_errors=record.receiver_errors)
+
+
+# --- redispatch: one missed notice to one receiver (athm_core.replay) ---------------------------------
+
+
+class ReceiverNotConnected(LookupError):
+    """No live receiver of the signal has the recorded name (its module was not imported, or it is gone)."""
+
+
+def receiver_name(receiver: Any) -> str:
+    """How a receiver is named in ``WebhookEvent.receiver_errors``: ``module.qualname``."""
+    return f"{getattr(receiver, '__module__', '?')}.{getattr(receiver, '__qualname__', receiver)}"
+
+
+def _row_ids(notice: Notice) -> dict[str, int]:
+    ids = {}
+    for key in ("payment", "refund"):
+        row = notice.arguments.get(key)
+        if row is not None and row.pk is not None:
+            ids[f"{key}_id"] = row.pk
+    return ids
+
+
+_PAYMENT_SIGNALS = {
+    "payment_completed",
+    "payment_cancelled",
+    "payment_expired",
+    "payment_received",
+    "donation_received",
+}
+
+
+def missed_notice(record: WebhookEvent, failure: dict[str, Any]) -> Notice | None:
+    """The notice a failed receiver missed, rebuilt from the rows as they are now; ``None`` if they are gone.
+
+    The rows are read afresh, so a receiver hears of the payment as it is now (a later refund included),
+    exactly as it would from a signal sent today. Entries recorded before the row ids were kept fall back to
+    the event's own payment and refund.
+    """
+    signal = failure.get("signal")
+    if signal == "refund_sent":
+        refund_id = failure.get("refund_id", record.refund_id)
+        refund = Refund.objects.select_related("payment").filter(pk=refund_id).first() if refund_id else None
+        if refund is None or refund.payment is None:
+            return None
+        return Notice(signal, Refund, {"refund": refund, "payment": refund.payment})
+    if signal not in _PAYMENT_SIGNALS:
+        return None
+    payment_id = failure.get("payment_id", record.payment_id)
+    payment = Payment.objects.filter(pk=payment_id).first() if payment_id else None
+    return Notice(signal, Payment, {"payment": payment}) if payment else None
+
+
+def send_to_receiver(notice: Notice, name: str) -> None:
+    """Send ``notice``'s signal to its live receiver named ``name`` only. A receiver's exception propagates.
+
+    Raises :class:`ReceiverNotConnected` when no receiver has that name.
+    """
+    signal = getattr(signals, notice.signal)
+    # Django keeps no public way to call one receiver; _live_receivers is what send() itself uses.
+    sync_receivers, async_receivers = signal._live_receivers(notice.sender)
+    for receiver in sync_receivers:
+        if receiver_name(receiver) == name:
+            receiver(signal=signal, sender=notice.sender, **notice.arguments)
+            return
+    for receiver in async_receivers:
+        if receiver_name(receiver) == name:
+            from asgiref.sync import async_to_sync
+
+            async_to_sync(receiver)(signal=signal, sender=notice.sender, **notice.arguments)
+            return
+    raise ReceiverNotConnected(f"no receiver {name} is connected to {notice.signal}")

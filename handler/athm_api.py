@@ -1,7 +1,8 @@
 """A small client for ATH Móvil's business API, on the standard library alone.
 
-It registers the webhook listener (:func:`register_webhook`) and looks up an eCommerce payment
-(:func:`find_payment`, for verifying events). Every call goes through
+It registers the webhook listener (:func:`register_webhook`), looks up an eCommerce payment
+(:func:`find_payment`, for verifying events) and reads the transaction report (:func:`transaction_report`,
+for reconciliation). Every call goes through
 :func:`_request`, which owns what all of ATH Móvil's endpoints share: JSON in and out, a bounded wait,
 and one exception type, :class:`AthmApiError`, for every way a call can fail (an HTTP error, an
 ``{"status": "error", ...}`` answer, a body that is not JSON, a server that cannot be reached or does not
@@ -20,16 +21,23 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+
+from athm_core.payloads import PUERTO_RICO
 
 # Seconds that connecting, and each read of the answer, may wait. Module level so tests can shorten it.
 TIMEOUT = 10.0
 
 WEBHOOK_PATH = "/transactions/webhook/post"
 FIND_PAYMENT_PATH = "/api/business-transaction/ecommerce/business/findPayment"
+REPORT_PATH = "/transactions/v4/transactionReport"
+# transactionReport's error codes that are answers rather than failures.
+NO_RECORDS = "BTRA_0022"
+RANGE_TOO_LARGE = "BTRA_0026"
 
 # The events a listener can subscribe to, in this project's names (those of its signals), and the boolean
 # field of ATH Móvil's subscription request that each one sets.
@@ -94,6 +102,41 @@ def find_payment(ecommerce_id: str, *, public_token: str, timeout: float | None 
     return _request(
         "POST", FIND_PAYMENT_PATH, payload, base_url=settings.ATHM_PAYMENTS_API_BASE_URL, timeout=timeout
     )
+
+
+def transaction_report(
+    from_date: datetime, to_date: datetime, *, public_token: str, private_token: str
+) -> list[Any]:
+    """The transactions between ``from_date`` and ``to_date`` (both included), in the webhook shape.
+
+    The dates go as Puerto Rico wall time (``"YYYY-MM-DD HH:MM:SS"``), which is what ATH Móvil means.
+    ``BTRA_0022`` (no records) is an empty list; ``BTRA_0026`` (range too large) and every other failure
+    raise :class:`AthmApiError`, whose ``code`` tells them apart. The rows are returned as ATH sent them.
+    """
+    payload = {
+        "publicToken": public_token,
+        "privateToken": private_token,
+        "fromDate": _report_date(from_date),
+        "toDate": _report_date(to_date),
+    }
+    try:
+        body = _request("GET", REPORT_PATH, payload, secrets=(private_token,))
+    except AthmApiError as exc:
+        if exc.code == NO_RECORDS:
+            return []
+        raise
+    # Documented as a bare list; a list wrapped in {"data": [...]} is read the same way.
+    if isinstance(body, dict) and isinstance(body.get("data"), list):
+        body = body["data"]
+    if not isinstance(body, list):
+        raise AthmApiError(f"the transaction report is not a list of transactions: {type(body).__name__}")
+    return body
+
+
+def _report_date(value: datetime) -> str:
+    if value.tzinfo is not None:
+        value = value.astimezone(PUERTO_RICO)
+    return value.strftime("%Y-%m-%d %H:%M:%S")
 
 
 def webhook_request(

@@ -234,6 +234,12 @@ ATHM_API_BASE_URL = os.environ.get("ATHM_API_BASE_URL", "").strip() or "https://
 # as `athm register_webhook`. The private token is a credential: it is never logged or printed.
 ATHM_PUBLIC_TOKEN = os.environ.get("ATHM_PUBLIC_TOKEN", "").strip()
 ATHM_PRIVATE_TOKEN = os.environ.get("ATHM_PRIVATE_TOKEN", "").strip()
+# In Lambda (the scheduled reconciliation) the private token comes from Secrets Manager, never the env.
+ATHM_PRIVATE_TOKEN_SECRET_ARN = os.environ.get("ATHM_PRIVATE_TOKEN_SECRET_ARN", "").strip()
+if ATHM_PRIVATE_TOKEN_SECRET_ARN:
+    from aws_lambda_powertools.utilities.parameters import get_secret
+
+    ATHM_PRIVATE_TOKEN = str(get_secret(ATHM_PRIVATE_TOKEN_SECRET_ARN)).strip()
 # findPayment and refunds live on their own host.
 ATHM_PAYMENTS_API_BASE_URL = (
     os.environ.get("ATHM_PAYMENTS_API_BASE_URL", "").strip() or "https://payments.athmovil.com"

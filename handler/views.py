@@ -64,6 +64,9 @@ def webhook(request: HttpRequest, secret: str) -> JsonResponse:
         return _failed(raw_body, event, exc, origin)
 
     count(f"Webhook{record.outcome.capitalize()}")
+    # Receivers ran after the commit, inside process(); each that raised is on the record, and counted.
+    for _ in record.receiver_errors:
+        count("ReceiverFailed")
     logger.info(
         "webhook event processed",
         extra={"event_id": record.pk, "event_type": record.event_type, "outcome": record.outcome},

@@ -1,13 +1,17 @@
 """Database settings from the environment: DATABASE_URL, an RDS secret (moto), or local SQLite."""
 
 import json
+import subprocess
+import sys
 
 import boto3
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 from moto import mock_aws
+from moto.server import ThreadedMotoServer
 
 from handler.settings import database_settings, webhook_secrets
+from tests.conftest import ROOT
 
 
 @pytest.fixture
@@ -129,3 +133,38 @@ def test_the_webhook_secret_comes_from_secrets_manager_when_an_arn_is_given(secr
     )
     assert webhook_secrets({"ATHM_WEBHOOK_SECRET": "a,b"}) == ("a", "b")
     assert webhook_secrets({}) == ()
+
+
+PRINT_PRIVATE_TOKEN = (
+    "import django; django.setup(); from django.conf import settings; print(settings.ATHM_PRIVATE_TOKEN)"
+)
+
+
+def test_the_private_token_comes_from_secrets_manager_in_a_new_process(child_env):
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        endpoint = f"http://{host}:{port}"
+        client = boto3.client(
+            "secretsmanager",
+            region_name="us-east-1",
+            endpoint_url=endpoint,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+        arn = client.create_secret(Name="athm-private-token", SecretString=" sk_private_0123 ")["ARN"]
+        env = {
+            **child_env,
+            "ATHM_PRIVATE_TOKEN_SECRET_ARN": arn,
+            "AWS_ENDPOINT_URL": endpoint,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+        command = [sys.executable, "-c", PRINT_PRIVATE_TOKEN]
+        result = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    finally:
+        server.stop()
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "sk_private_0123"

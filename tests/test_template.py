@@ -29,7 +29,9 @@ def functions() -> dict[str, dict]:
 
 def test_every_handler_in_the_template_is_a_callable_in_the_package(child_env):
     handlers = sorted({properties["Handler"] for properties in functions().values()})
-    assert handlers == [f"handler.{module}.lambda_handler" for module in ("app", "migrate", "relay")]
+    assert handlers == [
+        f"handler.{module}.lambda_handler" for module in ("app", "migrate", "reconcile", "relay")
+    ]
     check = (
         "import importlib, sys\n"
         "for handler in sys.argv[1:]:\n"
@@ -37,7 +39,12 @@ def test_every_handler_in_the_template_is_a_callable_in_the_package(child_env):
         "    assert callable(getattr(importlib.import_module(module), name)), handler\n"
         "print('ok')\n"
     )
-    env = {**child_env, "ATHM_SNS_TOPIC_ARN": "arn:aws:sns:us-east-1:123456789012:athm-events"}
+    env = {
+        **child_env,
+        "ATHM_SNS_TOPIC_ARN": "arn:aws:sns:us-east-1:123456789012:athm-events",
+        "ATHM_PUBLIC_TOKEN": "pk_test",
+        "ATHM_PRIVATE_TOKEN": "sk_test",
+    }
     command = [sys.executable, "-c", check, *handlers]
     result = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
