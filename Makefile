@@ -57,7 +57,7 @@ build-DependenciesLayer:
 		--target $(ARTIFACTS_DIR)/python -r requirements-lambda.txt
 	$(MAKE) --no-print-directory compile DIR=$(ARTIFACTS_DIR)/python
 
-build-WebhookFunction build-RelayFunction build-MigrateFunction:
+build-WebhookFunction build-RelayFunction build-MigrateFunction build-ReconcileFunction:
 	mkdir -p $(ARTIFACTS_DIR)
 	cp -R handler athm_core $(ARTIFACTS_DIR)/
 	find $(ARTIFACTS_DIR) -name __pycache__ -prune -exec rm -rf {} +

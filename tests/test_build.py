@@ -19,7 +19,7 @@ from tests.conftest import ROOT, sample
 
 BUILD = ROOT / ".aws-sam" / "build"
 LAYER = BUILD / "DependenciesLayer" / "python"
-FUNCTIONS = ["WebhookFunction", "RelayFunction", "MigrateFunction"]
+FUNCTIONS = ["WebhookFunction", "RelayFunction", "MigrateFunction", "ReconcileFunction"]
 # ELF e_machine values.
 _MACHINES = {"arm64": 183, "x86_64": 62}
 

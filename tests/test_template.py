@@ -108,3 +108,11 @@ def test_the_functions_wear_what_the_database_needs():
     architectures = template["Globals"]["Function"]["Architectures"]
     makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
     assert architectures == [re.search(r"^LAMBDA_ARCH \?= (\S+)", makefile, re.MULTILINE).group(1)]
+
+
+def test_every_function_in_the_template_has_a_build_target():
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    targets = set(re.findall(r"build-(\w+)", makefile))
+    resources = load_template(TEMPLATE)["Resources"]
+    built = {name for name, resource in resources.items() if resource.get("Metadata", {}).get("BuildMethod")}
+    assert built and built <= targets, f"no build-<name> target in the Makefile for {built - targets}"
