@@ -183,15 +183,20 @@ print(json.dumps({"pages": pages, "edit": edit, "status": payment.status}))
 """
 
 
-def test_the_admin_shows_everything_and_changes_nothing(child_env, tmp_path):
+def run_with_the_admin(script: str, child_env: dict[str, str], tmp_path: Path) -> dict:
+    """Run ``script`` in ``athm shell`` with the admin on a fresh SQLite database; its last line, as JSON."""
     env = {**child_env, "ATHM_ADMIN": "1", "DATABASE_URL": f"sqlite:///{tmp_path / 'admin.sqlite3'}"}
     migrate = subprocess.run([*athm_command(), "migrate", "-v", "0"], env=env, capture_output=True, text=True)
     assert migrate.returncode == 0, migrate.stderr
     result = subprocess.run(
-        [*athm_command(), "shell", "-c", ADMIN_SCRIPT], env=env, cwd=ROOT, capture_output=True, text=True
+        [*athm_command(), "shell", "-c", script], env=env, cwd=ROOT, capture_output=True, text=True
     )
     assert result.returncode == 0, result.stderr
-    outcome = json.loads(result.stdout.strip().splitlines()[-1])
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_the_admin_shows_everything_and_changes_nothing(child_env, tmp_path):
+    outcome = run_with_the_admin(ADMIN_SCRIPT, child_env, tmp_path)
     pages = list(outcome["pages"].values())
     assert pages[:7] == [200] * 7  # lists and read-only detail pages
     assert pages[7:] == [403, 403]  # no adding, no deleting

@@ -14,7 +14,7 @@ from athm_core.models import OutboxMessage, Payment, Refund, WebhookEvent
 from athm_core.payloads import EventType, parse_data
 from athm_core.signals import payment_completed, payment_received, refund_sent
 from tests.conftest import ROOT, sample, sample_data
-from tests.test_local import athm_command
+from tests.test_local import athm_command, run_with_the_admin
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -338,14 +338,7 @@ print(json.dumps(result))
 
 
 def test_the_admin_offers_reprocess_and_redispatch_and_reports_results(child_env, tmp_path):
-    env = {**child_env, "ATHM_ADMIN": "1", "DATABASE_URL": f"sqlite:///{tmp_path / 'admin.sqlite3'}"}
-    migrate = subprocess.run([*athm_command(), "migrate", "-v", "0"], env=env, capture_output=True, text=True)
-    assert migrate.returncode == 0, migrate.stderr
-    result = subprocess.run(
-        [*athm_command(), "shell", "-c", ADMIN_SCRIPT], env=env, cwd=ROOT, capture_output=True, text=True
-    )
-    assert result.returncode == 0, result.stderr
-    outcome = json.loads(result.stdout.strip().splitlines()[-1])
+    outcome = run_with_the_admin(ADMIN_SCRIPT, child_env, tmp_path)
     assert outcome["offered"] == [True, True]
     status, messages = outcome["redispatch"]
     assert status == 200

@@ -15,7 +15,8 @@ from athm_core import processor, retention
 from athm_core.models import OutboxMessage, Payment, Refund, WebhookEvent
 from athm_core.payloads import parse
 from athm_core.retention import purge_events
-from tests.conftest import SAMPLES, sample
+from tests.conftest import sample
+from tests.test_logs import customer_data
 
 pytestmark = pytest.mark.django_db
 
@@ -23,18 +24,6 @@ RECEIVER_TRACEBACK = (
     'Traceback (most recent call last):\n  File "shop/receivers.py", line 9, in mark_paid\n'
     "ValueError: cannot email Luis Ortiz at luis@example.com or call 7875550102\n"
 )
-
-
-def customer_data() -> set[str]:
-    """The samples' customer names, emails, phones and messages."""
-    values = set()
-    for path in SAMPLES.glob("*.json"):
-        data = json.loads(path.read_text())
-        for field in ("name", "email", "phoneNumber", "message"):
-            value = str(data.get(field) or "").strip()
-            if len(value) > 3:
-                values.add(value)
-    return values
 
 
 def deliver(name: str, *, days_ago: int = 0) -> WebhookEvent:
