@@ -21,7 +21,8 @@ from datetime import datetime
 from functools import partial
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from athm_core import outbox, signals
@@ -207,7 +208,7 @@ def _close_ecommerce(event: AthmEvent, status: str, signal: str) -> Transition:
 
 
 def _receive_payment(event: AthmEvent, transaction_type: str, signal: str) -> Transition:
-    payment = Payment.objects.filter(reference_number=event.reference_number).first()
+    payment = _one(Payment.objects.filter(reference_number=event.reference_number))
     if payment is not None:
         return Transition(Outcome.DUPLICATE, payment, link_reference=payment.reference_number)
     payment = Payment(transaction_type=transaction_type, status=Status.COMPLETED)
@@ -222,7 +223,7 @@ def _receive_payment(event: AthmEvent, transaction_type: str, signal: str) -> Tr
 
 
 def _send_refund(event: AthmEvent) -> Transition:
-    refund = Refund.objects.filter(idempotency_key=event.idempotency_key).select_related("payment").first()
+    refund = _one(Refund.objects.filter(idempotency_key=event.idempotency_key).select_related("payment"))
     if refund is not None:
         waiting = event.reference_number if refund.payment is None else None
         return Transition(Outcome.DUPLICATE, refund.payment, refund, link_reference=waiting)
@@ -280,7 +281,7 @@ def _reference_conflict(event: AthmEvent) -> str:
     """Why an eCommerce event cannot have its reference number: another checkout's payment holds it."""
     if event.type not in _ECOMMERCE or not event.reference_number:
         return ""
-    owner = Payment.objects.filter(reference_number=event.reference_number).first()
+    owner = _one(Payment.objects.filter(reference_number=event.reference_number))
     # Compared here, not in SQL: MySQL's collation calls some different ids equal.
     if owner is None or owner.ecommerce_id == event.ecommerce_id:
         return ""
@@ -288,7 +289,33 @@ def _reference_conflict(event: AthmEvent) -> str:
 
 
 def _locked_payment(**lookup: Any) -> Payment | None:
-    return Payment.objects.select_for_update().filter(**lookup).first()
+    return _one(Payment.objects.select_for_update().filter(**lookup))
+
+
+def _one(queryset: QuerySet) -> Any:
+    """The row that a lookup on a unique column finds, or ``None``.
+
+    Unlike ``first()``, no ORDER BY: one row needs none, and on this hot path Django's compiling of the
+    model's default ordering costs more than the database's answer.
+    """
+    return next(iter(queryset.order_by()[:1]), None)
+
+
+def _has_waiting_refunds(reference_number: str) -> bool:
+    """Whether refunds with this reference number wait for their payment.
+
+    Asked after nearly every new payment and redelivery, almost always to hear "no". Written as SQL: the
+    ORM's ``exists()`` spends about 0.35 ms compiling a query that the database answers in 0.03 ms
+    (SQLite; 0.6 ms against 0.13 ms on PostgreSQL).
+    """
+    table = connection.ops.quote_name(Refund._meta.db_table)
+    reference = connection.ops.quote_name(Refund._meta.get_field("reference_number").column)
+    payment = connection.ops.quote_name(Refund._meta.get_field("payment").column)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT 1 FROM {table} WHERE {reference} = %s AND {payment} IS NULL LIMIT 1", [reference_number]
+        )
+        return cursor.fetchone() is not None
 
 
 def _fill(payment: Payment, event: AthmEvent) -> None:
@@ -364,9 +391,9 @@ def _link_waiting_refunds(reference_number: str, record: WebhookEvent) -> list[O
     This runs after the commit that created the payment or the refund, so whichever of two racing
     transactions commits last sees the other's row; the payment's row lock makes the link happen once.
     """
-    waiting = Refund.objects.filter(reference_number=reference_number, payment__isnull=True)
-    if not waiting.exists():
+    if not _has_waiting_refunds(reference_number):
         return []
+    waiting = Refund.objects.filter(reference_number=reference_number, payment__isnull=True)
     with transaction.atomic():
         payment = _locked_payment(reference_number=reference_number)
         if payment is None:
