@@ -2,6 +2,7 @@
 #   make serve   the webhook function on http://127.0.0.1:8000, on a local SQLite file
 #   make test    lint, build the Lambda package, then the whole test suite on SQLite, PostgreSQL and MariaDB
 # and one more for deploying: make build (sam build, without Docker), then sam deploy --guided.
+# make bench measures the handler against django-athm (bench/run.py; BENCH_ARGS=--help for its options).
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -17,7 +18,7 @@ LAMBDA_PYTHON ?= 3.11
 WHEEL_PLATFORM_arm64 := manylinux2014_aarch64
 WHEEL_PLATFORM_x86_64 := manylinux2014_x86_64
 
-.PHONY: serve test test-sqlite test-postgres test-mariadb lint build clean
+.PHONY: serve test test-sqlite test-postgres test-mariadb lint build bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +51,11 @@ build: $(VENV)/.installed
 	$(BIN)/sam build --template-file template.yaml
 	$(BIN)/sam build --template-file examples/receivers_layer/template.yaml --build-dir .aws-sam/receivers-layer
 
+# The benchmark against django-athm, in django-athm's own virtual environment (.bench/). It builds first:
+# the size of what is deployed is one of its figures.
+bench: build
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
 # `sam build` runs these targets (BuildMethod: makefile) with ARTIFACTS_DIR set.
 build-DependenciesLayer:
 	$(BIN)/python -m pip install --quiet --no-deps --no-compile --only-binary=:all: \
@@ -73,4 +79,4 @@ compile:
 	else echo "not precompiling: $(BIN)/python is not Python $(LAMBDA_PYTHON)"; fi
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info .aws-sam
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info .aws-sam .bench
