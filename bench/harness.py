@@ -39,7 +39,7 @@ class Side:
     # The module whose signals announce state changes; each is tallied by its name.
     signals_module: str
     # Rows recorded after the replay: {"payments_cents": ..., "refunds_cents": ..., ...}.
-    count_rows: Callable[[], dict[str, int]]
+    count_rows: Callable[[], dict[str, Any]]
 
 
 class SqlCounter:
@@ -96,6 +96,7 @@ def main(side: Side) -> None:
     mode.add_argument("--corpus", type=Path, help="replay this corpus (JSON lines) on a fresh database")
     mode.add_argument("--memory", type=Path, help="replay this corpus, measuring memory only")
     mode.add_argument("--prepare", action="store_true", help="create and migrate the database, and stop")
+    mode.add_argument("--drop", action="store_true", help="drop the database (PostgreSQL, MariaDB), and stop")
     mode.add_argument("--cold", metavar="BODY", help="answer one delivery in this new process, and stop")
     args = parser.parse_args()
     # The side's own output (our JSON logs and metrics, as in Lambda) is written, then thrown away.
@@ -106,6 +107,8 @@ def main(side: Side) -> None:
         report = _cold(side, args.cold)
     elif args.prepare:
         report = _prepare(side, args.database_url)
+    elif args.drop:
+        report = _drop()
     elif args.memory:
         report = _memory(side, args.database_url, args.memory)
     else:
@@ -130,6 +133,17 @@ def _prepare(side: Side, url: str) -> dict[str, Any]:
     django.setup()
     _fresh_database(url)
     return {"prepared": True}
+
+
+def _drop() -> dict[str, Any]:
+    import django
+    from django.db import connection
+
+    django.setup()
+    name = connection.settings_dict["NAME"]
+    with connection._nodb_cursor() as cursor:
+        cursor.execute(f"DROP DATABASE IF EXISTS {connection.ops.quote_name(name)}")
+    return {"dropped": name}
 
 
 def _fresh_database(url: str) -> None:
