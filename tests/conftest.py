@@ -142,17 +142,22 @@ def lambda_handler(transactional_db) -> Iterator[Lambda]:
     handler.app.application.close_connections()
 
 
-@pytest.fixture
-def child_env(transactional_db, tmp_path) -> dict[str, str]:
-    """Environment for a child process that runs the handler against this test database."""
+def database_url(name: str | None = None) -> str:
+    """The test database's URL, for a child process; with ``name``, another database on the same server
+    (a file of that path on SQLite)."""
     database = connection.settings_dict
     engine = database["ENGINE"].rsplit(".", 1)[-1]
     if engine == "sqlite3":
-        url = f"sqlite:///{database['NAME']}"
-    else:
-        scheme = {"postgresql": "postgres", "mysql": "mysql"}[engine]
-        credentials = database["USER"] + (f":{database['PASSWORD']}" if database["PASSWORD"] else "")
-        url = f"{scheme}://{credentials}@{database['HOST']}:{database['PORT']}/{database['NAME']}"
+        return f"sqlite:///{name or database['NAME']}"
+    scheme = {"postgresql": "postgres", "mysql": "mysql"}[engine]
+    credentials = database["USER"] + (f":{database['PASSWORD']}" if database["PASSWORD"] else "")
+    return f"{scheme}://{credentials}@{database['HOST']}:{database['PORT']}/{name or database['NAME']}"
+
+
+@pytest.fixture
+def child_env(transactional_db, tmp_path) -> dict[str, str]:
+    """Environment for a child process that runs the handler against this test database."""
+    url = database_url()
     env = {
         key: value
         for key, value in os.environ.items()

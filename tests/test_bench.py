@@ -18,7 +18,7 @@ from django.db import connection
 
 from athm_core.payloads import parse
 from bench import corpus
-from tests.conftest import ROOT
+from tests.conftest import ROOT, database_url
 
 
 @pytest.fixture(scope="module")
@@ -99,13 +99,9 @@ def test_every_delivery_of_the_corpus_is_read_without_error(replayed):
 
 def _bench_database_url(tmp_path: Path) -> str:
     """A database of its own for a replay process, beside the test database, on the same server."""
-    database = connection.settings_dict
-    engine = database["ENGINE"].rsplit(".", 1)[-1]
-    if engine == "sqlite3":
-        return f"sqlite:///{tmp_path}/bench.sqlite3"
-    scheme = {"postgresql": "postgres", "mysql": "mysql"}[engine]
-    credentials = database["USER"] + (f":{database['PASSWORD']}" if database["PASSWORD"] else "")
-    return f"{scheme}://{credentials}@{database['HOST']}:{database['PORT']}/bench_test_{os.getpid()}"
+    if connection.vendor == "sqlite":
+        return database_url(str(tmp_path / "bench.sqlite3"))
+    return database_url(f"bench_test_{os.getpid()}")
 
 
 def _run(module: str, *arguments: str) -> None:
