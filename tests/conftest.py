@@ -142,16 +142,17 @@ def lambda_handler(transactional_db) -> Iterator[Lambda]:
     handler.app.application.close_connections()
 
 
-def database_url(name: str | None = None) -> str:
+def database_url(name: str | None = None, *, host: str | None = None, port: int | None = None) -> str:
     """The test database's URL, for a child process; with ``name``, another database on the same server
-    (a file of that path on SQLite)."""
+    (a file of that path on SQLite); with ``host`` and ``port``, the same server reached elsewhere."""
     database = connection.settings_dict
     engine = database["ENGINE"].rsplit(".", 1)[-1]
     if engine == "sqlite3":
         return f"sqlite:///{name or database['NAME']}"
     scheme = {"postgresql": "postgres", "mysql": "mysql"}[engine]
     credentials = database["USER"] + (f":{database['PASSWORD']}" if database["PASSWORD"] else "")
-    return f"{scheme}://{credentials}@{database['HOST']}:{database['PORT']}/{name or database['NAME']}"
+    address = f"{host or database['HOST']}:{port or database['PORT']}"
+    return f"{scheme}://{credentials}@{address}/{name or database['NAME']}"
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ from django.db import connection
 
 from athm_core import outbox, processor
 from athm_core.models import OutboxMessage, Payment, Refund, WebhookEvent
-from tests.conftest import Topic
+from tests.conftest import Topic, database_url
 from tests.tcp_proxy import TcpProxy
 
 PROCESSES = 4
@@ -499,9 +499,7 @@ def test_the_database_down_for_a_while_503s_then_recovers_without_a_restart(
     real_port = int(database["PORT"] or {"postgresql": 5432, "mysql": 3306}[vendor])
     proxy = TcpProxy(real_port, database["HOST"] or "127.0.0.1")
     try:
-        scheme = {"postgresql": "postgres", "mysql": "mysql"}[vendor]
-        credentials = database["USER"] + (f":{database['PASSWORD']}" if database["PASSWORD"] else "")
-        url = f"{scheme}://{credentials}@127.0.0.1:{proxy.port}/{database['NAME']}"
+        url = database_url(host="127.0.0.1", port=proxy.port)
         topic = new_topic(moto_server)
         child = start_child(
             DATABASE_URL=url, DB_CONNECT_TIMEOUT="2", ATHM_SNS_TOPIC_ARN=topic.arn, **moto_server
