@@ -3,7 +3,8 @@
 Rows change only through ATH Móvil's events (see :mod:`athm_core.processor`), so nobody adds, edits or
 deletes them here. Superusers have two actions on webhook events, the same as ``athm reprocess`` and
 ``athm redispatch`` (see :mod:`athm_core.replay`): each records a new attempt or re-sends missed signals,
-and neither edits a row by hand.
+and neither edits a row by hand. Reprocessing here takes the same path as a new delivery, ATH Móvil's
+verification included (``ATHM_VERIFIER``).
 """
 
 from django.contrib import admin, messages
@@ -89,8 +90,6 @@ class WebhookEventAdmin(ReadOnlyAdmin):
 
     @admin.action(description="Reprocess selected events", permissions=["replay"])
     def reprocess_selected(self, request, queryset):
-        # No ATH Móvil verification here (athm_core knows nothing of it): with ATHM_VERIFY on, eCommerce
-        # events never applied are refused and left to `athm reprocess`, which verifies them.
         self._report(request, replay.reprocess(queryset.order_by("received_at", "pk")), "reprocessed")
 
     @admin.action(description="Re-send signals to failed receivers", permissions=["replay"])

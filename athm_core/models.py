@@ -1,8 +1,16 @@
 """The rows ATH Móvil's events keep: payments, refunds, the raw webhook deliveries themselves, and the
 outbox of business events waiting to be published.
 
-Only :mod:`athm_core.processor` writes these rows; read them anywhere. Money is ``Decimal`` exact to the
-cent; times are aware datetimes (stored in UTC, shown in Puerto Rico time).
+Read them anywhere; who writes them:
+
+- ``Payment`` and ``Refund``: :mod:`athm_core.processor` only.
+- ``WebhookEvent``: recorded by :mod:`athm_core.processor`; its ``receiver_errors`` by
+  :mod:`athm_core.dispatch` (and cleared by a redispatch, :mod:`athm_core.replay`); emptied by the
+  retention purge (:mod:`athm_core.retention`).
+- ``OutboxMessage``: written by :mod:`athm_core.processor`, marked published or failed by a publisher
+  through :mod:`athm_core.outbox`, deleted by the retention purge once published.
+
+Money is ``Decimal`` exact to the cent; times are aware datetimes (stored in UTC, shown in Puerto Rico time).
 """
 
 import uuid
@@ -118,7 +126,9 @@ class WebhookEvent(models.Model):
     idempotency_key = models.CharField(max_length=255, blank=True, db_index=True)
     outcome = models.CharField(max_length=16, choices=Outcome.choices, db_index=True)
     error = models.TextField(blank=True)
-    # Receivers that raised while handling this event's signals: [{"signal", "receiver", "error"}].
+    # Receivers that raised while handling this event's signals: [{"signal", "receiver", "error",
+    # "payment_id", "refund_id"}], plus "attempts" and "last_attempt_at" once redispatched. See
+    # athm_core.dispatch.
     receiver_errors = models.JSONField(default=list, blank=True)
     # When the retention purge (athm_core.retention) emptied raw_body and error; the rest stays for audits.
     purged_at = models.DateTimeField(null=True, blank=True)

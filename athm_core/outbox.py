@@ -4,9 +4,10 @@ The processor writes one :class:`~athm_core.models.OutboxMessage` per state chan
 fire the signals) in the transaction that makes the change, so a change that rolls back leaves no message
 and a committed change always has one. Duplicates, ignored and simulated events write none.
 
-Publishing is someone else's job (SNS, in ``handler.publisher``). After commit, :data:`messages_committed`
-names the groups that have new messages; :func:`claim` hands out pending messages under row locks, oldest
-first and in order within their group, and :func:`mark_published` / :func:`mark_failed` record the result.
+Publishing is someone else's job (SNS, in ``handler.publisher``). After commit, :func:`notify_publishers`
+sends :data:`messages_committed`, naming the groups that have new messages; :func:`claim` hands out
+pending messages under row locks, oldest first and in order within their group, and
+:func:`mark_published` / :func:`mark_failed` record the result.
 Nothing here knows about SNS.
 
 The message body is a versioned JSON document, described by ``docs/schemas/athm-event.v1.schema.json``.
@@ -15,6 +16,7 @@ The message body is a versioned JSON document, described by ``docs/schemas/athm-
 from __future__ import annotations
 
 import json
+import logging
 import random
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Iterator
@@ -24,13 +26,16 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Min
 from django.dispatch import Signal
 from django.utils import timezone
 
+from athm_core.conf import athm_settings
+from athm_core.events import EventType
 from athm_core.models import OutboxMessage, Payment, Refund, WebhookEvent
+
+log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 # SNS takes 262,144 bytes per message, attributes included; the attributes need far less than the rest.
@@ -49,7 +54,7 @@ messages_committed = Signal()
 
 def enabled() -> bool:
     """Whether state changes write outbox messages (``ATHM_OUTBOX``; the handler sets it with a topic)."""
-    return bool(getattr(settings, "ATHM_OUTBOX", False))
+    return bool(athm_settings.ATHM_OUTBOX)
 
 
 def group_key(payment: Payment) -> str:
@@ -57,17 +62,17 @@ def group_key(payment: Payment) -> str:
 
 
 def message(
-    event_type: str,
+    kind: EventType,
     *,
     payment: Payment,
     refund: Refund | None = None,
     occurred_at: datetime,
     webhook_event: WebhookEvent | None = None,
 ) -> OutboxMessage:
-    """The unsaved outbox row announcing ``event_type`` (a signal's name) for ``payment`` as it is now."""
+    """The unsaved outbox row announcing ``kind`` (its SNS type) for ``payment`` as it is now."""
     now = timezone.now()
     outbox_message = OutboxMessage(
-        event_type=event_type,
+        event_type=kind.sns_type,
         transaction_type=payment.transaction_type,
         schema_version=SCHEMA_VERSION,
         group_key=group_key(payment),
@@ -78,17 +83,29 @@ def message(
     document = {
         "schema_version": SCHEMA_VERSION,
         "id": str(outbox_message.event_id),
-        "type": event_type,
+        "type": kind.sns_type,
         "occurred_at": _time(occurred_at),
         "recorded_at": _time(now),
         "webhook_event_id": webhook_event.pk if webhook_event else None,
         "payment": _payment(payment),
         "refund": _refund(refund) if refund else None,
     }
-    if getattr(settings, "ATHM_OUTBOX_CUSTOMER_DATA", False):
+    if athm_settings.ATHM_OUTBOX_CUSTOMER_DATA:
         document["customer"] = _customer(refund or payment)
     outbox_message.body = _fit(document)
     return outbox_message
+
+
+def notify_publishers(groups: set[str]) -> None:
+    """Tell the publishers (receivers of :data:`messages_committed`, if any) that ``groups`` have new
+    messages, after commit. A publisher that raises is logged; the relay publishes what it could not."""
+    for receiver, response in messages_committed.send_robust(sender=OutboxMessage, groups=groups):
+        if isinstance(response, Exception):
+            log.warning(
+                "outbox publisher %s raised %s; the relay will publish the messages",
+                getattr(receiver, "__qualname__", receiver),
+                type(response).__name__,
+            )
 
 
 def add(messages: list[OutboxMessage]) -> None:

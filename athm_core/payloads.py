@@ -1,9 +1,11 @@
-"""Turn the body of an ATH Móvil webhook into one typed, normalized event.
+"""Every inbound shape of an ATH Móvil event, turned into one typed, normalized :class:`AthmEvent`.
 
 ATH Móvil sends the same event in several shapes (documented and production casing, ``subtotal`` or
-``subTotal``, money as strings, integers or float noise, dates with 0 to 6 fractional digits). Every
-shape ends here as one :class:`AthmEvent`; anything that cannot be read raises :class:`PayloadError`
-naming the field. Nothing in this module touches the database.
+``subTotal``, money as strings, integers or float noise, dates with 0 to 6 fractional digits), and its
+transaction report lists transactions in a shape of its own (:func:`parse_report_row`). Every one of them
+ends here as an :class:`AthmEvent`; anything that cannot be read raises :class:`PayloadError` naming the
+field. :func:`read_amount` is the one reader of an amount, for ATH Móvil's API answers too. Nothing in this
+module touches the database.
 """
 
 from __future__ import annotations
@@ -14,9 +16,10 @@ import struct
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
-from enum import StrEnum
 from typing import Any
 from zoneinfo import ZoneInfo
+
+from athm_core.events import EventType
 
 # ATH Móvil works in Puerto Rico time (AST, UTC-4 all year) and sends dates without a zone.
 PUERTO_RICO = ZoneInfo("America/Puerto_Rico")
@@ -46,17 +49,7 @@ class PayloadError(ValueError):
         self.problem = problem
 
 
-class EventType(StrEnum):
-    ECOMMERCE_COMPLETED = "ecommerce.completed"
-    ECOMMERCE_CANCELLED = "ecommerce.cancelled"
-    ECOMMERCE_EXPIRED = "ecommerce.expired"
-    REFUND_SENT = "refund.sent"
-    PAYMENT_RECEIVED = "payment.received"
-    DONATION_RECEIVED = "donation.received"
-    SIMULATED = "simulated"
-
-
-# (transactionType, status), both lower-cased, to the event they mean.
+# The normalizer's cases: (transactionType, status), both lower-cased, to the kind of event they mean.
 _EVENT_TYPES = {
     ("ecommerce", "completed"): EventType.ECOMMERCE_COMPLETED,
     ("ecommerce", "cancelled"): EventType.ECOMMERCE_CANCELLED,
@@ -67,7 +60,6 @@ _EVENT_TYPES = {
     ("donation", "completed"): EventType.DONATION_RECEIVED,
     ("simulated", "completed"): EventType.SIMULATED,
 }
-_ECOMMERCE = {EventType.ECOMMERCE_COMPLETED, EventType.ECOMMERCE_CANCELLED, EventType.ECOMMERCE_EXPIRED}
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +118,7 @@ class AthmEvent:
         reference number. Refunds may share the payment's reference number (partial refunds), so
         their daily number, date and amount tell them apart.
         """
-        if self.type in _ECOMMERCE:
+        if self.type.is_ecommerce:
             return f"{self.type}:{self.ecommerce_id}"
         if self.type in (EventType.PAYMENT_RECEIVED, EventType.DONATION_RECEIVED):
             return f"{self.type}:{self.reference_number}"
@@ -180,15 +172,30 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return data
 
 
+def parse_report_row(row: Any) -> AthmEvent:
+    """Read one row of ATH Móvil's transaction report (decoded JSON) into an :class:`AthmEvent`.
+
+    A row is a webhook body with two differences (seen in ATH's transactionReport answers): the refunded
+    sum is ``totalRefundAmount`` (webhooks: ``totalRefundedAmount``), and a row may carry only
+    ``transactionDate``, which then stands for ``date`` too.
+    """
+    if isinstance(row, dict):
+        row = dict(row)
+        if "totalRefundAmount" in row and "totalRefundedAmount" not in row:
+            row["totalRefundedAmount"] = row.pop("totalRefundAmount")
+        if not row.get("date") and row.get("transactionDate"):
+            row["date"] = row["transactionDate"]
+    return parse_data(row)
+
+
 def parse_data(data: Any) -> AthmEvent:
     """Normalize decoded JSON (one webhook object) into an :class:`AthmEvent`."""
     if not isinstance(data, dict):
         raise PayloadError("body", f"must be a JSON object, not {_json_type(data)}")
     event_type = _event_type(data)
-    is_ecommerce = event_type in _ECOMMERCE
 
     ecommerce_id = _text(data, "ecommerceId", _ID_LENGTH) or None
-    if is_ecommerce and ecommerce_id is None:
+    if event_type.is_ecommerce and ecommerce_id is None:
         raise PayloadError("ecommerceId", "is required for eCommerce events")
     reference_number = _text(data, "referenceNumber", _ID_LENGTH) or None
     # Cancelled and expired checkouts never reached a transaction, so they have no reference number.
@@ -268,7 +275,17 @@ def _text(data: dict, field: str, max_length: int) -> str:
 def _money(data: dict, *fields: str) -> Decimal | None:
     """An amount in dollars, exact to the cent, from the first of ``fields`` that is present."""
     field = next((name for name in fields if name in data), fields[0])
-    value = data.get(field)
+    return read_amount(data.get(field), field)
+
+
+def read_amount(value: Any, field: str) -> Decimal | None:
+    """``value`` as dollars exact to the cent; ``None`` when it is absent (null or blank).
+
+    Takes what ATH Móvil sends for money: a number, or a string holding one (``"26.00"``, ``26``, ``26.0``,
+    and single-precision float noise such as ``0.6000000238418579`` for 0.60). Raises
+    :class:`PayloadError` naming ``field`` for anything else: not a number, negative, ``MAX_AMOUNT`` or
+    more, or finer than a cent beyond what a float blurs.
+    """
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float, Decimal, str)):

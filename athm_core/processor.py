@@ -1,20 +1,19 @@
-"""The state machine: one ATH Móvil event in, rows changed once, signals fired once after commit.
+"""The state machine: one ATH Móvil event in, payments and refunds changed once, in one transaction.
 
 Every delivery is recorded as a :class:`~athm_core.models.WebhookEvent`. The transition it causes runs in
 the same transaction, under a row lock on the payment it touches; unique constraints on the business rows
 (``ecommerce_id``, ``reference_number``, a refund's ``idempotency_key``) decide between deliveries that
 race to create the same row, and the loser starts again and sees a duplicate. Each state change also
-writes its outbox message in that transaction (when the outbox is enabled). Signals go out only once the
-transaction has committed, and then publishers hear of the new outbox messages.
+writes its outbox message in that transaction (when the outbox is enabled). Once the transaction has
+committed, the change's notices go to the receivers (:mod:`athm_core.dispatch`), refunds that were waiting
+for the payment are tied to it, and publishers hear of the new outbox messages.
 
-This is the only module that changes payments and refunds, and that records webhook events and outbox
-messages (publishers mark them published; the retention purge empties old ones).
+This is the only module that changes payments and refunds, and that records webhook events.
 """
 
 from __future__ import annotations
 
 import logging
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -25,9 +24,11 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from athm_core import outbox, signals
+from athm_core import dispatch, outbox
+from athm_core.dispatch import Notice, payment_notice, refund_notice
+from athm_core.events import EventType
 from athm_core.models import OutboxMessage, Payment, Refund, WebhookEvent
-from athm_core.payloads import AthmEvent, EventType
+from athm_core.payloads import AthmEvent
 
 log = logging.getLogger(__name__)
 
@@ -36,15 +37,6 @@ Status = Payment.Status
 
 # A delivery that loses a race to create a row retries; the second attempt sees the winner's row.
 _ATTEMPTS = 3
-
-
-@dataclass(frozen=True)
-class Notice:
-    """A signal to send once the change it announces has committed."""
-
-    signal: str
-    sender: type
-    arguments: dict[str, Any]
 
 
 @dataclass
@@ -104,25 +96,21 @@ def process(
     return record
 
 
-def record_invalid(
-    raw_body: str, error: str, *, source_ip: str | None = None, request_id: str = ""
-) -> WebhookEvent:
-    """Keep a delivery that could not be read, with the reason, so it can be looked at and replayed."""
-    return _record(raw_body, Outcome.INVALID, error=error, source_ip=source_ip, request_id=request_id)
-
-
-def record_rejected(
+def record(
     raw_body: str,
-    event: AthmEvent,
-    reason: str,
+    outcome: str,
     *,
+    event: AthmEvent | None = None,
+    error: str = "",
     source_ip: str | None = None,
     request_id: str = "",
 ) -> WebhookEvent:
-    """Keep a delivery that ATH Móvil contradicts (a forgery, or a stale copy) without applying it."""
-    return _record(
-        raw_body, Outcome.REJECTED, event=event, error=reason, source_ip=source_ip, request_id=request_id
-    )
+    """Keep a delivery that changes nothing, with ``outcome`` and why (``error``).
+
+    For a body that could not be read (``invalid``), one that ATH Móvil contradicts (``rejected``) and one
+    whose processing failed (``failed``, with the traceback), so that each can be looked at and replayed.
+    """
+    return _record(raw_body, outcome, event=event, error=error, source_ip=source_ip, request_id=request_id)
 
 
 def already_applied(event: AthmEvent) -> bool:
@@ -130,20 +118,6 @@ def already_applied(event: AthmEvent) -> bool:
     return WebhookEvent.objects.filter(
         idempotency_key=event.idempotency_key, outcome=Outcome.APPLIED
     ).exists()
-
-
-def record_failure(
-    raw_body: str,
-    error: str,
-    *,
-    event: AthmEvent | None = None,
-    source_ip: str | None = None,
-    request_id: str = "",
-) -> WebhookEvent:
-    """Keep a delivery whose processing failed unexpectedly (none of it applied), with the traceback."""
-    return _record(
-        raw_body, Outcome.FAILED, event=event, error=error, source_ip=source_ip, request_id=request_id
-    )
 
 
 def _record(
@@ -187,12 +161,12 @@ def _complete_ecommerce(event: AthmEvent) -> Transition:
     return Transition(
         Outcome.APPLIED,
         payment,
-        notices=[Notice("payment_completed", Payment, {"payment": payment})],
+        notices=[payment_notice(event.type, payment)],
         link_reference=payment.reference_number,
     )
 
 
-def _close_ecommerce(event: AthmEvent, status: str, signal: str) -> Transition:
+def _close_ecommerce(event: AthmEvent, status: str) -> Transition:
     payment = _locked_payment(ecommerce_id=event.ecommerce_id)
     if payment is None:
         payment = Payment(transaction_type=Payment.TransactionType.ECOMMERCE, ecommerce_id=event.ecommerce_id)
@@ -204,10 +178,10 @@ def _close_ecommerce(event: AthmEvent, status: str, signal: str) -> Transition:
         return Transition(Outcome.IGNORED, payment)
     payment.status = status
     payment.save()
-    return Transition(Outcome.APPLIED, payment, notices=[Notice(signal, Payment, {"payment": payment})])
+    return Transition(Outcome.APPLIED, payment, notices=[payment_notice(event.type, payment)])
 
 
-def _receive_payment(event: AthmEvent, transaction_type: str, signal: str) -> Transition:
+def _receive_payment(event: AthmEvent, transaction_type: str) -> Transition:
     payment = _one(Payment.objects.filter(reference_number=event.reference_number))
     if payment is not None:
         return Transition(Outcome.DUPLICATE, payment, link_reference=payment.reference_number)
@@ -217,7 +191,7 @@ def _receive_payment(event: AthmEvent, transaction_type: str, signal: str) -> Tr
     return Transition(
         Outcome.APPLIED,
         payment,
-        notices=[Notice(signal, Payment, {"payment": payment})],
+        notices=[payment_notice(event.type, payment)],
         link_reference=payment.reference_number,
     )
 
@@ -249,7 +223,7 @@ def _send_refund(event: AthmEvent) -> Transition:
         Outcome.APPLIED,
         payment,
         refund,
-        notices=[Notice("refund_sent", Refund, {"refund": refund, "payment": payment})],
+        notices=[refund_notice(refund, payment)],
     )
 
 
@@ -258,20 +232,12 @@ def _simulated(event: AthmEvent) -> Transition:
     return Transition(Outcome.SIMULATED)
 
 
-_ECOMMERCE = {EventType.ECOMMERCE_COMPLETED, EventType.ECOMMERCE_CANCELLED, EventType.ECOMMERCE_EXPIRED}
-
 _TRANSITIONS: dict[EventType, Callable[[AthmEvent], Transition]] = {
     EventType.ECOMMERCE_COMPLETED: _complete_ecommerce,
-    EventType.ECOMMERCE_CANCELLED: partial(
-        _close_ecommerce, status=Status.CANCELLED, signal="payment_cancelled"
-    ),
-    EventType.ECOMMERCE_EXPIRED: partial(_close_ecommerce, status=Status.EXPIRED, signal="payment_expired"),
-    EventType.PAYMENT_RECEIVED: partial(
-        _receive_payment, transaction_type=Payment.TransactionType.PAYMENT, signal="payment_received"
-    ),
-    EventType.DONATION_RECEIVED: partial(
-        _receive_payment, transaction_type=Payment.TransactionType.DONATION, signal="donation_received"
-    ),
+    EventType.ECOMMERCE_CANCELLED: partial(_close_ecommerce, status=Status.CANCELLED),
+    EventType.ECOMMERCE_EXPIRED: partial(_close_ecommerce, status=Status.EXPIRED),
+    EventType.PAYMENT_RECEIVED: partial(_receive_payment, transaction_type=Payment.TransactionType.PAYMENT),
+    EventType.DONATION_RECEIVED: partial(_receive_payment, transaction_type=Payment.TransactionType.DONATION),
     EventType.REFUND_SENT: _send_refund,
     EventType.SIMULATED: _simulated,
 }
@@ -279,7 +245,7 @@ _TRANSITIONS: dict[EventType, Callable[[AthmEvent], Transition]] = {
 
 def _reference_conflict(event: AthmEvent) -> str:
     """Why an eCommerce event cannot have its reference number: another checkout's payment holds it."""
-    if event.type not in _ECOMMERCE or not event.reference_number:
+    if not event.type.is_ecommerce or not event.reference_number:
         return ""
     owner = _one(Payment.objects.filter(reference_number=event.reference_number))
     # Compared here, not in SQL: MySQL's collation calls some different ids equal.
@@ -348,7 +314,7 @@ def _write_outbox(
         refund = notice.arguments.get("refund")
         messages.append(
             outbox.message(
-                notice.signal,
+                notice.kind,
                 payment=notice.arguments["payment"],
                 refund=refund,
                 # A refund happened when ATH sent it, which for a waiting refund is before this event.
@@ -377,12 +343,12 @@ def _add_refunds(payment: Payment, refunds: list[Refund]) -> None:
 
 
 def _after_commit(record: WebhookEvent, result: Transition) -> None:
-    _announce(record, result.notices)
+    dispatch.announce(record, result.notices)
     messages = list(result.messages)
     if result.link_reference:
         messages += _link_waiting_refunds(result.link_reference, record)
     if messages:
-        _tell_publishers(outbox.groups_of(messages))
+        outbox.notify_publishers(outbox.groups_of(messages))
 
 
 def _link_waiting_refunds(reference_number: str, record: WebhookEvent) -> list[OutboxMessage]:
@@ -414,121 +380,8 @@ def _link_waiting_refunds(reference_number: str, record: WebhookEvent) -> list[O
             refund.linked_at = now
         Refund.objects.bulk_update(refunds, ["payment", "linked_at"])
         _add_refunds(payment, refunds)
-        notices = [Notice("refund_sent", Refund, {"refund": r, "payment": payment}) for r in refunds]
+        notices = [refund_notice(refund, payment) for refund in refunds]
         messages = _write_outbox(notices, record, occurred_at=now)
     log.info("linked %d waiting refund(s) to payment %s", len(refunds), payment.pk)
-    _announce(record, notices)
+    dispatch.announce(record, notices)
     return messages
-
-
-def _tell_publishers(groups: set[str]) -> None:
-    """Let the publisher (if one is connected) send the new messages now; the relay sends what it cannot."""
-    for receiver, response in outbox.messages_committed.send_robust(sender=OutboxMessage, groups=groups):
-        if isinstance(response, Exception):
-            log.warning(
-                "outbox publisher %s raised %s; the relay will publish the messages",
-                getattr(receiver, "__qualname__", receiver),
-                type(response).__name__,
-            )
-
-
-def _announce(record: WebhookEvent, notices: list[Notice]) -> None:
-    """Send each notice's signal. A receiver that raises does not stop the others; it is recorded."""
-    failures = []
-    for notice in notices:
-        signal = getattr(signals, notice.signal)
-        for receiver, response in signal.send_robust(sender=notice.sender, **notice.arguments):
-            if isinstance(response, Exception):
-                name = receiver_name(receiver)
-                # The exception's text may carry customer data, so logs get its type only.
-                log.error(
-                    "receiver %s raised %s on %s for webhook event %s",
-                    name,
-                    type(response).__name__,
-                    notice.signal,
-                    record.pk,
-                )
-                failures.append(
-                    {
-                        "signal": notice.signal,
-                        "receiver": name,
-                        "error": "".join(traceback.format_exception(response)),
-                        # Which rows the signal named, so that a redispatch sends the same notice again.
-                        **_row_ids(notice),
-                    }
-                )
-    if failures:
-        record.receiver_errors = [*record.receiver_errors, *failures]
-        WebhookEvent.objects.filter(pk=record.pk).update(receiver_errors=record.receiver_errors)
-
-
-# --- redispatch: one missed notice to one receiver (athm_core.replay) ---------------------------------
-
-
-class ReceiverNotConnected(LookupError):
-    """No live receiver of the signal has the recorded name (its module was not imported, or it is gone)."""
-
-
-def receiver_name(receiver: Any) -> str:
-    """How a receiver is named in ``WebhookEvent.receiver_errors``: ``module.qualname``."""
-    return f"{getattr(receiver, '__module__', '?')}.{getattr(receiver, '__qualname__', receiver)}"
-
-
-def _row_ids(notice: Notice) -> dict[str, int]:
-    ids = {}
-    for key in ("payment", "refund"):
-        row = notice.arguments.get(key)
-        if row is not None and row.pk is not None:
-            ids[f"{key}_id"] = row.pk
-    return ids
-
-
-_PAYMENT_SIGNALS = {
-    "payment_completed",
-    "payment_cancelled",
-    "payment_expired",
-    "payment_received",
-    "donation_received",
-}
-
-
-def missed_notice(record: WebhookEvent, failure: dict[str, Any]) -> Notice | None:
-    """The notice a failed receiver missed, rebuilt from the rows as they are now; ``None`` if they are gone.
-
-    The rows are read afresh, so a receiver hears of the payment as it is now (a later refund included),
-    exactly as it would from a signal sent today. Entries recorded before the row ids were kept fall back to
-    the event's own payment and refund.
-    """
-    signal = failure.get("signal")
-    if signal == "refund_sent":
-        refund_id = failure.get("refund_id", record.refund_id)
-        refund = Refund.objects.select_related("payment").filter(pk=refund_id).first() if refund_id else None
-        if refund is None or refund.payment is None:
-            return None
-        return Notice(signal, Refund, {"refund": refund, "payment": refund.payment})
-    if signal not in _PAYMENT_SIGNALS:
-        return None
-    payment_id = failure.get("payment_id", record.payment_id)
-    payment = Payment.objects.filter(pk=payment_id).first() if payment_id else None
-    return Notice(signal, Payment, {"payment": payment}) if payment else None
-
-
-def send_to_receiver(notice: Notice, name: str) -> None:
-    """Send ``notice``'s signal to its live receiver named ``name`` only. A receiver's exception propagates.
-
-    Raises :class:`ReceiverNotConnected` when no receiver has that name.
-    """
-    signal = getattr(signals, notice.signal)
-    # Django keeps no public way to call one receiver; _live_receivers is what send() itself uses.
-    sync_receivers, async_receivers = signal._live_receivers(notice.sender)
-    for receiver in sync_receivers:
-        if receiver_name(receiver) == name:
-            receiver(signal=signal, sender=notice.sender, **notice.arguments)
-            return
-    for receiver in async_receivers:
-        if receiver_name(receiver) == name:
-            from asgiref.sync import async_to_sync
-
-            async_to_sync(receiver)(signal=signal, sender=notice.sender, **notice.arguments)
-            return
-    raise ReceiverNotConnected(f"no receiver {name} is connected to {notice.signal}")

@@ -7,15 +7,14 @@ traceback and an ``attempts`` count. The event's row is locked while its receive
 redispatches at once cannot both call the same receiver; each receiver runs in a savepoint, so that the
 database writes of one that raises are undone and do not spoil the others'.
 
-:func:`reprocess` reads a stored delivery's raw body again and hands it to
-:func:`athm_core.processor.process`, exactly like a new delivery. The original row stays as it was (the
-audit of what happened then); the attempt is recorded as a new ``WebhookEvent`` whose ``request_id`` says
-``reprocess of #ID``. Whatever was applied before comes out as a duplicate, never twice. An unexpected
-error is recorded on the new event with its traceback (outcome ``failed``). Refused, with the reason:
-purged events (their body is gone), rejected ones (ATH Móvil or a recorded payment contradicts them) and
-bodies that still do not parse. ``check`` is the caller's verification of an event (the handler passes
-ATH Móvil's findPayment check); without one, an eCommerce event that was never applied is refused while
-``ATHM_VERIFY`` is on, because applying it would skip that verification.
+:func:`reprocess` hands a stored delivery's raw body to :func:`athm_core.receive.receive`, exactly like a
+new delivery: checked with ATH Móvil (``ATHM_VERIFIER``, or the ``check`` given), then processed. The
+original row stays as it was (the audit of what happened then); the attempt is recorded as a new
+``WebhookEvent`` whose ``request_id`` says ``reprocess of #ID``. Whatever was applied before comes out as a
+duplicate, never twice. An unexpected error is recorded on the new event with its traceback (outcome
+``failed``). Refused, with the reason and nothing recorded: purged events (their body is gone), rejected
+ones (ATH Móvil or a recorded payment contradicts them), bodies that still do not parse, and events ATH
+Móvil cannot confirm now.
 
 Both return one :class:`Result` per event, in the order given, and record nothing for a refused event.
 """
@@ -23,17 +22,16 @@ Both return one :class:`Result` per event, in the order given, and record nothin
 from __future__ import annotations
 
 import logging
-import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-from django.conf import settings
-from django.db import InterfaceError, OperationalError, transaction
-from django.utils import timezone
+from django.db import transaction
 
-from athm_core import processor
+from athm_core import dispatch
+from athm_core.ath.verification import Unavailable
 from athm_core.models import WebhookEvent
-from athm_core.payloads import AthmEvent, EventType, PayloadError, parse
+from athm_core.payloads import PayloadError
+from athm_core.receive import Check, receive
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +43,6 @@ STILL_FAILING = "still failing"  # at least one failed receiver raised again, or
 NOTHING_TO_DO = "nothing to do"  # the event has no failed receivers
 REFUSED = "refused"
 
-_ECOMMERCE = {EventType.ECOMMERCE_COMPLETED, EventType.ECOMMERCE_CANCELLED, EventType.ECOMMERCE_EXPIRED}
 # Outcomes after which reprocessing the same event can only give a duplicate.
 _SETTLED = [Outcome.APPLIED, Outcome.DUPLICATE, Outcome.IGNORED, Outcome.SIMULATED]
 
@@ -93,30 +90,23 @@ def _redispatch_one(pk: int) -> Result:
         remaining, sent, problems = [], [], []
         for failure in failures:
             name = str(failure.get("receiver", ""))
-            notice = processor.missed_notice(record, failure)
+            notice = dispatch.missed_notice(record, failure)
             if notice is None:
                 remaining.append(failure)
                 problems.append(f"{name}: the rows of its {failure.get('signal')} signal are gone")
                 continue
             try:
                 with transaction.atomic():
-                    processor.send_to_receiver(notice, name)
-            except processor.ReceiverNotConnected as exc:
+                    dispatch.send_to_receiver(notice, name)
+            except dispatch.ReceiverNotConnected as exc:
                 remaining.append(failure)
                 problems.append(str(exc))
             except Exception as exc:
                 log.error("receiver %s raised %s again on webhook event %s", name, type(exc).__name__, pk)
-                remaining.append(
-                    {
-                        **failure,
-                        "error": "".join(traceback.format_exception(exc)),
-                        "attempts": int(failure.get("attempts", 1)) + 1,
-                        "last_attempt_at": timezone.now().isoformat(),
-                    }
-                )
+                remaining.append(dispatch.failed_again(failure, exc))
                 problems.append(f"{name} raised {type(exc).__name__} again")
             else:
-                sent.append(f"{notice.signal} to {name}")
+                sent.append(f"{notice.kind.signal_name} to {name}")
         WebhookEvent.objects.filter(pk=pk).update(receiver_errors=remaining)
     log.info("redispatched %d signal(s) of webhook event %s; %d still failing", len(sent), pk, len(remaining))
     detail = "; ".join([*(f"sent {s}" for s in sent), *problems])
@@ -142,18 +132,15 @@ def failed_events():
     return WebhookEvent.objects.filter(pk__in=latest.values()).order_by("received_at", "pk")
 
 
-def reprocess(
-    events: Iterable[WebhookEvent | int], *, check: Callable[[AthmEvent], str | None] | None = None
-) -> list[Result]:
+def reprocess(events: Iterable[WebhookEvent | int], *, check: Check | None = None) -> list[Result]:
     """Process the stored raw bodies of ``events`` again; each attempt is recorded as a new event.
 
-    ``check(event)`` returns why the event must not be applied (recorded as ``rejected``) or ``None``;
-    if it raises, the event is refused for now.
+    ``check`` replaces ``ATHM_VERIFIER`` (see :func:`athm_core.receive.receive`).
     """
     return [_reprocess_one(_pk(event), check) for event in events]
 
 
-def _reprocess_one(pk: int, check: Callable[[AthmEvent], str | None] | None) -> Result:
+def _reprocess_one(pk: int, check: Check | None) -> Result:
     record = WebhookEvent.objects.filter(pk=pk).first()
     if record is None:
         return Result(pk, REFUSED, "no such webhook event")
@@ -163,35 +150,24 @@ def _reprocess_one(pk: int, check: Callable[[AthmEvent], str | None] | None) -> 
     if record.outcome == Outcome.REJECTED:
         return Result(pk, REFUSED, f"it was rejected ({record.error or 'contradicted'}); it is not applied")
     try:
-        event = parse(record.raw_body.encode("utf-8"))
+        delivery = receive(
+            record.raw_body.encode("utf-8"),
+            source_ip=record.source_ip,
+            request_id=f"reprocess of #{pk}",
+            check=check,
+            keep_invalid=False,
+        )
     except PayloadError as exc:
         return Result(pk, REFUSED, f"its body is still not a valid event: {exc}")
-    origin = {"source_ip": record.source_ip, "request_id": f"reprocess of #{pk}"}
-    if check is not None:
-        try:
-            reason = check(event)
-        except Exception as exc:
-            return Result(pk, REFUSED, f"it cannot be verified now ({type(exc).__name__}: {exc}); try later")
-        if reason:
-            new = processor.record_rejected(record.raw_body, event, reason, **origin)
-            return Result(pk, new.outcome, reason, new.pk)
-    elif (
-        getattr(settings, "ATHM_VERIFY", False)
-        and event.type in _ECOMMERCE
-        and not processor.already_applied(event)
-    ):
-        return Result(pk, REFUSED, "it must be verified with ATH Móvil first: use `athm reprocess`")
-    try:
-        new = processor.process(event, raw_body=record.raw_body, **origin)
-    except (OperationalError, InterfaceError):
-        raise  # the database cannot serve: nothing is recorded, and the caller hears of it
-    except Exception as exc:
-        log.error("reprocessing webhook event %s failed: %s", pk, type(exc).__name__)
-        new = processor.record_failure(
-            record.raw_body, "".join(traceback.format_exception(exc)), event=event, **origin
-        )
-        return Result(pk, new.outcome, f"{type(exc).__name__}; the traceback is on the new event", new.pk)
-    return Result(pk, new.outcome, _receivers_note(new), new.pk)
+    except Unavailable as exc:
+        return Result(pk, REFUSED, f"it cannot be verified now ({exc}); try later")
+    new = delivery.record
+    if delivery.outcome == Outcome.FAILED:
+        where = "the traceback is on the new event" if new else "the database could not record it"
+        return Result(pk, delivery.outcome, f"{delivery.error}; {where}", new and new.pk)
+    if delivery.outcome == Outcome.REJECTED:
+        return Result(pk, delivery.outcome, delivery.error, new.pk)
+    return Result(pk, delivery.outcome, _receivers_note(new), new.pk)
 
 
 def _receivers_note(record: WebhookEvent) -> str:

@@ -13,8 +13,9 @@ The row stays, with its outcome, event type, idempotency key, request id, source
 payment or refund, so that audits, counts and duplicate detection keep working; ``purged_at`` says when it
 was emptied. An event purged once is not purged or counted again.
 
-Outbox messages published before the cutoff are deleted (their body went out long ago; with
-``ATHM_SNS_CUSTOMER_DATA`` it holds customer data too). Pending messages are never touched, however old.
+Outbox messages published before the cutoff are deleted (their body went out long ago; with the setting
+``ATHM_OUTBOX_CUSTOMER_DATA`` it holds customer data too). Pending messages are never touched, however
+old.
 
 Payments and refunds are the business's records, customer fields included, and are never touched.
 

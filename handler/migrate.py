@@ -8,22 +8,17 @@ Invoked directly (``sam remote invoke MigrateFunction``), it runs the migrations
 
 from __future__ import annotations
 
+import handler.boot  # noqa: F401 - first: Django set up and the receivers imported
+
 import io
 import json
-import os
 import threading
 import urllib.request
 from typing import Any
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "handler.settings")
+from django.core.management import call_command
 
-import django
-
-django.setup()
-
-from django.core.management import call_command  # noqa: E402
-
-from handler.observability import logger  # noqa: E402
+from handler.observability import logger
 
 # CloudFormation waits an hour for an answer that never comes: answer FAILED this long before the timeout.
 _MARGIN_SECONDS = 10

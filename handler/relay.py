@@ -1,27 +1,23 @@
 """The outbox relay's Lambda entry point, ``handler.relay.lambda_handler``, for a schedule (EventBridge).
 
-Each run publishes the pending outbox messages that are due, stopping well before the function's timeout,
-and reports the backlog it leaves in the metrics ``OutboxPending`` and ``OutboxOldestPendingAge`` (the
-alarm on a stuck outbox watches the latter). ``athm relay`` does the same from a shell.
+Each run publishes the pending outbox messages that are due (:func:`handler.publisher.relay`), stopping
+well before the function's timeout, and reports the backlog it leaves in the metrics ``OutboxPending`` and
+``OutboxOldestPendingAge`` (the alarm on a stuck outbox watches the latter). ``athm relay`` does the same
+from a shell.
 """
 
 from __future__ import annotations
 
-import os
+import handler.boot  # noqa: F401 - first: Django set up and the receivers imported
+
 import time
 from typing import Any
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "handler.settings")
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 
-import django
-
-django.setup()
-
-from django.conf import settings  # noqa: E402
-from django.core.exceptions import ImproperlyConfigured  # noqa: E402
-
-from handler import publisher  # noqa: E402
-from handler.observability import logger, metrics  # noqa: E402
+from handler import publisher
+from handler.observability import logger, metrics
 
 # Time kept back from the function's timeout: a publish in flight when the deadline passes finishes.
 _MARGIN_SECONDS = 10

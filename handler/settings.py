@@ -1,6 +1,9 @@
-"""Django settings for the Lambda function and for local runs, read from the environment once.
+"""Django settings for the Lambda function and for local runs: the environment, read once, mapped onto
+Django's settings and athm_core's (``athm_core.conf``).
 
-Every variable is listed in the README. Nothing else in the project reads the environment for settings.
+Values only: a secret named by an ARN is read by the module that owns Secrets Manager
+(``handler.secrets_manager``). Every variable is listed in the README. Nothing else in the project reads
+the environment for settings.
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ from typing import Any
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from handler.rds import read_database_secret
+from athm_core import conf as athm_core_conf
+from handler import secrets_manager
 
 IN_LAMBDA = bool(os.environ.get("AWS_LAMBDA_FUNCTION_NAME"))
 DEFAULT_SQLITE_PATH = Path.cwd() / "athm.sqlite3"
@@ -39,6 +43,11 @@ def _list(name: str) -> list[str]:
     return [part.strip() for part in os.environ.get(name, "").split(",") if part.strip()]
 
 
+def _athm_core_setting(name: str) -> Any:
+    """The environment variable ``name``, or athm_core's default for the setting of that name."""
+    return os.environ.get(name, "").strip() or athm_core_conf.DEFAULTS[name]
+
+
 def _flag(name: str, default: bool = False) -> bool:
     value = os.environ.get(name)
     return default if value is None else value.strip().lower() in {"1", "true", "yes", "on"}
@@ -53,7 +62,7 @@ def database_settings(env: Mapping[str, str]) -> dict[str, Any]:
     """
     url = env.get("DATABASE_URL", "").strip()
     secret_arn = env.get("DB_SECRET_ARN", "").strip()
-    secret: dict[str, Any] = read_database_secret(secret_arn) if secret_arn else {}
+    secret: dict[str, Any] = secrets_manager.database_secret(secret_arn) if secret_arn else {}
     if not url and secret:
         url = _url_from_secret(secret)
     if not url:
@@ -170,8 +179,8 @@ LOGGING = {
         # Django and Mangum name the request path in their logs, and the path holds the webhook secret.
         "django.request": {"handlers": [], "level": "CRITICAL", "propagate": False},
         "django.server": {"handlers": [], "level": "CRITICAL", "propagate": False},
-        # send_robust() logs a failing receiver's exception text, which may quote customer data; the
-        # processor records the failure on the event instead and logs its type.
+        # send_robust() logs a failing receiver's exception text, which may quote customer data;
+        # athm_core.dispatch records the failure on the event instead and logs its type.
         "django.dispatch": {"handlers": [], "level": "CRITICAL", "propagate": False},
         "mangum": {"level": "WARNING"},
         # At DEBUG botocore logs whole requests and responses: the SNS message, and the database secret.
@@ -180,29 +189,15 @@ LOGGING = {
     },
 }
 
-# --- ATH Móvil -----------------------------------------------------------------------------------------
+# --- the listener ----------------------------------------------------------------------------------
 
-
-def webhook_secrets(env: Mapping[str, str]) -> tuple[str, ...]:
-    """The listener URL's secrets: the value of the Secrets Manager secret ``ATHM_WEBHOOK_SECRET_ARN`` (as
-    ``template.yaml`` deploys it), else ``ATHM_WEBHOOK_SECRET``. Comma-separated: during a rotation both
-    the old and the new secret are accepted."""
-    arn = env.get("ATHM_WEBHOOK_SECRET_ARN", "").strip()
-    if arn:
-        # Through the webhook view's own reader: its cache makes this the container's one read at start.
-        from handler.webhook_secrets import read
-
-        value = read(arn)
-    else:
-        value = env.get("ATHM_WEBHOOK_SECRET", "")
-    return tuple(part.strip() for part in value.split(",") if part.strip())
-
-
-# The secrets as the container started. With an ARN, the webhook view reads the secret again every five
-# minutes (handler.webhook_secrets), so that a rotation needs no redeploy; without one, these are the
-# secrets. The webhook function (handler.app) refuses to start in Lambda without one; the relay needs none.
+# The listener URL's secret (POST /webhook/<secret>): the value of the Secrets Manager secret named by
+# ATHM_WEBHOOK_SECRET_ARN (as template.yaml deploys it), else ATHM_WEBHOOK_SECRET; comma-separated during a
+# rotation. handler.webhook_secrets reads, checks and compares them; the webhook function (handler.app)
+# refuses to start in Lambda without one.
 ATHM_WEBHOOK_SECRET_ARN = os.environ.get("ATHM_WEBHOOK_SECRET_ARN", "").strip()
-ATHM_WEBHOOK_SECRETS = webhook_secrets(os.environ)
+ATHM_WEBHOOK_SECRET = os.environ.get("ATHM_WEBHOOK_SECRET", "")
+# The merchant's receiver modules, imported once per container by handler.boot.
 ATHM_RECEIVERS = tuple(_list("ATHM_RECEIVERS"))
 ATHM_MAX_BODY_BYTES = int(os.environ.get("ATHM_MAX_BODY_BYTES", "65536"))
 
@@ -226,10 +221,10 @@ ATHM_OUTBOX = bool(ATHM_SNS_TOPIC_ARN)
 # Customer names, phones, emails and messages stay out of the messages unless the deployer wants them.
 ATHM_OUTBOX_CUSTOMER_DATA = _flag("ATHM_SNS_CUSTOMER_DATA")
 
-# --- ATH Móvil's API -----------------------------------------------------------------------------------
+# --- ATH Móvil's API (athm_core.conf documents each) ---------------------------------------------------
 
 # Where ATH Móvil's business API is; tests point it at a fake server on 127.0.0.1.
-ATHM_API_BASE_URL = os.environ.get("ATHM_API_BASE_URL", "").strip() or "https://www.athmovil.com"
+ATHM_API_BASE_URL = _athm_core_setting("ATHM_API_BASE_URL")
 # The business's API keys (ATH Business app: Settings > Development) for the calls made to that API, such
 # as `athm register_webhook`. The private token is a credential: it is never logged or printed.
 ATHM_PUBLIC_TOKEN = os.environ.get("ATHM_PUBLIC_TOKEN", "").strip()
@@ -237,13 +232,9 @@ ATHM_PRIVATE_TOKEN = os.environ.get("ATHM_PRIVATE_TOKEN", "").strip()
 # In Lambda (the scheduled reconciliation) the private token comes from Secrets Manager, never the env.
 ATHM_PRIVATE_TOKEN_SECRET_ARN = os.environ.get("ATHM_PRIVATE_TOKEN_SECRET_ARN", "").strip()
 if ATHM_PRIVATE_TOKEN_SECRET_ARN:
-    from aws_lambda_powertools.utilities.parameters import get_secret
-
-    ATHM_PRIVATE_TOKEN = str(get_secret(ATHM_PRIVATE_TOKEN_SECRET_ARN)).strip()
+    ATHM_PRIVATE_TOKEN = secrets_manager.read(ATHM_PRIVATE_TOKEN_SECRET_ARN).strip()
 # findPayment and refunds live on their own host.
-ATHM_PAYMENTS_API_BASE_URL = (
-    os.environ.get("ATHM_PAYMENTS_API_BASE_URL", "").strip() or "https://payments.athmovil.com"
-)
+ATHM_PAYMENTS_API_BASE_URL = _athm_core_setting("ATHM_PAYMENTS_API_BASE_URL")
 
 # Verify each eCommerce event with ATH Móvil's findPayment before it changes a payment: on whenever the
 # public token is there, unless ATHM_VERIFY turns it off.
@@ -251,4 +242,6 @@ ATHM_VERIFY = _flag("ATHM_VERIFY", default=bool(ATHM_PUBLIC_TOKEN))
 if ATHM_VERIFY and not ATHM_PUBLIC_TOKEN:
     raise ImproperlyConfigured("ATHM_VERIFY is on but ATHM_PUBLIC_TOKEN is not set: findPayment needs it")
 # Seconds to wait for findPayment: well under the function's timeout, which is under API Gateway's 30 s.
-ATHM_VERIFY_TIMEOUT = float(os.environ.get("ATHM_VERIFY_TIMEOUT", "4"))
+ATHM_VERIFY_TIMEOUT = float(_athm_core_setting("ATHM_VERIFY_TIMEOUT"))
+# The check every delivery goes through (athm_core.receive): findPayment by default, or the merchant's own.
+ATHM_VERIFIER = _athm_core_setting("ATHM_VERIFIER")

@@ -10,23 +10,18 @@ finishes the job), 500 for a bug (the delivery is kept with its traceback).
 
 from __future__ import annotations
 
-import traceback
-
 from django.conf import settings
-from django.db import DatabaseError, InterfaceError, OperationalError, connection
+from django.db import DatabaseError, connection
 from django.http import HttpRequest, JsonResponse
 
-from athm_core import processor
-from athm_core.payloads import AthmEvent, PayloadError, parse
-from handler import verification, webhook_secrets
+from athm_core.ath.verification import Unavailable
+from athm_core.receive import DATABASE_UNAVAILABLE, Delivery, Outcome, receive
+from handler import webhook_secrets
 from handler.observability import count, logger
-
-# Errors that mean "the database cannot be reached or cannot serve now", as opposed to a bug.
-_UNAVAILABLE = (OperationalError, InterfaceError)
 
 
 def webhook(request: HttpRequest, secret: str) -> JsonResponse:
-    if not _is_webhook_secret(secret):
+    if not webhook_secrets.matches(secret):  # constant time against every accepted secret
         return not_found(request)
     if request.method != "POST":
         return _method_not_allowed("POST")
@@ -44,27 +39,24 @@ def webhook(request: HttpRequest, secret: str) -> JsonResponse:
         count("WebhookTooLarge")
         return _error(413, "payload_too_large", f"the body is {size} bytes; the limit is {limit}")
 
-    origin = {"source_ip": request.META.get("REMOTE_ADDR") or None, "request_id": _request_id(request)}
-    # What is stored; for any body that parses, exactly the text received.
-    raw_body = request.body.decode("utf-8", errors="replace")
     try:
-        event = parse(request.body)
-    except PayloadError as exc:
-        return _invalid(raw_body, exc, origin)
-    try:
-        contradiction = verification.check(event)
-        if contradiction:
-            return _rejected(raw_body, event, contradiction, origin)
-        record = processor.process(event, raw_body=raw_body, **origin)
-    except verification.Unavailable as exc:
+        delivery = receive(
+            request.body, source_ip=request.META.get("REMOTE_ADDR") or None, request_id=_request_id(request)
+        )
+    except Unavailable as exc:
         return _unverified(exc)
-    except _UNAVAILABLE as exc:
+    except DATABASE_UNAVAILABLE as exc:
         return _unavailable(exc)
-    except Exception as exc:
-        return _failed(raw_body, event, exc, origin)
+    if delivery.outcome == Outcome.INVALID:
+        return _invalid(delivery)
+    if delivery.contradicted:
+        return _rejected(delivery)
+    if delivery.outcome == Outcome.FAILED:
+        return _failed(delivery)
 
+    record = delivery.record
     count(f"Webhook{record.outcome.capitalize()}")
-    # Receivers ran after the commit, inside process(); each that raised is on the record, and counted.
+    # Receivers ran after the commit, inside receive(); each that raised is on the record, and counted.
     for _ in record.receiver_errors:
         count("ReceiverFailed")
     logger.info(
@@ -73,11 +65,12 @@ def webhook(request: HttpRequest, secret: str) -> JsonResponse:
     )
     return JsonResponse(
         {
-            "accepted": record.outcome != processor.Outcome.REJECTED,
+            # False for an event that names another payment's reference number (kept, not applied).
+            "accepted": record.outcome != Outcome.REJECTED,
             "event_id": record.pk,
             "event_type": record.event_type,
             "outcome": record.outcome,
-            "duplicate": record.outcome == processor.Outcome.DUPLICATE,
+            "duplicate": record.outcome == Outcome.DUPLICATE,
         }
     )
 
@@ -113,11 +106,6 @@ def _method_not_allowed(allowed: str) -> JsonResponse:
     return response
 
 
-def _is_webhook_secret(candidate: str) -> bool:
-    # Constant time against every accepted secret, read afresh from Secrets Manager every few minutes.
-    return webhook_secrets.matches(candidate)
-
-
 def _declared_length(request: HttpRequest) -> int:
     try:
         return int(request.META.get("CONTENT_LENGTH") or 0)
@@ -140,33 +128,31 @@ def _request_id(request: HttpRequest) -> str:
     return str(event.get("requestContext", {}).get("requestId", ""))[:100]
 
 
-def _invalid(raw_body: str, error: PayloadError, origin: dict) -> JsonResponse:
+def _invalid(delivery: Delivery) -> JsonResponse:
     count("WebhookInvalid")
     # The field only: the problem's text may quote the value, and a value may be anyone's data.
-    logger.warning("webhook payload rejected", extra={"field": error.field})
-    problem = str(error)
-    try:
-        # Text columns cannot hold NUL on every database; the rest is kept as received.
-        record = processor.record_invalid(raw_body.replace("\x00", "\ufffd"), problem, **origin)
-    except DatabaseError:
+    logger.warning("webhook payload rejected", extra={"field": delivery.field})
+    if delivery.record is None:
         # The answer is 400 either way: a redelivery of the same body would be just as invalid.
         logger.warning("could not record the rejected payload: database unavailable")
-        return _error(400, "invalid_payload", problem)
-    return _error(400, "invalid_payload", problem, event_id=record.pk)
+        return _error(400, "invalid_payload", delivery.error)
+    return _error(400, "invalid_payload", delivery.error, event_id=delivery.record.pk)
 
 
-def _rejected(raw_body: str, event: AthmEvent, reason: str, origin: dict) -> JsonResponse:
+def _rejected(delivery: Delivery) -> JsonResponse:
     count("WebhookRejected")
     # The reason names states and amounts, never the customer.
-    logger.warning("webhook event contradicted by ATH Móvil", extra={"event_type": event.type, "why": reason})
-    record = processor.record_rejected(raw_body, event, reason, **origin)
+    logger.warning(
+        "webhook event contradicted by ATH Móvil",
+        extra={"event_type": delivery.event.type, "why": delivery.error},
+    )
     # 200 so that nobody retries it; the answer does not say what ATH Móvil reported.
     return JsonResponse(
         {
             "accepted": False,
-            "event_id": record.pk,
-            "event_type": record.event_type,
-            "outcome": record.outcome,
+            "event_id": delivery.record.pk,
+            "event_type": delivery.record.event_type,
+            "outcome": delivery.outcome,
             "detail": "ATH Móvil does not confirm this event",
         }
     )
@@ -188,18 +174,16 @@ def _unavailable(exc: Exception) -> JsonResponse:
     )
 
 
-def _failed(raw_body: str, event: AthmEvent, error: Exception, origin: dict) -> JsonResponse:
+def _failed(delivery: Delivery) -> JsonResponse:
     count("WebhookFailed")
-    # The traceback goes to the database with the event: exception texts may quote customer data.
-    logger.error("webhook processing failed", extra={"error_type": type(error).__name__})
-    try:
-        record = processor.record_failure(
-            raw_body, "".join(traceback.format_exception(error)), event=event, **origin
-        )
-    except DatabaseError:
+    # The traceback is with the delivery in the database: exception texts may quote customer data.
+    logger.error("webhook processing failed", extra={"error_type": delivery.error})
+    if delivery.record is None:
         logger.error("could not record the failed webhook event")
         return _error(500, "internal_error", "the request could not be handled")
-    return _error(500, "internal_error", "the event was kept and can be reprocessed", event_id=record.pk)
+    return _error(
+        500, "internal_error", "the event was kept and can be reprocessed", event_id=delivery.record.pk
+    )
 
 
 def _error(status: int, code: str, detail: str, **extra: object) -> JsonResponse:

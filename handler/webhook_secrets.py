@@ -2,10 +2,10 @@
 path segment is one of them.
 
 With ``ATHM_WEBHOOK_SECRET_ARN`` (as ``template.yaml`` deploys it) they are the comma-separated value of
-that Secrets Manager secret, read through Powertools and read again once they are five minutes old, so a
-rotation (``put-secret-value "NEW,OLD"``, later ``"NEW"``) reaches warm containers without a redeploy.
-When a read fails, the last good value stays in use and a warning is logged. Without an ARN they are
-``settings.ATHM_WEBHOOK_SECRETS`` (``ATHM_WEBHOOK_SECRET``).
+that Secrets Manager secret (read through :mod:`handler.secrets_manager`), read again once they are five
+minutes old, so a rotation (``put-secret-value "NEW,OLD"``, later ``"NEW"``) reaches warm containers
+without a redeploy. When a read fails, the last good value stays in use and a warning is logged. Without
+an ARN they are the comma-separated ``ATHM_WEBHOOK_SECRET``.
 
 A secret is at least 32 characters. In Lambda a shorter one refuses the cold start (:func:`check_at_start`)
 and, if a rotation brings one in later, it is ignored with an error log while the others keep working.
@@ -22,21 +22,19 @@ import hmac
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
+from handler import secrets_manager
+from handler.observability import logger
+
 MIN_LENGTH = 32
 # How long a read of the secret is trusted: a rotation reaches every warm container within this.
-MAX_AGE_SECONDS = 300
+MAX_AGE_SECONDS = secrets_manager.MAX_AGE_SECONDS
 # After a failed read, the last good value is used for this long before Secrets Manager is asked again,
 # so that an outage costs one slow request a minute, not every request.
 RETRY_AFTER_SECONDS = 60
-# The read happens during a webhook: it must give up long before the function's timeout.
-_CONNECT_TIMEOUT = 2
-_READ_TIMEOUT = 2
-_ATTEMPTS = 2
 
 # Monotonic, so that a change of the wall clock neither hastens nor delays a refresh; tests replace it.
 _clock = time.monotonic
@@ -58,7 +56,7 @@ def secrets() -> tuple[str, ...]:
     arn = settings.ATHM_WEBHOOK_SECRET_ARN
     if arn:
         return _from_secrets_manager(arn)
-    return _usable(tuple(settings.ATHM_WEBHOOK_SECRETS), settings.IN_LAMBDA)
+    return _usable(parse(settings.ATHM_WEBHOOK_SECRET), settings.IN_LAMBDA)
 
 
 def matches(candidate: str) -> bool:
@@ -79,7 +77,7 @@ def check_at_start() -> None:
     """Refuse the cold start (``ImproperlyConfigured``) in Lambda without a secret, or with one shorter than
     ``MIN_LENGTH``. Outside Lambda only warn about a short one; there, a missing secret means 404s."""
     arn = settings.ATHM_WEBHOOK_SECRET_ARN
-    configured = parse(read(arn)) if arn else tuple(settings.ATHM_WEBHOOK_SECRETS)
+    configured = parse(secrets_manager.read(arn) if arn else settings.ATHM_WEBHOOK_SECRET)
     source = "The Secrets Manager secret named by ATHM_WEBHOOK_SECRET_ARN" if arn else "ATHM_WEBHOOK_SECRET"
     if settings.IN_LAMBDA:
         if not configured:
@@ -97,15 +95,9 @@ def check_at_start() -> None:
     secrets()  # the warm-up: the first webhook reads nothing, and a short local secret is warned about now
 
 
-def read(arn: str, *, fresh: bool = False) -> str:
-    """The value of the secret ``arn``, through Powertools (cached ``MAX_AGE_SECONDS``; ``fresh`` skips the
-    cache). boto3 is imported only here. Raises Powertools' ``GetParameterError`` when it cannot be read."""
-    value = _provider(_region(arn)).get(arn, max_age=MAX_AGE_SECONDS, force_fetch=fresh)
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 def parse(value: str) -> tuple[str, ...]:
-    """``"NEW,OLD"`` -> ``("NEW", "OLD")``: blanks around and empty parts are dropped."""
+    """``"NEW,OLD"`` -> ``("NEW", "OLD")``: blanks around and empty parts are dropped. The one reader of a
+    comma-separated webhook secret, from the environment or from Secrets Manager."""
     return tuple(part.strip() for part in value.split(",") if part.strip())
 
 
@@ -114,7 +106,7 @@ def reset() -> None:
     global _last
     with _lock:
         _last = _Read()
-    _provider.cache_clear()
+    secrets_manager.reset()
     _usable.cache_clear()
 
 
@@ -127,11 +119,11 @@ def _from_secrets_manager(arn: str) -> tuple[str, ...]:
             return _last.secrets
         try:
             # The first read takes the cold start's from Powertools' cache; later ones go to Secrets Manager.
-            value = read(arn, fresh=known)
+            value = secrets_manager.read(arn, fresh=known)
         except Exception as exc:  # any failure at all: the last good value beats refusing every webhook
             if not known:
                 raise  # nothing read before, nothing to fall back on: the cold start fails on this
-            _logger().warning(
+            logger.warning(
                 "could not read the webhook secret from Secrets Manager; the last one read stays in use",
                 extra={
                     "error_type": type(exc.__context__ or exc).__name__,
@@ -142,7 +134,7 @@ def _from_secrets_manager(arn: str) -> tuple[str, ...]:
             return _last.secrets
         usable = _usable(parse(value), settings.IN_LAMBDA)
         if not usable and known and _last.secrets:
-            _logger().error(
+            logger.error(
                 "the webhook secret read from Secrets Manager holds no usable secret; the last one read "
                 "stays in use"
             )
@@ -158,12 +150,12 @@ def _usable(configured: tuple[str, ...], in_lambda: bool) -> tuple[str, ...]:
     if not short:
         return configured
     if not in_lambda:
-        _logger().warning(
+        logger.warning(
             f"a webhook secret is shorter than {MIN_LENGTH} characters: accepted outside Lambda only; "
             "use `athm new_secret` for a deployed listener",
         )
         return configured
-    _logger().error(
+    logger.error(
         f"ignoring webhook secrets shorter than {MIN_LENGTH} characters; the others are still accepted",
         extra={"ignored": short, "accepted": len(configured) - short},
     )
@@ -172,32 +164,3 @@ def _usable(configured: tuple[str, ...], in_lambda: bool) -> tuple[str, ...]:
 
 def _digest(text: str) -> bytes:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
-
-
-def _region(arn: str) -> str | None:
-    # A full ARN names its region; a bare secret name leaves it to the environment (AWS_REGION).
-    parts = arn.split(":")
-    return parts[3] if len(parts) > 6 and parts[0] == "arn" else None
-
-
-@functools.cache
-def _provider(region: str | None) -> Any:
-    import boto3
-    from aws_lambda_powertools.utilities.parameters import SecretsProvider
-    from botocore.config import Config
-
-    config = Config(
-        connect_timeout=_CONNECT_TIMEOUT,
-        read_timeout=_READ_TIMEOUT,
-        retries={"mode": "standard", "total_max_attempts": _ATTEMPTS},
-    )
-    client = boto3.session.Session().client("secretsmanager", region_name=region, config=config)
-    return SecretsProvider(boto3_client=client)
-
-
-def _logger() -> Any:
-    # Imported late: handler.settings calls read() while Django's settings are being loaded, before the
-    # logger (which reads them) can exist.
-    from handler.observability import logger
-
-    return logger

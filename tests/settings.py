@@ -12,10 +12,7 @@ from pathlib import Path
 from handler.settings import *  # noqa: F403
 from handler.settings import DATABASES
 
-ATHM_WEBHOOK_SECRETS = (
-    "test-secret-7c1f0e9a4b2d4f6e8a0b1c2d3e4f5a6b",
-    "old-secret-being-rotated-out-00000000",
-)
+ATHM_WEBHOOK_SECRET = "test-secret-7c1f0e9a4b2d4f6e8a0b1c2d3e4f5a6b,old-secret-being-rotated-out-00000000"
 
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["TEST"] = {

@@ -111,8 +111,8 @@ def test_outside_lambda_the_defaults_start(child_env, tmp_path):
         key: value for key, value in child_env.items() if key not in ("DATABASE_URL", "ATHM_WEBHOOK_SECRET")
     }
     result = subprocess.run(
-        [sys.executable, "-c", "import handler.app; from django.conf import settings; "
-         "print(settings.DATABASES['default']['NAME'], settings.ATHM_WEBHOOK_SECRETS)"],
+        [sys.executable, "-c", "import handler.app; from django.conf import settings; from handler import "
+         "webhook_secrets; print(settings.DATABASES['default']['NAME'], webhook_secrets.secrets())"],
         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr

@@ -457,17 +457,17 @@ def test_a_1_mb_string_within_a_raised_limit_is_400_naming_the_field(webhook, se
 
 @pytest.fixture
 def parse_calls(monkeypatch) -> list[bytes]:
-    """Every body the view hands to ``parse`` (the view runs on the handler's worker thread)."""
-    from handler import views
+    """Every body the webhook hands to ``parse`` (the view runs on the handler's worker thread)."""
+    from athm_core import receive
 
     calls: list[bytes] = []
-    real_parse = views.parse
+    real_parse = receive.parse
 
     def spy(body):
         calls.append(body)
         return real_parse(body)
 
-    monkeypatch.setattr(views, "parse", spy)
+    monkeypatch.setattr(receive, "parse", spy)
     return calls
 
 

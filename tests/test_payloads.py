@@ -6,7 +6,8 @@ from decimal import Decimal
 
 import pytest
 
-from athm_core.payloads import PUERTO_RICO, EventType, PayloadError, parse, parse_data
+from athm_core.events import EventType
+from athm_core.payloads import PUERTO_RICO, PayloadError, parse, parse_data
 from tests.conftest import SAMPLES, sample, sample_data
 
 AST = timezone(timedelta(hours=-4))

@@ -257,9 +257,14 @@ def test_a_failing_receiver_does_not_stop_the_others_and_is_recorded(signal_log)
 
 
 def test_invalid_and_failed_deliveries_are_kept():
-    invalid = processor.record_invalid("{nope", "body: is not valid JSON", source_ip="192.0.2.9")
-    failed = processor.record_failure(
-        json.dumps(sample_data(COMPLETED)), "Traceback ...", event=parse_data(sample_data(COMPLETED))
+    invalid = processor.record(
+        "{nope", Outcome.INVALID, error="body: is not valid JSON", source_ip="192.0.2.9"
+    )
+    failed = processor.record(
+        json.dumps(sample_data(COMPLETED)),
+        Outcome.FAILED,
+        error="Traceback ...",
+        event=parse_data(sample_data(COMPLETED)),
     )
     assert WebhookEvent.objects.get(pk=invalid.pk).outcome == Outcome.INVALID
     assert WebhookEvent.objects.get(pk=failed.pk).event_type == "ecommerce.completed"

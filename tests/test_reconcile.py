@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 from django.core.management import CommandError, call_command
 
+from athm_core.ath import client
 from athm_core.models import OutboxMessage, Payment, Refund, WebhookEvent
-from handler import athm_api
 from tests.conftest import ROOT, sample_data
 from tests.fake_athm import (
     Answer,
@@ -68,11 +68,11 @@ def lost_refund(**changes: Any) -> dict[str, Any]:
 
 
 def no_records() -> dict[str, Any]:
-    return {"status": "error", "errorcode": athm_api.NO_RECORDS, "message": "No records found"}
+    return {"status": "error", "errorcode": client.NO_RECORDS, "message": "No records found"}
 
 
 def too_large() -> dict[str, Any]:
-    return {"status": "error", "errorcode": athm_api.RANGE_TOO_LARGE, "message": "Range too large"}
+    return {"status": "error", "errorcode": client.RANGE_TOO_LARGE, "message": "Range too large"}
 
 
 class _ByBody(dict):
@@ -147,7 +147,7 @@ def test_aware_datetimes_are_sent_as_puerto_rico_time(ath):
     from datetime import UTC
 
     ath.answer(PATH, 200, [])
-    athm_api.transaction_report(
+    client.transaction_report(
         datetime(2026, 11, 20, 4, 0, tzinfo=UTC),
         datetime(2026, 11, 22, 3, 59, 59, tzinfo=UTC),
         public_token=PUBLIC,
@@ -385,7 +385,7 @@ def test_no_records_is_an_empty_report_not_an_error(ath, status):
 
 
 def test_a_slow_ath_fails_the_command_and_nothing_is_written(ath, monkeypatch, signal_log):
-    monkeypatch.setattr(athm_api, "TIMEOUT", 0.3)
+    monkeypatch.setattr(client, "TIMEOUT", 0.3)
 
     # The first half of the range answers; the second never does: the first half is not applied either.
     def choose(body: dict[str, Any]) -> Answer:

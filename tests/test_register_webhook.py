@@ -13,8 +13,8 @@ import time
 import pytest
 from django.core.management import CommandError, call_command
 
-from handler import athm_api
-from handler.management.commands.register_webhook import mask_listener_url
+from athm_core.ath import client
+from athm_core.management.commands.register_webhook import mask_listener_url
 from tests.conftest import ROOT
 from tests.fake_athm import fake_athm_fixture  # noqa: F401
 from tests.test_local import athm_command
@@ -310,10 +310,8 @@ def test_an_error_that_quotes_the_private_token_or_the_url_back_does_not_print_t
 
 def test_the_api_error_carries_status_and_code(fake_athm):
     fake_athm.answer(PATH, 401, {"status": "error", "message": "Invalid token", "errorcode": "BTRA_0017"})
-    with pytest.raises(athm_api.AthmApiError) as raised:
-        athm_api.register_webhook(
-            LISTENER, events=["refund_sent"], public_token=PUBLIC, private_token=PRIVATE
-        )
+    with pytest.raises(client.AthmApiError) as raised:
+        client.register_webhook(LISTENER, events=["refund_sent"], public_token=PUBLIC, private_token=PRIVATE)
     assert (raised.value.status, raised.value.code, raised.value.message) == (
         401,
         "BTRA_0017",
@@ -343,8 +341,8 @@ def test_any_2xx_without_an_error_is_a_success_and_the_answer_is_returned(
         fake_athm.answer(PATH, status, raw=answer)
     else:
         fake_athm.answer(PATH, status, answer)
-    result = athm_api.register_webhook(
-        LISTENER, events=athm_api.WEBHOOK_EVENTS, public_token=PUBLIC, private_token=PRIVATE
+    result = client.register_webhook(
+        LISTENER, events=client.WEBHOOK_EVENTS, public_token=PUBLIC, private_token=PRIVATE
     )
     assert result == returned
 
@@ -360,7 +358,7 @@ def test_a_redirect_is_an_error_not_a_body_lost_on_the_way(ath):
 
 
 def test_a_server_slower_than_the_timeout_is_an_error_in_time(ath, monkeypatch):
-    monkeypatch.setattr(athm_api, "TIMEOUT", 0.3)
+    monkeypatch.setattr(client, "TIMEOUT", 0.3)
     ath.answer(PATH, 200, {"status": "success"}, delay=30)
     started = time.monotonic()
     error = refused(LISTENER)

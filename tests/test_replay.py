@@ -10,10 +10,14 @@ from django.forms.models import model_to_dict
 from django.utils import timezone
 
 from athm_core import processor, replay
+from athm_core.ath.client import FIND_PAYMENT_PATH
+from athm_core.ath.verification import Unavailable
+from athm_core.events import EventType
 from athm_core.models import OutboxMessage, Payment, Refund, WebhookEvent
-from athm_core.payloads import EventType, parse_data
+from athm_core.payloads import parse_data
 from athm_core.signals import payment_completed, payment_received, refund_sent
 from tests.conftest import ROOT, sample, sample_data
+from tests.fake_athm import fake_athm_fixture  # noqa: F401
 from tests.test_local import athm_command, run_with_the_admin
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -226,11 +230,13 @@ def test_a_processing_bug_is_kept_and_the_event_reprocessed_once_it_is_fixed(
 
 
 def test_invalid_purged_rejected_and_unknown_events_are_refused(signal_log):
-    invalid = processor.record_invalid("{nope", "body: is not valid JSON")
+    invalid = processor.record("{nope", Outcome.INVALID, error="body: is not valid JSON")
     body = sample(COMPLETED)
-    purged = processor.record_failure(body, "Traceback ...", event=parse_data(json.loads(body)))
+    purged = processor.record(body, Outcome.FAILED, error="Traceback ...", event=parse_data(json.loads(body)))
     WebhookEvent.objects.filter(pk=purged.pk).update(raw_body="", error="", purged_at=timezone.now())
-    rejected = processor.record_rejected(body, parse_data(json.loads(body)), "ATH Móvil reports CANCEL")
+    rejected = processor.record(
+        body, Outcome.REJECTED, error="ATH Móvil reports CANCEL", event=parse_data(json.loads(body))
+    )
     count = WebhookEvent.objects.count()
 
     results = replay.reprocess([invalid.pk, purged.pk, rejected.pk, 999999])
@@ -245,26 +251,48 @@ def test_invalid_purged_rejected_and_unknown_events_are_refused(signal_log):
         run("reprocess", str(invalid.pk), str(purged.pk), str(rejected.pk))
 
 
-def test_reprocess_verifies_ecommerce_events_like_a_delivery(signal_log, settings):
+def test_reprocess_verifies_ecommerce_events_like_a_delivery(signal_log, settings, fake_athm):
     body = sample(COMPLETED)
-    failed = processor.record_failure(body, "Traceback ...", event=parse_data(json.loads(body)))
-    settings.ATHM_VERIFY = True
-    [result] = replay.reprocess([failed])  # no check given (the admin): not applied unverified
-    assert result.status == replay.REFUSED and "verified" in result.detail
+    data = json.loads(body)
+    failed = processor.record(body, Outcome.FAILED, error="Traceback ...", event=parse_data(data))
+    settings.ATHM_VERIFY, settings.ATHM_PUBLIC_TOKEN, settings.ATHM_VERIFY_TIMEOUT = True, "pk_test", 0.5
 
+    def ath_says(status: str) -> None:
+        found = {
+            "ecommerceStatus": status,
+            "total": data["total"],
+            "referenceNumber": data["referenceNumber"],
+        }
+        fake_athm.answer(FIND_PAYMENT_PATH, 200, {"status": "success", "data": found})
+
+    # No check given (the admin, `athm reprocess`): ATHM_VERIFIER, ATH Móvil's findPayment, as a delivery.
+    ath_says("CANCEL")
+    [result] = replay.reprocess([failed])
+    assert result.status == Outcome.REJECTED and "CANCEL" in result.detail
+    assert [r.json["ecommerceId"] for r in fake_athm.requests_to(FIND_PAYMENT_PATH)] == [data["ecommerceId"]]
+
+    fake_athm.answer(FIND_PAYMENT_PATH, 503, {"status": "error", "message": "down for maintenance"})
+    count = WebhookEvent.objects.count()
+    [result] = replay.reprocess([failed])
+    assert result.status == replay.REFUSED and "cannot be verified now" in result.detail
+    assert WebhookEvent.objects.count() == count and not Payment.objects.exists()
+
+    # A check given replaces it.
     [result] = replay.reprocess([failed], check=lambda event: "ATH Móvil reports CANCEL, not COMPLETED")
     assert result.status == Outcome.REJECTED
     assert WebhookEvent.objects.get(pk=result.new_event_id).error == "ATH Móvil reports CANCEL, not COMPLETED"
 
     def unavailable(event):
-        raise TimeoutError("ATH Móvil is slow")
+        raise Unavailable("ATH Móvil is slow")
 
     count = WebhookEvent.objects.count()
     [result] = replay.reprocess([failed], check=unavailable)
     assert result.status == replay.REFUSED and "cannot be verified now" in result.detail
     assert WebhookEvent.objects.count() == count
+    assert signal_log.calls == []
 
-    [result] = replay.reprocess([failed], check=lambda event: None)
+    ath_says("COMPLETED")
+    [result] = replay.reprocess([failed])
     assert result.status == Outcome.APPLIED
     assert Payment.objects.get().status == Payment.Status.COMPLETED
     assert signal_log.names() == ["payment_completed"]
@@ -302,8 +330,8 @@ payment_completed.connect(flaky_receiver)
 completed = open("tests/samples/ecommerce_completed.production.json").read()
 applied = processor.process(parse(completed), raw_body=completed)
 received = open("tests/samples/payment_received.json").read()
-failed = processor.record_failure(received, "Traceback ...", event=parse(received))
-invalid = processor.record_invalid("{nope", "body: is not valid JSON")
+failed = processor.record(received, "failed", error="Traceback ...", event=parse(received))
+invalid = processor.record("{nope", "invalid", error="body: is not valid JSON")
 User.objects.create_superuser("admin", "admin@example.com", "pw")
 User.objects.create_user("staff", "staff@example.com", "pw", is_staff=True)
 url = "/admin/athm_core/webhookevent/"

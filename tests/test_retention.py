@@ -18,6 +18,8 @@ from athm_core.retention import purge_events
 from tests.conftest import sample
 from tests.test_logs import customer_data
 
+Outcome = WebhookEvent.Outcome
+
 pytestmark = pytest.mark.django_db
 
 RECEIVER_TRACEBACK = (
@@ -44,8 +46,10 @@ def history(settings):
         deliver("ecommerce_completed.production", days_ago=40),
         deliver("refund_sent.production", days_ago=40),
     ]
-    invalid = processor.record_invalid('{"name": "Luis Ortiz", "total": "x"}', "total: not a number 'x'")
-    failed = processor.record_failure(sample("payment_received"), RECEIVER_TRACEBACK)
+    invalid = processor.record(
+        '{"name": "Luis Ortiz", "total": "x"}', Outcome.INVALID, error="total: not a number 'x'"
+    )
+    failed = processor.record(sample("payment_received"), Outcome.FAILED, error=RECEIVER_TRACEBACK)
     WebhookEvent.objects.filter(pk__in=[invalid.pk, failed.pk]).update(
         received_at=timezone.now() - timedelta(days=35)
     )
@@ -143,7 +147,7 @@ def test_the_work_is_done_in_batches(settings, monkeypatch):
     settings.ATHM_OUTBOX = True
     long_ago = timezone.now() - timedelta(days=10)
     for number in range(5):
-        processor.record_invalid(f'{{"attempt": {number}}}', "not an event")
+        processor.record(f'{{"attempt": {number}}}', Outcome.INVALID, error="not an event")
     WebhookEvent.objects.update(received_at=long_ago)
     for number in range(5):
         processor.process(
@@ -209,7 +213,7 @@ def test_the_command_refuses_a_period_that_is_not_a_number_of_days(history, args
 
 
 def test_the_command_help_says_payments_and_refunds_stay():
-    from handler.management.commands.purge_events import Command
+    from athm_core.management.commands.purge_events import Command
 
     help_text = " ".join(Command().create_parser("athm", "purge_events").format_help().split())
     assert "Payments and refunds, customer name, phone and email included" in help_text

@@ -10,7 +10,8 @@ from django.core.exceptions import ImproperlyConfigured
 from moto import mock_aws
 from moto.server import ThreadedMotoServer
 
-from handler.settings import database_settings, webhook_secrets
+from handler import webhook_secrets
+from handler.settings import database_settings
 from tests.conftest import ROOT
 
 
@@ -123,16 +124,20 @@ def test_a_new_connection_after_a_password_rotation_uses_the_new_password(secret
     assert (after["user"], after["password"]) == ("athm", "second")
 
 
-def test_the_webhook_secret_comes_from_secrets_manager_when_an_arn_is_given(secretsmanager):
+def test_the_webhook_secret_comes_from_secrets_manager_when_an_arn_is_given(secretsmanager, settings):
     arn = secretsmanager.create_secret(
         Name="athm-webhook", SecretString="new-secret-0123456789abcdef, old-one"
     )["ARN"]
-    assert webhook_secrets({"ATHM_WEBHOOK_SECRET_ARN": arn, "ATHM_WEBHOOK_SECRET": "ignored"}) == (
-        "new-secret-0123456789abcdef",
-        "old-one",
-    )
-    assert webhook_secrets({"ATHM_WEBHOOK_SECRET": "a,b"}) == ("a", "b")
-    assert webhook_secrets({}) == ()
+    webhook_secrets.reset()
+    try:
+        settings.ATHM_WEBHOOK_SECRET_ARN, settings.ATHM_WEBHOOK_SECRET = arn, "ignored"
+        assert webhook_secrets.secrets() == ("new-secret-0123456789abcdef", "old-one")
+        settings.ATHM_WEBHOOK_SECRET_ARN, settings.ATHM_WEBHOOK_SECRET = "", "a,b"
+        assert webhook_secrets.secrets() == ("a", "b")
+        settings.ATHM_WEBHOOK_SECRET = ""
+        assert webhook_secrets.secrets() == ()
+    finally:
+        webhook_secrets.reset()
 
 
 PRINT_PRIVATE_TOKEN = (

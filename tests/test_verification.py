@@ -9,8 +9,8 @@ import time
 
 import pytest
 
+from athm_core.ath.client import FIND_PAYMENT_PATH
 from athm_core.models import OutboxMessage, Payment, Refund, WebhookEvent
-from handler.athm_api import FIND_PAYMENT_PATH
 from tests.conftest import ROOT, sample_data
 from tests.fake_athm import fake_athm_fixture  # noqa: F401
 

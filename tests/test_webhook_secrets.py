@@ -15,7 +15,7 @@ from botocore.exceptions import ClientError, EndpointConnectionError
 from django.core.management import call_command
 from moto import mock_aws
 
-from handler import webhook_secrets
+from handler import secrets_manager, webhook_secrets
 from handler.management.commands.new_secret import Command as NewSecret
 from tests.conftest import ROOT, sample
 
@@ -71,7 +71,7 @@ class Deployed:
         settings.ATHM_WEBHOOK_SECRET_ARN = self.arn
         self.reads = 0
         self._failure: Exception | None = None
-        provider = webhook_secrets._provider("us-east-1")
+        provider = secrets_manager.provider("us-east-1")
         original = provider.client.get_secret_value
 
         def get_secret_value(**kwargs):
@@ -183,11 +183,8 @@ def test_a_short_secret_rotated_in_is_ignored_in_lambda_and_the_others_kept(depl
 
 
 def test_the_cold_start_read_and_the_first_webhook_share_one_read(deploy, clock):
-    from handler.settings import webhook_secrets as settings_secrets
-
     deployed = deploy(f"{NEW},{OLD}")
-    # What handler.settings does at import, then handler.app's check, then the first webhook.
-    assert settings_secrets({"ATHM_WEBHOOK_SECRET_ARN": deployed.arn}) == (NEW, OLD)
+    # handler.app's check at the cold start, then the first webhook.
     webhook_secrets.check_at_start()
     assert webhook_secrets.matches(NEW)
     assert deployed.reads == 1
@@ -197,7 +194,7 @@ def test_the_cold_start_read_and_the_first_webhook_share_one_read(deploy, clock)
 
 
 def test_short_secrets_work_outside_lambda_with_one_warning(settings, caplog):
-    settings.ATHM_WEBHOOK_SECRETS = ("local-dev-secret",)
+    settings.ATHM_WEBHOOK_SECRET = "local-dev-secret"
     settings.IN_LAMBDA = False
     assert webhook_secrets.matches("local-dev-secret")
     assert webhook_secrets.matches("local-dev-secret")
@@ -208,14 +205,14 @@ def test_short_secrets_work_outside_lambda_with_one_warning(settings, caplog):
 
 def test_in_lambda_a_short_setting_is_never_accepted(settings):
     # The cold start refuses it (below); were it to get this far, it would still not open the door.
-    settings.ATHM_WEBHOOK_SECRETS = (SHORT, OLD)
+    settings.ATHM_WEBHOOK_SECRET = f"{SHORT},{OLD}"
     settings.IN_LAMBDA = True
     assert not webhook_secrets.matches(SHORT)
     assert webhook_secrets.matches(OLD)
 
 
 def test_matches_each_secret_and_nothing_near_one(settings):
-    settings.ATHM_WEBHOOK_SECRETS = (NEW, OLD)
+    settings.ATHM_WEBHOOK_SECRET = f"{NEW}, {OLD}"
     assert webhook_secrets.matches(NEW) and webhook_secrets.matches(OLD)
     near = [
         "",
@@ -236,7 +233,7 @@ def test_matches_each_secret_and_nothing_near_one(settings):
 
 
 def test_every_secret_is_compared_in_full_whichever_matches(settings, monkeypatch):
-    settings.ATHM_WEBHOOK_SECRETS = (NEW, OLD, "third-secret-" + "z" * 30)
+    settings.ATHM_WEBHOOK_SECRET = ",".join((NEW, OLD, "third-secret-" + "z" * 30))
     compared = []
     real_compare_digest = hmac.compare_digest
 
@@ -347,7 +344,7 @@ def test_new_secret_prints_a_fresh_url_safe_secret_alone_on_stdout(lambda_handle
 
     # Good enough for a Lambda function, and works in the listener URL as printed.
     settings.IN_LAMBDA = True
-    settings.ATHM_WEBHOOK_SECRETS = (secret,)
+    settings.ATHM_WEBHOOK_SECRET = secret
     assert lambda_handler.post(sample("simulated"), secret=secret).status == 200
 
 

@@ -2,28 +2,16 @@
 
 RDS rotates a managed secret's password (every seven days by default) while Lambda containers live on.
 A warm container keeps its open connection, which stays valid; but the next connection it opens would
-carry the old password. These backends read the credentials (cached for a few minutes) whenever they
-open a connection, and when the database refuses them, read the secret afresh and try once more.
+carry the old password. These backends read the credentials (through :mod:`handler.secrets_manager`,
+cached for a few minutes) whenever they open a connection, and when the database refuses them, read the
+secret afresh and try once more.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from django.core.exceptions import ImproperlyConfigured
-
-# How long a read of the secret is trusted before the next new connection reads it again.
-SECRET_MAX_AGE_SECONDS = 300
-
-
-def read_database_secret(arn: str, *, fresh: bool = False) -> dict[str, Any]:
-    """The secret's JSON, through Powertools parameters (boto3 is imported only here)."""
-    from aws_lambda_powertools.utilities.parameters import get_secret
-
-    value = get_secret(arn, transform="json", max_age=SECRET_MAX_AGE_SECONDS, force_fetch=fresh)
-    if not isinstance(value, dict) or "password" not in value:
-        raise ImproperlyConfigured(f"DB_SECRET_ARN {arn} is not a database secret (no 'password' key)")
-    return value
+from handler import secrets_manager
 
 
 class SecretCredentials:
@@ -33,7 +21,7 @@ class SecretCredentials:
     Database: Any
 
     def _credentials(self, *, fresh: bool = False) -> dict[str, str]:
-        secret = read_database_secret(self.settings_dict["SECRET_ARN"], fresh=fresh)
+        secret = secrets_manager.database_secret(self.settings_dict["SECRET_ARN"], fresh=fresh)
         return {"user": secret.get("username") or self.settings_dict["USER"], "password": secret["password"]}
 
     def get_connection_params(self) -> dict[str, Any]:

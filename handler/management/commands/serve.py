@@ -2,7 +2,6 @@
 
 import os
 
-from django.conf import settings
 from django.core.management.base import BaseCommand
 
 
@@ -16,6 +15,7 @@ class Command(BaseCommand):
     def handle(self, *args, host, port, **options):
         # Readable logs and no metric blobs on a terminal, unless asked for.
         os.environ.setdefault("POWERTOOLS_DEV", "true")
+        from handler import webhook_secrets
         from handler.app import lambda_handler
         from handler.local import make_server
 
@@ -24,7 +24,7 @@ class Command(BaseCommand):
         base = f"http://{host}:{server.server_port}"
         self.stdout.write(f"Serving the ATH Móvil webhook function on {base} (Ctrl-C stops it)")
         self.stdout.write(f"  GET  {base}/health")
-        if settings.ATHM_WEBHOOK_SECRETS:
+        if webhook_secrets.secrets():
             self.stdout.write(f"  POST {base}/webhook/$ATHM_WEBHOOK_SECRET")
         else:
             self.stdout.write(self.style.WARNING("  ATHM_WEBHOOK_SECRET is not set: every webhook gets 404"))

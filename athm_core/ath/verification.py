@@ -7,10 +7,14 @@ reference number; a cancelled or expired one needs CANCEL (ATH reports expired c
 
 - ATH agrees: ``None``; the event is applied as usual.
 - ATH contradicts it (another final state, another total or reference, or no such payment): the reason;
-  the view records the delivery as ``rejected`` and changes nothing.
+  the delivery is recorded as ``rejected`` and changes nothing (:mod:`athm_core.receive`).
 - ATH cannot say now (unreachable, slow, an error answer, an answer this code cannot read, or the payment
-  still in an earlier state): :class:`Unavailable`; the view answers 503 and applies nothing, so a
-  redelivery or a replay finishes the job once ATH answers.
+  still in an earlier state): :class:`Unavailable`; nothing is applied or recorded, so a redelivery or a
+  replay finishes the job once ATH answers (the webhook answers 503).
+
+:func:`check` is the default ``ATHM_VERIFIER``: every delivery, reprocessing included, goes through it.
+Another check (a callable with the same signature, named by that setting or passed to
+:func:`athm_core.receive.receive`) raises :class:`Unavailable` in the same case.
 
 Refunds, app payments and donations have no lookup by id in ATH's API: findPayment knows eCommerce
 payments only, and the transaction report is a date-range listing meant for reconciliation. They are
@@ -19,16 +23,15 @@ applied unverified; docs/security.md says what limits the damage.
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
-from django.conf import settings
-
 from athm_core import processor
-from athm_core.payloads import AthmEvent, EventType
-from handler import athm_api
+from athm_core.ath import client
+from athm_core.conf import athm_settings
+from athm_core.events import EventType
+from athm_core.payloads import AthmEvent, PayloadError, read_amount
 
-_VERIFIED = {EventType.ECOMMERCE_COMPLETED, EventType.ECOMMERCE_CANCELLED, EventType.ECOMMERCE_EXPIRED}
 # What findPayment says before a checkout ends: the event may simply have overtaken ATH's own records.
 _EARLIER_STATES = {"OPEN", "CONFIRM"}
 
@@ -39,15 +42,17 @@ class Unavailable(Exception):
 
 def check(event: AthmEvent) -> str | None:
     """``None`` if the event may be applied, or why ATH Móvil contradicts it. Raises :class:`Unavailable`."""
-    if not settings.ATHM_VERIFY or event.type not in _VERIFIED:
+    if not athm_settings.ATHM_VERIFY or not event.type.is_ecommerce:
         return None
     if processor.already_applied(event):
         return None  # a redelivery: it changes nothing, so there is nothing to verify
     try:
-        answer = athm_api.find_payment(
-            event.ecommerce_id, public_token=settings.ATHM_PUBLIC_TOKEN, timeout=settings.ATHM_VERIFY_TIMEOUT
+        answer = client.find_payment(
+            event.ecommerce_id,
+            public_token=athm_settings.ATHM_PUBLIC_TOKEN,
+            timeout=athm_settings.ATHM_VERIFY_TIMEOUT,
         )
-    except athm_api.AthmApiError as exc:
+    except client.AthmApiError as exc:
         if exc.status == 404:
             return "ATH Móvil knows no payment with this ecommerceId"
         raise Unavailable(str(exc)) from None
@@ -70,7 +75,7 @@ def _compare(event: AthmEvent, answer: Any) -> str | None:
         return f"ATH Móvil reports the payment as {status}, not {expected}"
     if event.type != EventType.ECOMMERCE_COMPLETED:
         return None
-    total = _amount(data.get("total"))
+    total = _total(data)
     if total != event.total:
         return f"ATH Móvil reports a total of {total}, not {event.total}"
     reference = str(data.get("referenceNumber") or "").strip()
@@ -79,14 +84,12 @@ def _compare(event: AthmEvent, answer: Any) -> str | None:
     return None
 
 
-def _amount(value: Any) -> Decimal:
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise Unavailable("findPayment's answer has no readable total")
+def _total(data: dict[str, Any]) -> Decimal:
+    # Read like the webhook's own amounts, float noise included.
     try:
-        # repr() keeps a float's shortest form: 26.0 -> "26.0", never 26.000000000000001.
-        amount = Decimal(repr(value) if isinstance(value, float) else str(value).strip())
-    except InvalidOperation:
-        raise Unavailable("findPayment's answer has no readable total") from None
-    if not amount.is_finite():
+        total = read_amount(data.get("total"), "total")
+    except PayloadError:
+        total = None
+    if total is None:
         raise Unavailable("findPayment's answer has no readable total")
-    return amount.quantize(Decimal("0.01"))
+    return total

@@ -1,4 +1,5 @@
-"""A small client for ATH Móvil's business API, on the standard library alone.
+"""A small client for ATH Móvil's business API, on the standard library alone: athm_core's only outbound
+calls.
 
 It registers the webhook listener (:func:`register_webhook`), looks up an eCommerce payment
 (:func:`find_payment`, for verifying events) and reads the transaction report (:func:`transaction_report`,
@@ -24,9 +25,10 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
+from athm_core.conf import athm_settings
+from athm_core.events import EventType
 from athm_core.payloads import PUERTO_RICO
 
 # Seconds that connecting, and each read of the answer, may wait. Module level so tests can shorten it.
@@ -39,16 +41,9 @@ REPORT_PATH = "/transactions/v4/transactionReport"
 NO_RECORDS = "BTRA_0022"
 RANGE_TOO_LARGE = "BTRA_0026"
 
-# The events a listener can subscribe to, in this project's names (those of its signals), and the boolean
-# field of ATH Móvil's subscription request that each one sets.
-WEBHOOK_EVENTS = {
-    "ecommerce_completed": "ecommercePaymentReceivedEvent",
-    "ecommerce_cancelled": "ecommercePaymentCancelledEvent",
-    "ecommerce_expired": "ecommercePaymentExpiredEvent",
-    "refund_sent": "refundSentEvent",
-    "payment_received": "paymentReceivedEvent",
-    "donation_received": "donationReceivedEvent",
-}
+# The events a listener can subscribe to, by the names `athm register_webhook --events` takes (the event
+# types, "_" for "."), each with the boolean field of ATH Móvil's subscription request that it sets.
+WEBHOOK_EVENTS = {kind.subscription_name: kind.subscription_flag for kind in EventType.subscribable()}
 
 # Plain HTTP only to this machine (the tests' fake ATH Móvil): anywhere else it would expose the tokens.
 _LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
@@ -100,7 +95,7 @@ def find_payment(ecommerce_id: str, *, public_token: str, timeout: float | None 
     with ``ecommerceStatus``, ``referenceNumber``, ``total`` and more in ``data``."""
     payload = {"ecommerceId": ecommerce_id, "publicToken": public_token}
     return _request(
-        "POST", FIND_PAYMENT_PATH, payload, base_url=settings.ATHM_PAYMENTS_API_BASE_URL, timeout=timeout
+        "POST", FIND_PAYMENT_PATH, payload, base_url=athm_settings.ATHM_PAYMENTS_API_BASE_URL, timeout=timeout
     )
 
 
@@ -155,7 +150,7 @@ def webhook_request(
 
 def endpoint(path: str, base_url: str | None = None) -> str:
     """The full URL of ``path`` on ``base_url`` (default ``ATHM_API_BASE_URL``)."""
-    return (base_url or settings.ATHM_API_BASE_URL).rstrip("/") + path
+    return (base_url or athm_settings.ATHM_API_BASE_URL).rstrip("/") + path
 
 
 def _request(

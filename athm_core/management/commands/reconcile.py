@@ -1,15 +1,19 @@
 """``athm reconcile``: bring the database in line with ATH Móvil's transaction report, as the scheduled
 reconciliation function does.
 
-Payments and refunds whose webhook never came are created through the processor (their signals and outbox
-messages happen once); transactions already recorded with other amounts are reported, never changed. The
-tokens come from ``ATHM_PUBLIC_TOKEN`` and ``ATHM_PRIVATE_TOKEN``; neither is printed.
+The work is :func:`athm_core.ath.reconciliation.reconcile`: payments and refunds whose webhook never came
+are created through the processor (their signals and outbox messages happen once); transactions already
+recorded with other amounts are reported, never changed. The tokens come from the settings
+``ATHM_PUBLIC_TOKEN`` and ``ATHM_PRIVATE_TOKEN``; neither is printed.
 """
 
 from datetime import date
 
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
+
+from athm_core.ath.client import AthmApiError
+from athm_core.ath.reconciliation import days_ending_today, reconcile
 
 
 def _day(value: str) -> date:
@@ -41,10 +45,6 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, from_day, to_day, dry_run, **options):
-        from handler import athm_api
-        from handler.observability import metrics
-        from handler.reconcile import days_ending_today, reconcile
-
         if from_day is None or to_day is None:
             default_from, default_to = days_ending_today()
             from_day, to_day = from_day or default_from, to_day or default_to
@@ -52,9 +52,7 @@ class Command(BaseCommand):
             raise CommandError(f"--from {from_day} is after --to {to_day}")
         try:
             report = reconcile(from_day, to_day, dry_run=dry_run)
-        except (athm_api.AthmApiError, ImproperlyConfigured) as exc:
+        except (AthmApiError, ImproperlyConfigured) as exc:
             raise CommandError(f"reconciliation failed, nothing was changed: {exc}") from None
-        finally:
-            metrics.clear_metrics()  # a shell has no CloudWatch to flush them to
         for line in report.lines():
             self.stdout.write(line)

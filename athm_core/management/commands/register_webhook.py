@@ -14,11 +14,11 @@ import json
 import sys
 import urllib.parse
 
-from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
 
-from handler import athm_api
+from athm_core.ath import client
+from athm_core.conf import athm_settings
 
 MASK = "********"
 _WEBHOOK_PATH = "/webhook/"
@@ -43,7 +43,7 @@ class Command(BaseCommand):
             action="append",
             metavar="NAME[,NAME...]",
             help="events to subscribe to, comma-separated or repeated; the others are unsubscribed "
-            f"(default all: {', '.join(athm_api.WEBHOOK_EVENTS)})",
+            f"(default all: {', '.join(client.WEBHOOK_EVENTS)})",
         )
         parser.add_argument("--public-token", help="ATH Móvil's public token (default: ATHM_PUBLIC_TOKEN)")
         parser.add_argument(
@@ -57,10 +57,10 @@ class Command(BaseCommand):
         chosen = parse_events(events)
         if not _secret_of(url):
             self.stderr.write(
-                f"warning: this handler answers webhooks only at /webhook/<ATHM_WEBHOOK_SECRET>; "
-                f"ATH Móvil's deliveries to {shown} would get 404"
+                f"warning: {shown} has no /webhook/<secret> path, the only place where this project's "
+                "listener answers: ATH Móvil's deliveries there would get 404"
             )
-        public_token = (public_token or settings.ATHM_PUBLIC_TOKEN).strip()
+        public_token = (public_token or athm_settings.ATHM_PUBLIC_TOKEN).strip()
         if not public_token:
             raise CommandError(
                 "ATH Móvil's public token is missing: set ATHM_PUBLIC_TOKEN or pass --public-token "
@@ -69,19 +69,19 @@ class Command(BaseCommand):
         private_token = _private_token()
 
         if dry_run:
-            body = athm_api.webhook_request(shown, chosen, public_token=public_token, private_token=MASK)
-            self.stdout.write(f"would POST {athm_api.endpoint(athm_api.WEBHOOK_PATH)}")
+            body = client.webhook_request(shown, chosen, public_token=public_token, private_token=MASK)
+            self.stdout.write(f"would POST {client.endpoint(client.WEBHOOK_PATH)}")
             self.stdout.write(json.dumps(body, indent=2, ensure_ascii=False))
             self.stdout.write("dry run: nothing was sent")
             return
 
         try:
-            athm_api.register_webhook(
+            client.register_webhook(
                 url, events=chosen, public_token=public_token, private_token=private_token
             )
-        except (athm_api.AthmApiError, ImproperlyConfigured) as exc:
+        except (client.AthmApiError, ImproperlyConfigured) as exc:
             raise CommandError(f"could not register {shown}: {_hide(str(exc), url, shown)}") from None
-        left_out = [name for name in athm_api.WEBHOOK_EVENTS if name not in chosen]
+        left_out = [name for name in client.WEBHOOK_EVENTS if name not in chosen]
         self.stdout.write(f"registered {shown} with ATH Móvil")
         self.stdout.write(f"  subscribed: {', '.join(chosen)}")
         if left_out:
@@ -108,15 +108,15 @@ def check_listener_url(url: str, shown: str) -> None:
 def parse_events(values: list[str] | None) -> list[str]:
     """The chosen event names, in ATH Móvil's order; all six when none were named."""
     if values is None:
-        return list(athm_api.WEBHOOK_EVENTS)
+        return list(client.WEBHOOK_EVENTS)
     names = {name.strip().lower() for value in values for name in value.split(",") if name.strip()}
-    valid = ", ".join(athm_api.WEBHOOK_EVENTS)
+    valid = ", ".join(client.WEBHOOK_EVENTS)
     if not names:
         raise CommandError(f"--events names no event; valid events: {valid}")
-    unknown = sorted(names - athm_api.WEBHOOK_EVENTS.keys())
+    unknown = sorted(names - client.WEBHOOK_EVENTS.keys())
     if unknown:
         raise CommandError(f"unknown event {', '.join(unknown)}; valid events: {valid}")
-    return [name for name in athm_api.WEBHOOK_EVENTS if name in names]
+    return [name for name in client.WEBHOOK_EVENTS if name in names]
 
 
 def mask_listener_url(url: str) -> str:
@@ -146,7 +146,7 @@ def _hide(text: str, url: str, shown: str) -> str:
 
 
 def _private_token() -> str:
-    token = settings.ATHM_PRIVATE_TOKEN
+    token = athm_settings.ATHM_PRIVATE_TOKEN
     if not token and sys.stdin is not None and sys.stdin.isatty():
         try:
             token = getpass.getpass("ATH Móvil private token (input hidden): ").strip()

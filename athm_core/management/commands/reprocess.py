@@ -1,7 +1,7 @@
 """``athm reprocess EVENT_ID... | --failed``: process stored webhook bodies again.
 
-The work is :func:`athm_core.replay.reprocess`, with ATH Móvil's verification (``ATHM_VERIFY``) as for a
-new delivery; this picks the events and prints one line per event.
+The work is :func:`athm_core.replay.reprocess`, through the same path as a new delivery (ATH Móvil's
+verification included); this picks the events and prints one line per event.
 """
 
 from django.core.management.base import BaseCommand, CommandError
@@ -26,14 +26,12 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, event_ids, failed, **options):
-        from handler import verification
-
         if not event_ids and not failed:
             raise CommandError("name the webhook event ids, or use --failed")
         events = list(event_ids)
         if failed:
             events += [pk for pk in replay.failed_events().values_list("pk", flat=True)]
-        results = replay.reprocess(dict.fromkeys(events), check=verification.check)
+        results = replay.reprocess(dict.fromkeys(events))
         for result in results:
             self.stdout.write(str(result))
         bad = sum(result.status in (replay.REFUSED, replay.Outcome.FAILED) for result in results)

@@ -1,0 +1,149 @@
+"""One delivery in: from the raw body of a webhook to the recorded :class:`~athm_core.models.WebhookEvent`.
+
+:func:`receive` is the one path every delivery takes, whoever hands it over: the Lambda handler's webhook
+view, ``athm reprocess`` and the admin's reprocess action, or a view of your own in any Django project::
+
+    delivery = receive(request.body, source_ip=request.META.get("REMOTE_ADDR"))
+
+The steps, each recorded so that nothing accepted is lost:
+
+1. **Parse** (:func:`athm_core.payloads.parse`). A body that cannot be read is kept as ``invalid`` with
+   the reason, and nothing else changes.
+2. **Check** with ATH Móvil: ``check(event)`` returns ``None`` (go on) or why ATH Móvil contradicts the
+   event, which is then kept as ``rejected`` and changes nothing. ``check`` defaults to the callable named
+   by ``ATHM_VERIFIER`` (:func:`athm_core.ath.verification.check`, which asks findPayment when
+   ``ATHM_VERIFY`` is on). When ATH Móvil cannot answer, the check raises
+   :class:`~athm_core.ath.verification.Unavailable`, which reaches the caller with nothing recorded: a
+   redelivery or a replay finishes the job.
+3. **Process** (:func:`athm_core.processor.process`): one transaction, then the receivers. An unexpected
+   error is kept as ``failed`` with its traceback, nothing of it applied; ``OperationalError`` and
+   ``InterfaceError`` (the database cannot serve now) reach the caller with nothing recorded.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from django.db import DatabaseError, InterfaceError, OperationalError
+from django.utils.module_loading import import_string
+
+from athm_core import processor
+from athm_core.ath.verification import Unavailable
+from athm_core.conf import athm_settings
+from athm_core.models import WebhookEvent
+from athm_core.payloads import AthmEvent, PayloadError, parse
+
+log = logging.getLogger(__name__)
+
+Outcome = WebhookEvent.Outcome
+# ``check(event)``: ``None`` to apply the event, or why ATH Móvil contradicts it; raises ``Unavailable``.
+Check = Callable[[AthmEvent], "str | None"]
+
+# The database cannot be reached or cannot serve now, as opposed to a bug.
+DATABASE_UNAVAILABLE = (OperationalError, InterfaceError)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What became of one delivery.
+
+    ``outcome`` is a ``WebhookEvent.Outcome``; ``record`` the row that keeps the delivery, ``None`` only when
+    the database failed while an invalid or failed delivery was being recorded; ``event`` the parsed event
+    (``None`` for an invalid body); ``error`` why it was not applied: the payload's fault (``"total: must
+    not be negative"``), the check's or the processor's reason for a rejection, or the exception's type;
+    ``field`` the payload's field at fault, for an invalid body; ``contradicted`` whether the check (ATH
+    Móvil) rejected it, as opposed to the processor (a reference number that another payment holds).
+    """
+
+    outcome: str
+    record: WebhookEvent | None
+    event: AthmEvent | None = None
+    error: str = ""
+    field: str = ""
+    contradicted: bool = False
+
+
+def receive(
+    body: bytes,
+    *,
+    source_ip: str | None = None,
+    request_id: str = "",
+    check: Check | None = None,
+    keep_invalid: bool = True,
+) -> Delivery:
+    """Take one delivery of a webhook body (its bytes, as received) through parse, check and process.
+
+    ``source_ip`` and ``request_id`` say where it came from (stored on the ``WebhookEvent``). ``check``
+    replaces ``ATHM_VERIFIER`` for this call. With ``keep_invalid=False`` a body that cannot be read raises
+    :class:`~athm_core.payloads.PayloadError` instead of being recorded (a replay of a stored body).
+
+    Raises :class:`~athm_core.ath.verification.Unavailable` when ATH Móvil cannot confirm the event now,
+    and ``OperationalError`` or ``InterfaceError`` when the database cannot serve; nothing is recorded then.
+    """
+    origin = {"source_ip": source_ip, "request_id": request_id}
+    # What is stored: for any body that parses, exactly the text received.
+    raw_body = body.decode("utf-8", errors="replace")
+    try:
+        event = parse(body)
+    except PayloadError as exc:
+        if not keep_invalid:
+            raise
+        # Text columns cannot hold NUL on every database; the rest is kept as received.
+        kept = raw_body.replace("\x00", "\ufffd")
+        return _refused(kept, Outcome.INVALID, str(exc), origin, field=exc.field)
+    try:
+        contradiction = (check or configured_check())(event)
+        if contradiction:
+            # Recorded before any answer: a database that cannot record it makes the caller retry.
+            rejected = processor.record(
+                raw_body, Outcome.REJECTED, event=event, error=contradiction, **origin
+            )
+            return Delivery(Outcome.REJECTED, rejected, event, contradiction, contradicted=True)
+        record = processor.process(event, raw_body=raw_body, **origin)
+    except (Unavailable, *DATABASE_UNAVAILABLE):
+        raise
+    except Exception as exc:
+        log.error("processing webhook event %s failed: %s", event.idempotency_key, type(exc).__name__)
+        # The traceback goes to the database with the delivery: exception texts may quote customer data.
+        traceback_text = "".join(traceback.format_exception(exc))
+        return _refused(
+            raw_body, Outcome.FAILED, traceback_text, origin, event=event, summary=type(exc).__name__
+        )
+    return Delivery(record.outcome, record, event, record.error)
+
+
+def configured_check() -> Check:
+    """The callable that ``ATHM_VERIFIER`` names."""
+    return _import_check(athm_settings.ATHM_VERIFIER)
+
+
+@functools.lru_cache(maxsize=8)
+def _import_check(path: str) -> Check:
+    return import_string(path)
+
+
+def _refused(
+    raw_body: str,
+    outcome: str,
+    error: str,
+    origin: dict,
+    *,
+    event: AthmEvent | None = None,
+    field: str = "",
+    summary: str = "",
+) -> Delivery:
+    """Keep an invalid or failed delivery, with ``error``; if the database fails, keep nothing (the answer
+    would not change: the same body would be just as invalid, or fail again).
+
+    ``summary`` stands for ``error`` in the answer when ``error`` is too long or too private to repeat (a
+    traceback)."""
+    try:
+        record = processor.record(raw_body, outcome, event=event, error=error, **origin)
+    except DatabaseError:
+        log.warning("could not record a %s delivery: the database is unavailable", outcome)
+        record = None
+    return Delivery(outcome, record, event, summary or error, field)

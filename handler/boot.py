@@ -1,0 +1,56 @@
+"""Every Lambda entry point's first import: Django set up, and the merchant's receivers imported, once per
+container.
+
+``import handler.boot`` (first, before anything that needs Django's apps):
+
+1. points Django at ``handler.settings`` unless ``DJANGO_SETTINGS_MODULE`` names another, and sets it up;
+2. imports each module named in ``ATHM_RECEIVERS`` (from anywhere on ``sys.path``: a layer's
+   ``/opt/python``), so that every entry point that can change rows or send signals (the webhook, the
+   relay, reconciliation, the migrations) has the same receivers; a module that cannot be imported fails
+   the cold start with its name, instead of failing later, one event at a time;
+3. gives athm_core's and the receivers' own log records the handler's format (JSON, with the invocation's
+   correlation id), including those of modules imported later.
+
+The linter keeps this import first (``pyproject.toml``: the ``boot`` import section).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+from collections.abc import Iterable
+
+import django
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+
+
+def load_receivers(modules: Iterable[str]) -> None:
+    """Import each receiver module; ``ImproperlyConfigured`` names the first that cannot be imported."""
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except Exception as exc:
+            raise ImproperlyConfigured(
+                f"ATHM_RECEIVERS: cannot import receiver module {name!r}: {type(exc).__name__}: {exc}"
+            ) from exc
+
+
+def _boot() -> None:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "handler.settings")
+    django.setup()
+    load_receivers(settings.ATHM_RECEIVERS)
+
+    from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
+
+    from handler.observability import logger
+
+    packages = {"athm_core", *(module.split(".")[0] for module in settings.ATHM_RECEIVERS)}
+    for package in packages:
+        # Registered now, so that the modules imported later log through their package's configured logger.
+        logging.getLogger(package)
+    copy_config_to_registered_loggers(source_logger=logger, include=packages)
+
+
+_boot()

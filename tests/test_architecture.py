@@ -1,0 +1,126 @@
+"""The house's arrows (docs/architecture.md): athm_core knows nothing of the Lambda handler or of AWS, and
+payloads knows nothing of the database. Checked in the source (every import, at any depth) and in a new
+process (what importing the modules really loads)."""
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+CORE = ROOT / "athm_core"
+# What athm_core must never import: the Lambda handler, AWS's SDK, the Lambda adapters.
+NOT_IN_CORE = ("handler", "boto3", "botocore", "s3transfer", "mangum", "aws_lambda_powertools")
+# The database layer, which payloads must not reach, even through another athm_core module.
+DATABASE_LAYER = ("django.db", "django.apps", "athm_core.models")
+
+
+def imports_of(path: Path) -> set[str]:
+    """Every module an athm_core source file imports, anywhere in it (inside functions too)."""
+    package = ".".join(path.relative_to(ROOT).with_suffix("").parts[:-1])
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                # Level 1 is the file's own package, level 2 its parent, and so on.
+                parts = package.split(".")
+                base = ".".join([*parts[: len(parts) - node.level + 1], base]).strip(".")
+            found.add(base)
+            # `from athm_core import processor` imports the module athm_core.processor.
+            found.update(f"{base}.{alias.name}" for alias in node.names)
+    return found
+
+
+def within(name: str, prefixes: tuple[str, ...]) -> bool:
+    return any(name == prefix or name.startswith(prefix + ".") for prefix in prefixes)
+
+
+def core_modules() -> dict[str, Path]:
+    return {
+        ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__"): path
+        for path in CORE.rglob("*.py")
+    }
+
+
+def test_athm_core_imports_nothing_of_the_handler_or_aws():
+    offences = {
+        f"{path.relative_to(ROOT)} imports {name}"
+        for path in CORE.rglob("*.py")
+        for name in imports_of(path)
+        if within(name, NOT_IN_CORE)
+    }
+    assert not offences, sorted(offences)
+
+
+def test_payloads_reaches_no_database_module_even_through_others():
+    modules = core_modules()
+    reached, todo = set(), ["athm_core.payloads"]
+    while todo:
+        module = todo.pop()
+        if module in reached:
+            continue
+        reached.add(module)
+        if module in modules:  # athm_core's own: follow its imports too
+            todo += imports_of(modules[module])
+    assert not [name for name in reached if within(name, DATABASE_LAYER)], sorted(reached)
+
+
+def test_a_checker_that_cannot_see_an_import_would_say_so():
+    # The checker itself: an import inside a function and a relative import are both seen.
+    path = CORE / "receive.py"
+    assert "athm_core.processor" in imports_of(path)
+    assert "athm_core.ath.client" in imports_of(CORE / "ath" / "verification.py")
+
+
+LOADED = """
+import importlib, json, pkgutil, sys
+import athm_core.payloads
+database = sorted(m for m in sys.modules if m.startswith(("django.db", "athm_core.models")))
+import django
+from django.conf import settings
+apps = ["django.contrib.admin", "django.contrib.auth", "django.contrib.contenttypes",
+        "django.contrib.sessions", "django.contrib.messages", "athm_core"]
+settings.configure(INSTALLED_APPS=apps, USE_TZ=True,
+                   DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}})
+django.setup()
+import athm_core
+names = [m.name for m in pkgutil.walk_packages(athm_core.__path__, "athm_core.")]
+for name in names:
+    importlib.import_module(name)
+aws = sorted(m for m in sys.modules if m.split(".")[0] in %r)
+print(json.dumps({"database": database, "modules": len(names), "aws": aws}))
+"""
+
+
+def test_importing_every_athm_core_module_loads_no_aws_and_payloads_loads_no_database():
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(
+        [sys.executable, "-c", LOADED % (NOT_IN_CORE,)],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["database"] == []
+    assert report["aws"] == []
+    assert report["modules"] > 20  # the walk did find the app's modules, commands included
+
+
+@pytest.mark.parametrize("module", ["handler.app", "handler.relay", "handler.reconcile", "handler.migrate"])
+def test_each_lambda_entry_point_boots_first(module):
+    tree = ast.parse((ROOT / Path(*module.split("."))).with_suffix(".py").read_text(encoding="utf-8"))
+    imports = [node for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))]
+    first = next(
+        node for node in imports if not (isinstance(node, ast.ImportFrom) and node.module == "__future__")
+    )
+    assert isinstance(first, ast.Import) and first.names[0].name == "handler.boot"
