@@ -40,7 +40,8 @@ class Notice:
 
     @property
     def signal(self) -> Signal:
-        assert self.kind.signal is not None, f"{self.kind} is never announced"
+        if self.kind.signal is None:
+            raise ValueError(f"{self.kind} events are never announced")
         return self.kind.signal
 
 

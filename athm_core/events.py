@@ -10,6 +10,8 @@ knows what the outside calls it:
 - ``subscription_flag``: the boolean field of ATH Móvil's webhook subscription request that subscribes to
   it (``"ecommercePaymentReceivedEvent"``), and ``subscription_name``, how ``athm register_webhook
   --events`` names it (the type with ``_`` for ``.``: ``ecommerce_completed``);
+- ``identity``: what tells one event of the kind from another (its idempotency key), and so where its row
+  is found: a checkout's ``ecommerceId``, a transaction's reference number, or a whole transaction;
 - ``is_ecommerce``: an eCommerce checkout (keyed by ``ecommerceId``; findPayment can confirm it);
 - ``moves_money``: money reached or left the business (what reconciliation creates when a webhook is lost).
 
@@ -31,12 +33,23 @@ from athm_core import signals
 _SIGNAL_NAMES = {signal: name for name, signal in vars(signals).items() if isinstance(signal, Signal)}
 
 
+class Identity(StrEnum):
+    """What tells one event of a kind from another: the parts of its idempotency key."""
+
+    # The checkout's ecommerceId: one event per kind and checkout (completed, cancelled, expired).
+    CHECKOUT = "checkout"
+    # The reference number: one event per transaction (an app payment, a donation).
+    REFERENCE = "reference"
+    # Reference number, daily transaction id, date and amount: refunds may share a reference number.
+    TRANSACTION = "transaction"
+
+
 @dataclass(frozen=True)
 class _Kind:
     value: str
     signal: Signal | None = None
     subscription_flag: str = ""
-    is_ecommerce: bool = False
+    identity: Identity = Identity.TRANSACTION
     moves_money: bool = False
 
 
@@ -45,7 +58,7 @@ class EventType(StrEnum):
 
     signal: Signal | None
     subscription_flag: str
-    is_ecommerce: bool
+    identity: Identity
     moves_money: bool
 
     def __new__(cls, kind: _Kind) -> EventType:
@@ -53,7 +66,7 @@ class EventType(StrEnum):
         member._value_ = kind.value
         member.signal = kind.signal
         member.subscription_flag = kind.subscription_flag
-        member.is_ecommerce = kind.is_ecommerce
+        member.identity = kind.identity
         member.moves_money = kind.moves_money
         return member
 
@@ -61,21 +74,35 @@ class EventType(StrEnum):
         "ecommerce.completed",
         signals.payment_completed,
         "ecommercePaymentReceivedEvent",
-        is_ecommerce=True,
+        identity=Identity.CHECKOUT,
         moves_money=True,
     )
     ECOMMERCE_CANCELLED = _Kind(
-        "ecommerce.cancelled", signals.payment_cancelled, "ecommercePaymentCancelledEvent", is_ecommerce=True
+        "ecommerce.cancelled",
+        signals.payment_cancelled,
+        "ecommercePaymentCancelledEvent",
+        identity=Identity.CHECKOUT,
     )
     ECOMMERCE_EXPIRED = _Kind(
-        "ecommerce.expired", signals.payment_expired, "ecommercePaymentExpiredEvent", is_ecommerce=True
+        "ecommerce.expired",
+        signals.payment_expired,
+        "ecommercePaymentExpiredEvent",
+        identity=Identity.CHECKOUT,
     )
     REFUND_SENT = _Kind("refund.sent", signals.refund_sent, "refundSentEvent", moves_money=True)
     PAYMENT_RECEIVED = _Kind(
-        "payment.received", signals.payment_received, "paymentReceivedEvent", moves_money=True
+        "payment.received",
+        signals.payment_received,
+        "paymentReceivedEvent",
+        identity=Identity.REFERENCE,
+        moves_money=True,
     )
     DONATION_RECEIVED = _Kind(
-        "donation.received", signals.donation_received, "donationReceivedEvent", moves_money=True
+        "donation.received",
+        signals.donation_received,
+        "donationReceivedEvent",
+        identity=Identity.REFERENCE,
+        moves_money=True,
     )
     # The ATH Business app's "test webhook" button: recorded, never a business row, never announced.
     SIMULATED = _Kind("simulated")
@@ -84,6 +111,11 @@ class EventType(StrEnum):
     def signal_name(self) -> str:
         """The signal's name in :mod:`athm_core.signals` (``""`` for a kind that is never announced)."""
         return _SIGNAL_NAMES[self.signal] if self.signal is not None else ""
+
+    @property
+    def is_ecommerce(self) -> bool:
+        """An eCommerce checkout's event: keyed by ``ecommerceId``, which findPayment can look up."""
+        return self.identity == Identity.CHECKOUT
 
     @property
     def sns_type(self) -> str:

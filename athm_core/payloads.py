@@ -19,7 +19,7 @@ from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from athm_core.events import EventType
+from athm_core.events import EventType, Identity
 
 # ATH Móvil works in Puerto Rico time (AST, UTC-4 all year) and sends dates without a zone.
 PUERTO_RICO = ZoneInfo("America/Puerto_Rico")
@@ -114,13 +114,13 @@ class AthmEvent:
     def idempotency_key(self) -> str:
         """Equal for every delivery of the same event, different for different events.
 
-        An eCommerce payment has one event per status. App payments and donations are one per
-        reference number. Refunds may share the payment's reference number (partial refunds), so
-        their daily number, date and amount tell them apart.
+        Made of the parts the kind's ``identity`` names: an eCommerce payment has one event per status;
+        app payments and donations are one per reference number; refunds may share the payment's
+        reference number (partial refunds), so their daily number, date and amount tell them apart.
         """
-        if self.type.is_ecommerce:
+        if self.type.identity == Identity.CHECKOUT:
             return f"{self.type}:{self.ecommerce_id}"
-        if self.type in (EventType.PAYMENT_RECEIVED, EventType.DONATION_RECEIVED):
+        if self.type.identity == Identity.REFERENCE:
             return f"{self.type}:{self.reference_number}"
         return (
             f"{self.type}:{self.reference_number}:{self.daily_transaction_id or ''}"

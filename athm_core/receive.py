@@ -13,8 +13,9 @@ The steps, each recorded so that nothing accepted is lost:
    event, which is then kept as ``rejected`` and changes nothing. ``check`` defaults to the callable named
    by ``ATHM_VERIFIER`` (:func:`athm_core.ath.verification.check`, which asks findPayment when
    ``ATHM_VERIFY`` is on). When ATH Móvil cannot answer, the check raises
-   :class:`~athm_core.ath.verification.Unavailable`, which reaches the caller with nothing recorded: a
-   redelivery or a replay finishes the job.
+   :class:`~athm_core.ath.verification.Unavailable` (an ``OSError``, such as a timeout, counts the same),
+   which reaches the caller with nothing recorded: a redelivery or a replay finishes the job. Any other
+   exception from the check is a bug, kept like one of the processor's.
 3. **Process** (:func:`athm_core.processor.process`): one transaction, then the receivers. An unexpected
    error is kept as ``failed`` with its traceback, nothing of it applied; ``OperationalError`` and
    ``InterfaceError`` (the database cannot serve now) reach the caller with nothing recorded.
@@ -28,6 +29,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError, InterfaceError, OperationalError
 from django.utils.module_loading import import_string
 
@@ -40,7 +42,8 @@ from athm_core.payloads import AthmEvent, PayloadError, parse
 log = logging.getLogger(__name__)
 
 Outcome = WebhookEvent.Outcome
-# ``check(event)``: ``None`` to apply the event, or why ATH Móvil contradicts it; raises ``Unavailable``.
+# ``check(event)``: ``None`` to apply the event, or why ATH Móvil contradicts it; raises ``Unavailable``
+# (or an ``OSError``) when it cannot tell now.
 Check = Callable[[AthmEvent], "str | None"]
 
 # The database cannot be reached or cannot serve now, as opposed to a bug.
@@ -96,7 +99,10 @@ def receive(
         kept = raw_body.replace("\x00", "\ufffd")
         return _refused(kept, Outcome.INVALID, str(exc), origin, field=exc.field)
     try:
-        contradiction = (check or configured_check())(event)
+        try:
+            contradiction = (check or configured_check())(event)
+        except OSError as exc:  # a timeout, a refused connection: the check cannot tell now
+            raise Unavailable(f"{type(exc).__name__}: {exc}") from exc
         if contradiction:
             # Recorded before any answer: a database that cannot record it makes the caller retry.
             rejected = processor.record(
@@ -117,8 +123,15 @@ def receive(
 
 
 def configured_check() -> Check:
-    """The callable that ``ATHM_VERIFIER`` names."""
-    return _import_check(athm_settings.ATHM_VERIFIER)
+    """The callable that ``ATHM_VERIFIER`` names. Raises ``ImproperlyConfigured`` when there is none."""
+    path = athm_settings.ATHM_VERIFIER
+    try:
+        check = _import_check(path)
+    except ImportError as exc:
+        raise ImproperlyConfigured(f"ATHM_VERIFIER: cannot import {path!r}: {exc}") from exc
+    if not callable(check):
+        raise ImproperlyConfigured(f"ATHM_VERIFIER: {path!r} is not a function")
+    return check
 
 
 @functools.lru_cache(maxsize=8)

@@ -29,6 +29,7 @@ from django.db import transaction
 
 from athm_core import dispatch
 from athm_core.ath.verification import Unavailable
+from athm_core.events import EventType
 from athm_core.models import WebhookEvent
 from athm_core.payloads import PayloadError
 from athm_core.receive import Check, receive
@@ -93,7 +94,11 @@ def _redispatch_one(pk: int) -> Result:
             notice = dispatch.missed_notice(record, failure)
             if notice is None:
                 remaining.append(failure)
-                problems.append(f"{name}: the rows of its {failure.get('signal')} signal are gone")
+                signal = failure.get("signal")
+                if EventType.for_signal_name(str(signal)) is None:
+                    problems.append(f"{name}: {signal!r} is not a signal of athm_core.signals")
+                else:
+                    problems.append(f"{name}: the rows of its {signal} signal are gone")
                 continue
             try:
                 with transaction.atomic():

@@ -3,7 +3,7 @@
 
 Everything that can be done once per container is done at import: Django and the receivers
 (``handler.boot``), the URLconf and its views, the webhook secret (in Lambda, no secret or a short one
-refuses the cold start), and with a topic configured the SNS client.
+refuses the cold start), the check named by ``ATHM_VERIFIER``, and with a topic configured the SNS client.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from django.conf import settings
 from django.urls import get_resolver
 from mangum import Mangum
 
+from athm_core.receive import configured_check
 from handler import webhook_secrets
 from handler.asgi import DjangoOnOneThread
 from handler.observability import logger, metrics, trace_handler
@@ -24,6 +25,8 @@ from handler.publisher import sns_client
 
 # The secret is read now, not on the first webhook; in Lambda a missing or short one refuses the start.
 webhook_secrets.check_at_start()
+# A check that cannot be imported refuses the start too, instead of failing every webhook.
+configured_check()
 get_resolver().url_patterns  # noqa: B018 - imports the URLconf and views now, not on the first request
 if settings.ATHM_SNS_TOPIC_ARN:
     # boto3's import and the client's set-up belong to the cold start, not to the first webhook.

@@ -1,13 +1,13 @@
-"""Every Lambda entry point's first import: Django set up, and the merchant's receivers imported, once per
-container.
+"""Every Lambda entry point's first import (and the ``athm`` command's): Django set up, and the merchant's
+receivers imported, once per container.
 
 ``import handler.boot`` (first, before anything that needs Django's apps):
 
 1. points Django at ``handler.settings`` unless ``DJANGO_SETTINGS_MODULE`` names another, and sets it up;
 2. imports each module named in ``ATHM_RECEIVERS`` (from anywhere on ``sys.path``: a layer's
    ``/opt/python``), so that every entry point that can change rows or send signals (the webhook, the
-   relay, reconciliation, the migrations) has the same receivers; a module that cannot be imported fails
-   the cold start with its name, instead of failing later, one event at a time;
+   relay, reconciliation, the migrations, the ``athm`` commands) has the same receivers; a module that
+   cannot be imported fails the cold start with its name, instead of failing later, one event at a time;
 3. gives athm_core's and the receivers' own log records the handler's format (JSON, with the invocation's
    correlation id), including those of modules imported later.
 
@@ -40,13 +40,14 @@ def load_receivers(modules: Iterable[str]) -> None:
 def _boot() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "handler.settings")
     django.setup()
-    load_receivers(settings.ATHM_RECEIVERS)
+    receivers = getattr(settings, "ATHM_RECEIVERS", ())
+    load_receivers(receivers)
 
     from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 
     from handler.observability import logger
 
-    packages = {"athm_core", *(module.split(".")[0] for module in settings.ATHM_RECEIVERS)}
+    packages = {"athm_core", *(module.split(".")[0] for module in receivers)}
     for package in packages:
         # Registered now, so that the modules imported later log through their package's configured logger.
         logging.getLogger(package)

@@ -176,8 +176,8 @@ def _unavailable(exc: Exception) -> JsonResponse:
 
 def _failed(delivery: Delivery) -> JsonResponse:
     count("WebhookFailed")
-    # The traceback is with the delivery in the database: exception texts may quote customer data.
-    logger.error("webhook processing failed", extra={"error_type": delivery.error})
+    # athm_core.receive logged the failure with its exception type; the traceback is with the delivery in
+    # the database, because exception texts may quote customer data.
     if delivery.record is None:
         logger.error("could not record the failed webhook event")
         return _error(500, "internal_error", "the request could not be handled")

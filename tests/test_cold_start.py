@@ -9,6 +9,8 @@ import textwrap
 import uuid
 from decimal import Decimal
 
+import pytest
+
 from athm_core import processor
 from athm_core.models import OutboxMessage, Payment
 from athm_core.payloads import parse
@@ -202,3 +204,37 @@ def test_the_relay_function_refuses_to_start_without_a_topic(child_env):
     result = python("import handler.relay", child_env)
     assert result.returncode != 0
     assert "ATHM_SNS_TOPIC_ARN is not set: the relay has nowhere to publish" in result.stderr
+
+
+@pytest.mark.parametrize("module", ["handler.reconcile", "handler.migrate", "handler.app"])
+def test_every_lambda_function_imports_the_receivers(child_env, tmp_path, module):
+    layer = make_layer(tmp_path)
+    env = {
+        **child_env,
+        "ATHM_RECEIVERS": "shop.receivers",
+        "PYTHONPATH": f"{child_env['PYTHONPATH']}:{layer}",
+    }
+    result = python(f"import sys, {module}; print('shop.receivers' in sys.modules)", env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "True"
+
+
+def test_the_athm_commands_reach_the_receivers(child_env, tmp_path):
+    from athm_core.models import WebhookEvent
+    from tests.test_local import athm_command
+
+    layer = make_layer(tmp_path)
+    log = tmp_path / "receivers.log"
+    env = {
+        **child_env,
+        "ATHM_RECEIVERS": "shop.receivers",
+        "RECEIVER_LOG": str(log),
+        "PYTHONPATH": f"{child_env['PYTHONPATH']}:{layer}",
+    }
+    body = sample("ecommerce_completed.production")
+    failed = processor.record(body, WebhookEvent.Outcome.FAILED, error="Traceback ...", event=parse(body))
+    result = subprocess.run(
+        [*athm_command(), "reprocess", str(failed.pk)], env=env, cwd=ROOT, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert log.read_text().splitlines() == ["paid order-1002 26.00 sender=Payment"]

@@ -1,14 +1,16 @@
 """One name per kind of event: the enum in athm_core.events is the only list, and every name the outside
 world uses (signal, SNS type, ATH Móvil's subscription flag) is an attribute of its member."""
 
+import json
+
 import pytest
 from django.dispatch import Signal
 
 from athm_core import processor, signals
 from athm_core.ath import client
-from athm_core.events import EventType
+from athm_core.events import EventType, Identity
 from athm_core.payloads import _EVENT_TYPES
-from tests.conftest import SIGNAL_NAMES
+from tests.conftest import SCHEMA_PATH, SIGNAL_NAMES
 
 # ATH Móvil's subscription request (its webhook API): one boolean per event.
 ATH_SUBSCRIPTION_FLAGS = {
@@ -45,7 +47,16 @@ def test_the_subscriptions_are_ath_s_six_flags_named_after_the_kinds():
     }
 
 
-def test_ecommerce_and_money_are_properties_of_the_kind():
+def test_identity_ecommerce_and_money_are_properties_of_the_kind():
+    assert {kind: kind.identity for kind in EventType} == {
+        EventType.ECOMMERCE_COMPLETED: Identity.CHECKOUT,
+        EventType.ECOMMERCE_CANCELLED: Identity.CHECKOUT,
+        EventType.ECOMMERCE_EXPIRED: Identity.CHECKOUT,
+        EventType.REFUND_SENT: Identity.TRANSACTION,
+        EventType.PAYMENT_RECEIVED: Identity.REFERENCE,
+        EventType.DONATION_RECEIVED: Identity.REFERENCE,
+        EventType.SIMULATED: Identity.TRANSACTION,
+    }
     assert {kind for kind in EventType if kind.is_ecommerce} == {
         EventType.ECOMMERCE_COMPLETED,
         EventType.ECOMMERCE_CANCELLED,
@@ -57,6 +68,12 @@ def test_ecommerce_and_money_are_properties_of_the_kind():
         EventType.PAYMENT_RECEIVED,
         EventType.DONATION_RECEIVED,
     }
+
+
+def test_the_message_schema_names_every_sns_type():
+    # Consumers validate against the schema: a kind announced without it would fail their validation.
+    schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    assert schema["properties"]["type"]["enum"] == [kind.sns_type for kind in EventType.announced()]
 
 
 @pytest.mark.parametrize("kind", list(EventType))

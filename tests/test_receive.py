@@ -58,6 +58,25 @@ def test_reprocess_takes_the_same_check(settings, signal_log):
     assert not Payment.objects.exists() and len(checked) == 1
 
 
+def a_buggy_check(event):
+    raise KeyError("ecommerceStatus")
+
+
+def test_a_check_that_cannot_tell_is_unavailable_and_a_buggy_one_a_kept_failure(lambda_handler, settings):
+    settings.ATHM_VERIFIER = "tests.test_receive.a_buggy_check"
+    response = lambda_handler.post(sample(COMPLETED))
+    assert response.status == 500
+    failed = WebhookEvent.objects.get(pk=response.json()["event_id"])
+    assert failed.outcome == Outcome.FAILED and "KeyError: 'ecommerceStatus'" in failed.error
+
+    def times_out(event):
+        raise TimeoutError("the shop's checker did not answer")
+
+    with pytest.raises(Unavailable, match="TimeoutError: the shop's checker did not answer"):
+        receive(sample(COMPLETED).encode(), check=times_out)
+    assert WebhookEvent.objects.count() == 1 and not Payment.objects.exists()
+
+
 def test_a_check_given_to_receive_replaces_the_setting(settings, signal_log):
     settings.ATHM_VERIFIER = "tests.test_receive.contradict_everything"
     delivery = receive(sample(COMPLETED).encode(), check=lambda event: None)
@@ -73,3 +92,51 @@ def test_a_body_that_cannot_be_read_is_kept_as_invalid_or_raised_for_a_replay(se
     with pytest.raises(ValueError, match="ecommerceId"):
         receive(b'{"transactionType": "ecommerce", "status": "completed"}', keep_invalid=False)
     assert WebhookEvent.objects.count() == 1
+
+
+ADMIN_REPROCESS = """
+import json
+from django.contrib.auth.models import User
+from django.test import Client
+from django.test.utils import setup_test_environment
+from athm_core import processor
+from athm_core.models import Payment, WebhookEvent
+from athm_core.payloads import parse
+
+setup_test_environment()
+body = open("tests/samples/ecommerce_completed.production.json").read()
+failed = processor.record(body, "failed", error="Traceback ...", event=parse(body))
+User.objects.create_superuser("admin", "admin@example.com", "pw")
+client = Client()
+client.login(username="admin", password="pw")
+data = {"action": "reprocess_selected", "_selected_action": [failed.pk], "index": 0}
+response = client.post("/admin/athm_core/webhookevent/", data, follow=True)
+print(json.dumps({
+    "messages": [str(m) for m in response.context["messages"]],
+    "latest": WebhookEvent.objects.latest("pk").outcome,
+    "payments": Payment.objects.count(),
+}))
+"""
+
+
+def test_the_admin_s_reprocess_goes_through_the_configured_check(child_env, tmp_path):
+    from tests.test_local import run_with_the_admin
+
+    env = {**child_env, "ATHM_VERIFIER": "tests.test_receive.contradict_everything"}
+    outcome = run_with_the_admin(ADMIN_REPROCESS, env, tmp_path)
+    assert outcome["latest"] == "rejected" and outcome["payments"] == 0
+    assert any("rejected" in m and "the shop's own check refuses" in m for m in outcome["messages"])
+
+
+def test_a_verifier_that_cannot_be_imported_is_found_at_the_start(child_env, settings):
+    from django.core import checks
+
+    settings.ATHM_VERIFIER = "shop.checks.no_such_function"
+    [error] = [e for e in checks.run_checks() if e.id == "athm_core.E001"]
+    assert "ATHM_VERIFIER: cannot import 'shop.checks.no_such_function'" in error.msg
+
+    from tests.test_cold_start import cold_start
+
+    started = cold_start({**child_env, "ATHM_VERIFIER": "shop.checks.no_such_function"})
+    assert started.returncode != 0
+    assert "ATHM_VERIFIER: cannot import 'shop.checks.no_such_function'" in started.stderr

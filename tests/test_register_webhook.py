@@ -398,6 +398,8 @@ def test_an_unreachable_server_is_an_error(ath, settings):
             "https://api.example.com/webhook/k3Jd…?…",
         ),
         ("https://api.example.com/hooks/athm", "https://api.example.com/hooks/athm"),
+        # A view of the merchant's own at a secret path of its own.
+        (f"https://shop.example/athm/hook/{URL_SECRET}/", "https://shop.example/athm/hook/k3Jd…"),
     ],
 )
 def test_the_printed_url_hides_the_secret(url, shown):

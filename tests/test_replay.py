@@ -11,7 +11,6 @@ from django.utils import timezone
 
 from athm_core import processor, replay
 from athm_core.ath.client import FIND_PAYMENT_PATH
-from athm_core.ath.verification import Unavailable
 from athm_core.events import EventType
 from athm_core.models import OutboxMessage, Payment, Refund, WebhookEvent
 from athm_core.payloads import parse_data
@@ -283,7 +282,7 @@ def test_reprocess_verifies_ecommerce_events_like_a_delivery(signal_log, setting
     assert WebhookEvent.objects.get(pk=result.new_event_id).error == "ATH Móvil reports CANCEL, not COMPLETED"
 
     def unavailable(event):
-        raise Unavailable("ATH Móvil is slow")
+        raise TimeoutError("ATH Móvil is slow")
 
     count = WebhookEvent.objects.count()
     [result] = replay.reprocess([failed], check=unavailable)
@@ -379,3 +378,13 @@ def test_the_admin_offers_reprocess_and_redispatch_and_reports_results(child_env
     assert outcome["payments"] == 2 and outcome["events"] == 4
     assert outcome["edit"] == 403  # still read-only otherwise
     assert outcome["staff_page"] == 200 and outcome["staff_offered"] is False
+
+
+def test_a_recorded_failure_of_an_unknown_signal_is_kept_and_named():
+    record = processor.record("{}", Outcome.APPLIED, error="")
+    failure = {"signal": "payment_refunded", "receiver": "shop.receivers.on_refund", "error": "Traceback ..."}
+    WebhookEvent.objects.filter(pk=record.pk).update(receiver_errors=[failure])
+    [result] = replay.redispatch([record.pk])
+    assert result.status == replay.STILL_FAILING
+    assert "'payment_refunded' is not a signal of athm_core.signals" in result.detail
+    assert WebhookEvent.objects.get(pk=record.pk).receiver_errors == [failure]

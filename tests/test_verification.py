@@ -58,8 +58,18 @@ def test_an_event_ath_confirms_is_applied(lambda_handler, ath, signal_log):
         ({"total": "2.60"}, "ATH Móvil reports a total of 2.60, not 26.00"),
         ({"total": 260}, "ATH Móvil reports a total of 260.00, not 26.00"),
         ({"reference": "215070999-another"}, "ATH Móvil reports another reference number"),
+        # Numbers no webhook total can be: still ATH's answer, and it differs.
+        ({"total": 26.004}, "ATH Móvil reports a total of 26.004, not 26.00"),
+        ({"total": "-26.00"}, "ATH Móvil reports a total of -26.00, not 26.00"),
     ],
-    ids=["cancelled", "another-total", "another-integer-total", "another-reference"],
+    ids=[
+        "cancelled",
+        "another-total",
+        "another-integer-total",
+        "another-reference",
+        "sub-cent-total",
+        "negative-total",
+    ],
 )
 def test_an_event_ath_contradicts_is_rejected_and_changes_nothing(lambda_handler, ath, signal_log, says, why):
     ath_says(ath, **says)

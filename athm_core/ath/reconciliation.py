@@ -34,7 +34,7 @@ from django.utils import timezone
 from athm_core import processor
 from athm_core.ath import client
 from athm_core.conf import athm_settings
-from athm_core.events import EventType
+from athm_core.events import EventType, Identity
 from athm_core.models import Payment, Refund, WebhookEvent
 from athm_core.payloads import PUERTO_RICO, AthmEvent, PayloadError, parse_report_row
 
@@ -221,12 +221,14 @@ def _reconcile_one(event: AthmEvent, row: dict[str, Any], report: Report) -> Non
 
 def _stored(event: AthmEvent) -> Payment | Refund | None:
     """The row that already records this transaction, if any."""
-    if event.type == EventType.ECOMMERCE_COMPLETED:
+    if event.type.identity == Identity.CHECKOUT:
         return Payment.objects.filter(
             ecommerce_id=event.ecommerce_id, status=Payment.Status.COMPLETED
         ).first()
-    if event.type in (EventType.PAYMENT_RECEIVED, EventType.DONATION_RECEIVED):
+    if event.type.identity == Identity.REFERENCE:
         return Payment.objects.filter(reference_number=event.reference_number).first()
+    if event.type != EventType.REFUND_SENT:
+        raise ValueError(f"reconciliation does not know where a {event.type} event is recorded")
     refund = Refund.objects.filter(idempotency_key=event.idempotency_key).first()
     if refund is None and event.daily_transaction_id is not None:
         # The report may date a refund other than its webhook did (the key holds the date): the same

@@ -23,7 +23,7 @@ applied unverified; docs/security.md says what limits the damage.
 
 from __future__ import annotations
 
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from athm_core import processor
@@ -84,12 +84,23 @@ def _compare(event: AthmEvent, answer: Any) -> str | None:
     return None
 
 
-def _total(data: dict[str, Any]) -> Decimal:
-    # Read like the webhook's own amounts, float noise included.
+def _total(data: dict[str, Any]) -> Decimal | str:
+    """ATH's total, read like the webhook's own amounts (float noise included); a number that no event's
+    total can equal (negative, too large, finer than a cent) comes back as its text, which differs."""
+    value = data.get("total")
     try:
-        total = read_amount(data.get("total"), "total")
+        total = read_amount(value, "total")
     except PayloadError:
-        total = None
+        total = None if isinstance(value, bool) or not isinstance(value, (int, float, str)) else str(value)
+        if total is not None and not _is_number(total):
+            total = None
     if total is None:
         raise Unavailable("findPayment's answer has no readable total")
     return total
+
+
+def _is_number(text: str) -> bool:
+    try:
+        return Decimal(text.strip()).is_finite()
+    except InvalidOperation:
+        return False

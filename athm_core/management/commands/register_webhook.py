@@ -16,13 +16,16 @@ import urllib.parse
 
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
+from django.urls import Resolver404, resolve
 
 from athm_core.ath import client
 from athm_core.conf import athm_settings
 
 MASK = "********"
+# The Lambda handler's listener path; a project of your own may route its view anywhere.
 _WEBHOOK_PATH = "/webhook/"
-# A secret this long keeps plenty unseen after its first four characters, which tell secrets apart.
+# A secret this long keeps plenty unseen after its first four characters, which tell secrets apart. A last
+# path segment this long, in a URL without /webhook/, is taken for a secret too.
 _SHOWN_PREFIX_FROM = 16
 
 
@@ -55,10 +58,10 @@ class Command(BaseCommand):
         shown = mask_listener_url(url)
         check_listener_url(url, shown)
         chosen = parse_events(events)
-        if not _secret_of(url):
+        if not _routed_here(url):
             self.stderr.write(
-                f"warning: {shown} has no /webhook/<secret> path, the only place where this project's "
-                "listener answers: ATH Móvil's deliveries there would get 404"
+                f"warning: {shown} matches no URL of this project (the Lambda handler listens at "
+                "/webhook/<secret>): ATH Móvil's deliveries there would get 404"
             )
         public_token = (public_token or athm_settings.ATHM_PUBLIC_TOKEN).strip()
         if not public_token:
@@ -120,22 +123,42 @@ def parse_events(values: list[str] | None) -> list[str]:
 
 
 def mask_listener_url(url: str) -> str:
-    """``url`` fit to print: the secret after /webhook/ cut to ``abcd…``, no credentials, no query."""
+    """``url`` fit to print: the secret cut to ``abcd…``, no credentials, no query.
+
+    The secret is what follows the first /webhook/ (the Lambda handler's listener), or else a last path
+    segment of 16 characters or more (a view of your own at a secret path)."""
     parts = urllib.parse.urlsplit(url)
     path = parts.path
     secret = _secret_of(url)
     if secret:
-        start = path.index(_WEBHOOK_PATH) + len(_WEBHOOK_PATH)
+        start = len(path) - len(secret)
         path = path[:start] + (secret[:4] if len(secret) >= _SHOWN_PREFIX_FROM else "") + "…"
     netloc = parts.netloc.rpartition("@")[2]
     return f"{parts.scheme}://{netloc}{path}" + ("?…" if parts.query else "")
 
 
 def _secret_of(url: str) -> str:
-    """Everything after the first /webhook/ in the path: the handler's secret, and whatever follows it."""
+    """The secret part of the path, at its end: see :func:`mask_listener_url`; ``""`` when there is none."""
     path = urllib.parse.urlsplit(url).path
     _, found, secret = path.partition(_WEBHOOK_PATH)
-    return secret if found else ""
+    if found:
+        return secret
+    last = path.rstrip("/").rpartition("/")[2]
+    return path[path.rindex(last) :] if len(last) >= _SHOWN_PREFIX_FROM else ""
+
+
+def _routed_here(url: str) -> bool:
+    """Whether this project answers at ``url``'s path (the handler's /webhook/, behind any base path)."""
+    path = urllib.parse.urlsplit(url).path
+    if _WEBHOOK_PATH in path:
+        return True
+    try:
+        resolve(path)
+    except Resolver404:
+        return False
+    except Exception:  # no URLconf to ask (a project without ROOT_URLCONF): nothing to warn about
+        return True
+    return True
 
 
 def _hide(text: str, url: str, shown: str) -> str:
