@@ -128,11 +128,6 @@ class EventType(StrEnum):
         return self.value.replace(".", "_")
 
     @classmethod
-    def announced(cls) -> list[EventType]:
-        """The kinds that have a signal, in definition order."""
-        return [kind for kind in cls if kind.signal is not None]
-
-    @classmethod
     def subscribable(cls) -> list[EventType]:
         """The kinds a webhook listener can subscribe to at ATH Móvil, in ATH Móvil's order."""
         return [kind for kind in cls if kind.subscription_flag]

@@ -99,10 +99,7 @@ def receive(
         kept = raw_body.replace("\x00", "\ufffd")
         return _refused(kept, Outcome.INVALID, str(exc), origin, field=exc.field)
     try:
-        try:
-            contradiction = (check or configured_check())(event)
-        except OSError as exc:  # a timeout, a refused connection: the check cannot tell now
-            raise Unavailable(f"{type(exc).__name__}: {exc}") from exc
+        contradiction = _ask(check or configured_check(), event)
         if contradiction:
             # Recorded before any answer: a database that cannot record it makes the caller retry.
             rejected = processor.record(
@@ -132,6 +129,13 @@ def configured_check() -> Check:
     if not callable(check):
         raise ImproperlyConfigured(f"ATHM_VERIFIER: {path!r} is not a function")
     return check
+
+
+def _ask(check: Check, event: AthmEvent) -> str | None:
+    try:
+        return check(event)
+    except OSError as exc:  # a timeout, a refused connection: the check cannot tell now
+        raise Unavailable(f"{type(exc).__name__}: {exc}") from exc
 
 
 @functools.lru_cache(maxsize=8)

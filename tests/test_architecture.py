@@ -4,13 +4,12 @@ process (what importing the modules really loads)."""
 
 import ast
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import ROOT
+from tests.test_cold_start import python
 
 CORE = ROOT / "athm_core"
 # What athm_core must never import: the Lambda handler, AWS's SDK, the Lambda adapters.
@@ -137,15 +136,7 @@ print(json.dumps({"database": database, "modules": len(names), "aws": aws}))
 
 
 def test_importing_every_athm_core_module_loads_no_aws_and_payloads_loads_no_database():
-    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)}
-    result = subprocess.run(
-        [sys.executable, "-c", LOADED % (NOT_IN_CORE,)],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = python(LOADED % (NOT_IN_CORE,), {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)})
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["database"] == []

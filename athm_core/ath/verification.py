@@ -84,23 +84,24 @@ def _compare(event: AthmEvent, answer: Any) -> str | None:
     return None
 
 
-def _total(data: dict[str, Any]) -> Decimal | str:
-    """ATH's total, read like the webhook's own amounts (float noise included); a number that no event's
-    total can equal (negative, too large, finer than a cent) comes back as its text, which differs."""
+def _total(data: dict[str, Any]) -> Decimal:
+    """ATH's total, read like the webhook's own amounts (float noise included). A number that is not an
+    amount in cents (negative, finer than a cent) is kept exact: no event's total equals it."""
     value = data.get("total")
     try:
         total = read_amount(value, "total")
     except PayloadError:
-        total = None if isinstance(value, bool) or not isinstance(value, (int, float, str)) else str(value)
-        if total is not None and not _is_number(total):
-            total = None
+        total = _exact_number(value)
     if total is None:
         raise Unavailable("findPayment's answer has no readable total")
     return total
 
 
-def _is_number(text: str) -> bool:
+def _exact_number(value: Any) -> Decimal | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        return None
     try:
-        return Decimal(text.strip()).is_finite()
+        number = Decimal(str(value).strip())
     except InvalidOperation:
-        return False
+        return None
+    return number if number.is_finite() else None
