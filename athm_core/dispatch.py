@@ -1,144 +1,366 @@
-"""Notices to receivers: the signals that announce committed state changes, and what became of each.
+"""Notices to receivers: the signals that announce committed state changes, delivered at least once.
 
-The processor decides what to announce (a :class:`Notice` per state change) and calls :func:`announce`
-once its transaction has committed. Each notice's signal goes to every connected receiver with
-``send_robust``: a receiver that raises does not stop the others and does not undo the change; its failure
-is recorded on the webhook event (``WebhookEvent.receiver_errors``) and its exception type is logged (its
-text may quote customer data, so it goes to the database only).
+A state change's notices (:class:`~athm_core.models.Notice`, built here by :func:`payment_notice` and
+:func:`refund_notice`) are written by the processor in the transaction that makes the change, each with
+the receivers connected to its signal at that moment. After the commit, :func:`deliver` calls those
+receivers one at a time, each in a transaction of its own that also records what became of it:
 
-A ``receiver_errors`` entry is ``{"signal": "payment_completed", "receiver": "shop.receivers.mark_paid",
-"error": <traceback>, "payment_id": 7, "refund_id": 3}`` (``refund_id`` for ``refund_sent`` only), plus
-``"attempts"`` and ``"last_attempt_at"`` once a redispatch has tried it again. :func:`missed_notice` and
-:func:`send_to_receiver` are what ``athm redispatch`` (:mod:`athm_core.replay`) builds on.
+- a receiver that returns is ``delivered`` in the same commit as its own writes, and is never called
+  again for that notice;
+- one that raises is ``failed``: its transaction, its database writes with it, is rolled back; its
+  traceback is recorded on the notice in the next transaction (the log gets the exception's type only, as
+  the text may quote customer data), and it is called again later: by a redelivery of the same event, by
+  the relay (:func:`deliver_due`, with a backoff) or by ``athm redispatch``.
+
+The notice's row is locked (``SELECT ... FOR UPDATE SKIP LOCKED``) while one of its receivers runs, so
+that two processes never call the same receiver for the same notice, and each sees under the lock what the
+other did. A receiver's own database writes commit together with its ``delivered`` state: for what it
+writes to this database, a receiver hears of each change exactly once. What it does elsewhere (an email,
+an API call) happens again only if the process dies between the receiver's return and that commit.
+
+Receivers are called as the signal would call them (``signal``, ``sender``, ``payment``, and ``refund``
+for ``refund_sent``), plus ``notice_id``: a UUID naming the notice (the SNS message for the same change has
+it as its ``id``), for receivers that must deduplicate. A receiver is named ``module.qualname``
+(:func:`connected_receivers`).
 """
 
 from __future__ import annotations
 
 import logging
+import random
+import time
 import traceback
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 from asgiref.sync import async_to_sync
+from django.db import connection, transaction
+from django.db.models import Min
 from django.dispatch import Signal
 from django.utils import timezone
 
 from athm_core.events import EventType
-from athm_core.models import Payment, Refund, WebhookEvent
+from athm_core.models import Notice, Payment, Refund
+from athm_core.text import storable
 
 log = logging.getLogger(__name__)
 
+State = Notice.ReceiverState
 
-@dataclass(frozen=True)
-class Notice:
-    """A signal to send once the change it announces has committed: ``signal.send(sender, **arguments)``."""
+# How long a new notice is left to the delivery that wrote it before the relay takes it over.
+GRACE = timedelta(minutes=1)
+# A notice whose receiver failed is tried again after 1 min, 2, 4 ... up to 30 minutes, never giving up.
+_FIRST_RETRY = timedelta(minutes=1)
+_LAST_RETRY = timedelta(minutes=30)
 
-    kind: EventType
-    sender: type
-    arguments: dict[str, Any]
 
-    @property
-    def signal(self) -> Signal:
-        if self.kind.signal is None:
-            raise ValueError(f"{self.kind} events are never announced")
-        return self.kind.signal
+@dataclass
+class Report:
+    """What one call delivered: notices finished, receivers that raised, notices left unfinished."""
+
+    delivered: int = 0
+    # Of those, notices written before this call (by another delivery that did not finish them).
+    late: int = 0
+    failed: int = 0
+    left_pending: int = 0
+    # One line per receiver called: "sent payment_completed to shop.receivers.mark_paid", or what failed.
+    calls: list[str] = field(default_factory=list)
+
+
+# --- building notices (inside the processor's transaction) ----------------------------------------------
 
 
 def payment_notice(kind: EventType, payment: Payment) -> Notice:
-    """The notice of a payment's new state: ``sender=Payment``, ``payment``."""
-    return Notice(kind, Payment, {"payment": payment})
+    """The unsaved notice of a payment's new state: ``sender=Payment``, ``payment``."""
+    return _notice(kind, Payment, payment=payment)
 
 
 def refund_notice(refund: Refund, payment: Payment) -> Notice:
-    """The notice of a refund tied to its payment: ``refund_sent``, ``sender=Refund``, ``refund``,
-    ``payment``."""
-    return Notice(EventType.REFUND_SENT, Refund, {"refund": refund, "payment": payment})
+    """The unsaved notice of a refund tied to its payment: ``refund_sent``, ``sender=Refund``."""
+    return _notice(EventType.REFUND_SENT, Refund, payment=payment, refund=refund)
 
 
-def announce(record: WebhookEvent, notices: list[Notice]) -> None:
-    """Send each notice's signal to its receivers, recording on ``record`` each receiver that raised."""
-    failures = []
+def _notice(kind: EventType, sender: type, *, payment: Payment, refund: Refund | None = None) -> Notice:
+    if kind.signal is None:
+        raise ValueError(f"{kind} events are never announced")
+    now = timezone.now()
+    receivers = [
+        {"receiver": name, "state": State.PENDING} for name, _, _ in connected_receivers(kind.signal, sender)
+    ]
+    return Notice(
+        signal=kind.signal_name,
+        payment=payment,
+        refund=refund,
+        receivers=receivers,
+        created_at=now,
+        next_attempt_at=now,
+        # Nobody listens: nothing to deliver, ever.
+        delivered_at=None if receivers else now,
+    )
+
+
+def kind_of(notice: Notice) -> EventType:
+    """The event kind whose signal ``notice`` sends. Raises ``ValueError`` for a name that is no signal."""
+    kind = EventType.for_signal_name(notice.signal)
+    if kind is None:
+        raise ValueError(f"{notice.signal!r} is not a signal of athm_core.signals")
+    return kind
+
+
+def arguments(notice: Notice) -> dict[str, Any]:
+    """The keyword arguments a receiver of ``notice`` gets, besides ``signal`` and ``sender``."""
+    values: dict[str, Any] = {"payment": notice.payment}
+    if notice.signal == EventType.REFUND_SENT.signal_name:
+        values["refund"] = notice.refund
+    values["notice_id"] = notice.notice_id
+    return values
+
+
+# --- delivering ------------------------------------------------------------------------------------------
+
+
+def deliver(notices: Iterable[Notice], report: Report | None = None) -> Report:
+    """Call the receivers of ``notices`` that have not had them, in order, recording each result.
+
+    The rows in memory (``notice.payment``, ``notice.refund``) are what the receivers get. Notices that
+    another process is delivering right now are left to it. Database errors propagate: what was recorded
+    stays, the rest is left for a redelivery or the relay.
+    """
+    report = report or Report()
     for notice in notices:
-        for receiver, response in notice.signal.send_robust(sender=notice.sender, **notice.arguments):
-            if isinstance(response, Exception):
-                name = receiver_name(receiver)
-                # The exception's text may quote customer data: the log gets its type, the database the rest.
-                log.error(
-                    "receiver %s raised %s on %s for webhook event %s",
-                    name,
-                    type(response).__name__,
-                    notice.kind.signal_name,
-                    record.pk,
-                )
-                failures.append(
-                    {
-                        "signal": notice.kind.signal_name,
-                        "receiver": name,
-                        "error": _traceback(response),
-                        # Which rows the signal named, so that a redispatch sends the same notice again.
-                        **_row_ids(notice),
-                    }
-                )
-    if failures:
-        record.receiver_errors = [*record.receiver_errors, *failures]
-        WebhookEvent.objects.filter(pk=record.pk).update(receiver_errors=record.receiver_errors)
+        if notice.delivered_at is None:
+            _deliver_one(notice.pk, report, rows=notice)
+    return report
+
+
+def deliver_pending_of(payment: Payment, report: Report | None = None) -> Report:
+    """Deliver every unfinished notice of ``payment``, whatever its backoff: what a redelivery does first."""
+    report = report or Report()
+    for pk in _pending_ids_of(payment.pk):
+        _deliver_one(pk, report, late=True)
+    return report
+
+
+def deliver_ids(ids: Iterable[int], report: Report | None = None) -> Report:
+    """Deliver these notices now, whatever their backoff (``athm redispatch``)."""
+    report = report or Report()
+    for pk in ids:
+        _deliver_one(pk, report, late=True)
+    return report
+
+
+def deliver_due(*, retry_now: bool = False, deadline: float | None = None, limit: int = 500) -> Report:
+    """The relay's work: deliver the notices left unfinished for longer than :data:`GRACE` and due for
+    another try, oldest first, until none is left or the :func:`time.monotonic` ``deadline`` has passed.
+    ``retry_now`` takes every unfinished notice at once, ignoring the grace period and the backoff."""
+    report = Report()
+    now = timezone.now()
+    pending = Notice.objects.filter(delivered_at=None)
+    if not retry_now:
+        pending = pending.filter(created_at__lte=now - GRACE, next_attempt_at__lte=now)
+    for pk in list(pending.order_by("id").values_list("id", flat=True)[:limit]):
+        if deadline is not None and time.monotonic() >= deadline:
+            break
+        _deliver_one(pk, report, late=True)
+    return report
+
+
+@dataclass(frozen=True)
+class Backlog:
+    pending: int
+    oldest_created_at: datetime | None
+
+    def oldest_age(self, now: datetime | None = None) -> timedelta:
+        if self.oldest_created_at is None:
+            return timedelta(0)
+        return (now or timezone.now()) - self.oldest_created_at
+
+
+def backlog() -> Backlog:
+    """How many notices are unfinished, and since when the oldest has waited."""
+    pending = Notice.objects.filter(delivered_at=None)
+    return Backlog(pending.count(), pending.aggregate(oldest=Min("created_at"))["oldest"])
+
+
+def _deliver_one(pk: int, report: Report, *, rows: Notice | None = None, late: bool = False) -> None:
+    """Call the notice's receivers that have not had it, one per transaction, under the notice's lock."""
+    tried: set[str] = set()
+    while True:
+        try:
+            with transaction.atomic():
+                notice = _locked(pk)
+                if notice is None or notice.delivered_at is not None:
+                    return  # delivered, or another process holds it (and finishes it or leaves it pending)
+                entry = _next(notice, tried)
+                if entry is None:  # every receiver has it, but the notice was not marked: mark it
+                    _settle(notice, report, late)
+                    return
+                tried.add(entry["receiver"])
+                if rows is not None:
+                    notice.payment, notice.refund = rows.payment, rows.refund
+                _call(notice, entry, report)
+                rows = notice  # its payment and refund, read once
+                finished = _step_done(notice, tried, report, late)
+        except _Raised as raised:
+            # The receiver's writes went with its transaction; its failure is recorded in one of its own.
+            finished = _record_failure(pk, raised, tried, report, late)
+        if finished:
+            return
+
+
+class _Raised(Exception):
+    """A receiver's exception, carried out of the receiver's transaction so that it rolls back."""
+
+    def __init__(self, notice: Notice, name: str, error: Exception) -> None:
+        super().__init__(name)
+        self.signal, self.name, self.error = notice.signal, name, error
+
+
+def _locked(pk: int) -> Notice | None:
+    # By primary key, and the notice alone: its payment row stays free for the events that change it.
+    locked = Notice.objects.select_for_update(skip_locked=True).filter(pk=pk).order_by()
+    return next(iter(locked[:1]), None)
+
+
+def _next(notice: Notice, tried: set[str]) -> dict[str, Any] | None:
+    for entry in notice.receivers:
+        if entry.get("state") != State.DELIVERED and entry.get("receiver") not in tried:
+            return entry
+    return None
+
+
+def _call(notice: Notice, entry: dict[str, Any], report: Report) -> None:
+    """Call one receiver; record on ``entry`` that it returned (or is missing). Raises :class:`_Raised`."""
+    name = entry["receiver"]
+    _attempted(entry)
+    kind = EventType.for_signal_name(notice.signal)
+    receiver = _find(kind, name) if kind else None
+    if receiver is None:
+        problem = (
+            f"no receiver {name} is connected to {notice.signal}"
+            if kind
+            else f"{notice.signal!r} is not a signal of athm_core.signals"
+        )
+        _failed(notice, entry, report, problem, problem)
+        return
+    function, is_async = receiver
+    try:
+        call = async_to_sync(function) if is_async else function
+        call(signal=kind.signal, sender=_sender(kind), **arguments(notice))
+    except Exception as exc:
+        raise _Raised(notice, name, exc) from exc
+    entry["state"] = State.DELIVERED
+    entry.pop("error", None)
+    report.calls.append(f"sent {notice.signal} to {name}")
+
+
+def _record_failure(pk: int, raised: _Raised, tried: set[str], report: Report, late: bool) -> bool:
+    """Record that a receiver raised; returns whether this notice's run is over."""
+    with transaction.atomic():
+        notice = _locked(pk)
+        if notice is None or notice.delivered_at is not None:
+            return True
+        entry = next((e for e in notice.receivers if e.get("receiver") == raised.name), None)
+        # Another process may have called it again, successfully, between the two transactions.
+        if entry is not None and entry.get("state") != State.DELIVERED:
+            _attempted(entry)
+            _failed(
+                notice,
+                entry,
+                report,
+                "".join(traceback.format_exception(raised.error)),
+                f"{raised.name} raised {type(raised.error).__name__} on {raised.signal}",
+            )
+        return _step_done(notice, tried, report, late)
+
+
+def _attempted(entry: dict[str, Any]) -> None:
+    entry["attempts"] = int(entry.get("attempts", 0)) + 1
+    entry["last_attempt_at"] = timezone.localtime().isoformat()
+
+
+def _failed(notice: Notice, entry: dict[str, Any], report: Report, error: str, summary: str) -> None:
+    entry["state"] = State.FAILED
+    entry["error"] = storable(error)
+    # The exception's text may quote customer data: the log gets its type, the database the rest.
+    log.error("%s (notice %s); it will be called again", summary, notice.pk)
+    report.failed += 1
+    report.calls.append(summary)
+
+
+def _step_done(notice: Notice, tried: set[str], report: Report, late: bool) -> bool:
+    """Save the receiver just handled; settle the notice when no receiver is left for this run."""
+    if _next(notice, tried) is None:
+        _settle(notice, report, late)
+        return True
+    notice.save(update_fields=["receivers"])
+    return False
+
+
+def _settle(notice: Notice, report: Report, late: bool) -> None:
+    """Every receiver has been tried in this run: the notice is delivered, or waits for its next try."""
+    now = timezone.now()
+    fields = ["receivers", "delivered_at", "attempts", "next_attempt_at"]
+    if all(entry.get("state") == State.DELIVERED for entry in notice.receivers):
+        notice.delivered_at = now
+        report.delivered += 1
+        report.late += late
+    else:
+        notice.attempts += 1
+        delay = min(_LAST_RETRY, _FIRST_RETRY * 2 ** min(notice.attempts - 1, 20))
+        notice.next_attempt_at = now + delay * random.uniform(0.8, 1.2)
+        report.left_pending += 1
+    notice.save(update_fields=fields)
+
+
+def _pending_ids_of(payment_id: int) -> list[int]:
+    """The unfinished notices of a payment. Asked on every redelivery, almost always to hear "none":
+    written as SQL, like the processor's look for waiting refunds (the ORM compiles for longer than the
+    database answers)."""
+    table = connection.ops.quote_name(Notice._meta.db_table)
+    payment = connection.ops.quote_name(Notice._meta.get_field("payment").column)
+    delivered = connection.ops.quote_name(Notice._meta.get_field("delivered_at").column)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT id FROM {table} WHERE {payment} = %s AND {delivered} IS NULL ORDER BY id", [payment_id]
+        )
+        return [row[0] for row in cursor.fetchall()]
+
+
+def _sender(kind: EventType) -> type:
+    return Refund if kind == EventType.REFUND_SENT else Payment
+
+
+# --- receivers by name -------------------------------------------------------------------------------------
 
 
 def receiver_name(receiver: Any) -> str:
-    """How a receiver is named in ``WebhookEvent.receiver_errors``: ``module.qualname``."""
+    """How a receiver is named on a notice: ``module.qualname``."""
     return f"{getattr(receiver, '__module__', '?')}.{getattr(receiver, '__qualname__', receiver)}"
 
 
-def failed_again(failure: dict[str, Any], error: BaseException) -> dict[str, Any]:
-    """The ``receiver_errors`` entry ``failure`` after its receiver raised ``error`` on another attempt."""
-    return {
-        **failure,
-        "error": _traceback(error),
-        "attempts": int(failure.get("attempts", 1)) + 1,
-        "last_attempt_at": timezone.now().isoformat(),
-    }
+def connected_receivers(signal: Signal, sender: type) -> list[tuple[str, Callable[..., Any], bool]]:
+    """``(name, receiver, is_async)`` for each receiver ``signal.send(sender)`` would call, in its order.
 
-
-# --- one missed notice to one receiver (redispatch) -------------------------------------------------------
-
-
-class ReceiverNotConnected(LookupError):
-    """No live receiver of the signal has the recorded name (its module was not imported, or it is gone)."""
-
-
-def missed_notice(record: WebhookEvent, failure: dict[str, Any]) -> Notice | None:
-    """The notice a failed receiver missed, rebuilt from the rows as they are now; ``None`` if they are gone.
-
-    The rows are read afresh, so a receiver hears of the payment as it is now (a later refund included),
-    exactly as it would from a signal sent today. Entries recorded before the row ids were kept fall back to
-    the event's own payment and refund.
+    Two receivers with the same name (two lambdas of one function, say) are told apart by ``#2``, ``#3``...
+    in the order they were connected.
     """
-    kind = EventType.for_signal_name(str(failure.get("signal", "")))
-    if kind is None:
-        return None
-    if kind == EventType.REFUND_SENT:
-        refund_id = failure.get("refund_id", record.refund_id)
-        refund = Refund.objects.select_related("payment").filter(pk=refund_id).first() if refund_id else None
-        if refund is None or refund.payment is None:
-            return None
-        return refund_notice(refund, refund.payment)
-    payment_id = failure.get("payment_id", record.payment_id)
-    payment = Payment.objects.filter(pk=payment_id).first() if payment_id else None
-    return payment_notice(kind, payment) if payment else None
+    named = []
+    seen: dict[str, int] = {}
+    for receiver, is_async in live_receivers(signal, sender):
+        name = receiver_name(receiver)
+        seen[name] = seen.get(name, 0) + 1
+        named.append((name if seen[name] == 1 else f"{name}#{seen[name]}", receiver, is_async))
+    return named
 
 
-def send_to_receiver(notice: Notice, name: str) -> None:
-    """Send ``notice``'s signal to its live receiver named ``name`` only. A receiver's exception propagates.
-
-    Raises :class:`ReceiverNotConnected` when no receiver has that name.
-    """
-    for receiver, is_async in live_receivers(notice.signal, notice.sender):
-        if receiver_name(receiver) == name:
-            call = async_to_sync(receiver) if is_async else receiver
-            call(signal=notice.signal, sender=notice.sender, **notice.arguments)
-            return
-    raise ReceiverNotConnected(f"no receiver {name} is connected to {notice.kind.signal_name}")
+def _find(kind: EventType, name: str) -> tuple[Callable[..., Any], bool] | None:
+    for candidate, receiver, is_async in connected_receivers(kind.signal, _sender(kind)):
+        if candidate == name:
+            return receiver, is_async
+    return None
 
 
 def live_receivers(signal: Signal, sender: type) -> list[tuple[Callable[..., Any], bool]]:
@@ -154,16 +376,3 @@ def live_receivers(signal: Signal, sender: type) -> list[tuple[Callable[..., Any
     return [(receiver, False) for receiver in sync_receivers] + [
         (receiver, True) for receiver in async_receivers
     ]
-
-
-def _row_ids(notice: Notice) -> dict[str, int]:
-    ids = {}
-    for key in ("payment", "refund"):
-        row = notice.arguments.get(key)
-        if row is not None and row.pk is not None:
-            ids[f"{key}_id"] = row.pk
-    return ids
-
-
-def _traceback(error: BaseException) -> str:
-    return "".join(traceback.format_exception(error))

@@ -6,7 +6,7 @@ knows what the outside calls it:
 
 - ``signal``: the :mod:`athm_core.signals` signal that announces it to receivers; ``signal_name`` is that
   signal's name in the module (``"payment_completed"``), which is also the SNS message type (``sns_type``,
-  see ``docs/events.md``) and the ``signal`` of a ``WebhookEvent.receiver_errors`` entry;
+  see ``docs/events.md``) and the ``signal`` of a :class:`~athm_core.models.Notice`;
 - ``subscription_flag``: the boolean field of ATH Móvil's webhook subscription request that subscribes to
   it (``"ecommercePaymentReceivedEvent"``), and ``subscription_name``, how ``athm register_webhook
   --events`` names it (the type with ``_`` for ``.``: ``ecommerce_completed``);
@@ -134,7 +134,7 @@ class EventType(StrEnum):
 
     @classmethod
     def for_signal_name(cls, name: str) -> EventType | None:
-        """The kind announced by the signal called ``name`` (as stored in ``receiver_errors``), or ``None``.
+        """The kind announced by the signal called ``name`` (as stored on a notice), or ``None``.
 
         ``payment_completed`` and the other payment signals each announce one kind; ``refund_sent`` too.
         """

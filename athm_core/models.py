@@ -1,12 +1,13 @@
-"""The rows ATH Móvil's events keep: payments, refunds, the raw webhook deliveries themselves, and the
-outbox of business events waiting to be published.
+"""The rows ATH Móvil's events keep: payments, refunds, the raw webhook deliveries themselves, the notices
+that tell the receivers of each change, and the outbox of business events waiting to be published.
 
 Read them anywhere; who writes them:
 
 - ``Payment`` and ``Refund``: :mod:`athm_core.processor` only.
-- ``WebhookEvent``: recorded by :mod:`athm_core.processor`; its ``receiver_errors`` by
-  :mod:`athm_core.dispatch` (and cleared by a redispatch, :mod:`athm_core.replay`); emptied by the
-  retention purge (:mod:`athm_core.retention`).
+- ``WebhookEvent``: recorded by :mod:`athm_core.processor`; emptied by the retention purge
+  (:mod:`athm_core.retention`).
+- ``Notice``: written by :mod:`athm_core.processor` with the change it announces; its per-receiver state by
+  :mod:`athm_core.dispatch`; deleted by the retention purge once delivered.
 - ``OutboxMessage``: written by :mod:`athm_core.processor`, marked published or failed by a publisher
   through :mod:`athm_core.outbox`, deleted by the retention purge once published.
 
@@ -126,10 +127,6 @@ class WebhookEvent(models.Model):
     idempotency_key = models.CharField(max_length=255, blank=True, db_index=True)
     outcome = models.CharField(max_length=16, choices=Outcome.choices, db_index=True)
     error = models.TextField(blank=True)
-    # Receivers that raised while handling this event's signals: [{"signal", "receiver", "error",
-    # "payment_id", "refund_id"}], plus "attempts" and "last_attempt_at" once redispatched. See
-    # athm_core.dispatch.
-    receiver_errors = models.JSONField(default=list, blank=True)
     # When the retention purge (athm_core.retention) emptied raw_body and error; the rest stays for audits.
     purged_at = models.DateTimeField(null=True, blank=True)
 
@@ -150,6 +147,15 @@ class WebhookEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.event_type or 'unreadable event'} ({self.outcome}) #{self.pk}"
+
+    @property
+    def receiver_errors(self) -> list[dict]:
+        """The receivers that last failed on this event's notices, read from its :class:`Notice` rows.
+
+        Each entry is ``{"signal", "receiver", "error" (the traceback), "payment_id", "refund_id",
+        "attempts", "last_attempt_at"}``; ``[]`` when every receiver has handled them. A query per call.
+        """
+        return [failure for notice in self.notices.order_by("id") for failure in notice.failures()]
 
 
 class OutboxMessage(models.Model):
@@ -189,3 +195,75 @@ class OutboxMessage(models.Model):
     def __str__(self) -> str:
         state = "published" if self.published_at else "pending"
         return f"{self.event_type} {self.event_id} ({state})"
+
+
+class Notice(models.Model):
+    """One signal that a committed state change sends, and what became of it at each receiver.
+
+    Written in the transaction that makes the change (:mod:`athm_core.processor`), so a committed change
+    always has its notices; delivered after the commit (:mod:`athm_core.dispatch`), by the delivery that made
+    the change, a redelivery of the same event, or the relay. ``receivers`` lists the receivers connected
+    when the notice was written, in the order the signal calls them, each with its state::
+
+        [{"receiver": "shop.receivers.mark_paid", "state": "delivered", "attempts": 1,
+          "last_attempt_at": "2026-11-30T08:00:00.123456-04:00"},
+         {"receiver": "shop.receivers.email", "state": "failed", "attempts": 2, "last_attempt_at": ...,
+          "error": "Traceback (most recent call last): ..."}]
+
+    ``state`` is ``pending`` (not yet called), ``delivered`` (returned; never called again for this notice)
+    or ``failed`` (raised, or was not connected; called again later). ``delivered_at`` is set once every
+    receiver has it. ``notice_id`` is the notice's identifier, given to each receiver as ``notice_id`` and
+    used as the ``id`` of the SNS message for the same change.
+    """
+
+    class ReceiverState(models.TextChoices):
+        PENDING = "pending", "Pending"
+        DELIVERED = "delivered", "Delivered"
+        FAILED = "failed", "Failed"
+
+    notice_id = models.UUIDField(unique=True, default=uuid.uuid4, editable=False)
+    # The signal's name in athm_core.signals, e.g. "payment_completed".
+    signal = models.CharField(max_length=32)
+    payment = models.ForeignKey(Payment, on_delete=models.PROTECT, related_name="notices")
+    refund = models.ForeignKey(
+        Refund, on_delete=models.PROTECT, null=True, blank=True, related_name="notices"
+    )
+    webhook_event = models.ForeignKey(
+        WebhookEvent, on_delete=models.SET_NULL, null=True, blank=True, related_name="notices"
+    )
+    receivers = models.JSONField(default=list, blank=True)
+
+    created_at = models.DateTimeField()
+    next_attempt_at = models.DateTimeField()
+    # Delivery runs that ended with a receiver still failing.
+    attempts = models.PositiveIntegerField(default=0)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [
+            # Pending notices in id order straight from the index, as for the outbox.
+            models.Index(fields=["delivered_at", "id"], name="athm_notice_pending_idx"),
+        ]
+
+    def __str__(self) -> str:
+        state = "delivered" if self.delivered_at else "pending"
+        return f"{self.signal} of payment {self.payment_id} ({state})"
+
+    def failures(self) -> list[dict]:
+        """This notice's failed receivers, in the shape of :attr:`WebhookEvent.receiver_errors`."""
+        rows = {"payment_id": self.payment_id}
+        if self.refund_id is not None:
+            rows["refund_id"] = self.refund_id
+        return [
+            {
+                "signal": self.signal,
+                "receiver": entry.get("receiver", ""),
+                "error": entry.get("error", ""),
+                **rows,
+                "attempts": entry.get("attempts", 0),
+                "last_attempt_at": entry.get("last_attempt_at"),
+            }
+            for entry in self.receivers or []
+            if isinstance(entry, dict) and entry.get("state") == self.ReceiverState.FAILED
+        ]

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import uuid
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Iterator
 from contextlib import contextmanager
@@ -34,6 +35,7 @@ from django.utils import timezone
 from athm_core.conf import athm_settings
 from athm_core.events import EventType
 from athm_core.models import OutboxMessage, Payment, Refund, WebhookEvent
+from athm_core.text import storable
 
 log = logging.getLogger(__name__)
 
@@ -68,10 +70,16 @@ def message(
     refund: Refund | None = None,
     occurred_at: datetime,
     webhook_event: WebhookEvent | None = None,
+    event_id: uuid.UUID | None = None,
 ) -> OutboxMessage:
-    """The unsaved outbox row announcing ``kind`` (its SNS type) for ``payment`` as it is now."""
+    """The unsaved outbox row announcing ``kind`` (its SNS type) for ``payment`` as it is now.
+
+    ``event_id`` is the message's ``id``: the ``notice_id`` of the notice that announces the same change to
+    the receivers (a new UUID when none is given).
+    """
     now = timezone.now()
     outbox_message = OutboxMessage(
+        event_id=event_id or uuid.uuid4(),
         event_type=kind.sns_type,
         transaction_type=payment.transaction_type,
         schema_version=SCHEMA_VERSION,
@@ -158,7 +166,7 @@ def mark_failed(outbox_message: OutboxMessage, error: str) -> None:
     delay = min(_LAST_RETRY, _FIRST_RETRY * 2 ** min(attempts - 1, 20))
     outbox_message.attempts = attempts
     outbox_message.next_attempt_at = timezone.now() + delay * random.uniform(0.8, 1.2)
-    outbox_message.last_error = error[:2000]
+    outbox_message.last_error = storable(error[:2000])
     OutboxMessage.objects.filter(pk=outbox_message.pk).update(
         attempts=attempts,
         next_attempt_at=outbox_message.next_attempt_at,

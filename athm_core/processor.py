@@ -4,9 +4,15 @@ Every delivery is recorded as a :class:`~athm_core.models.WebhookEvent`. The tra
 the same transaction, under a row lock on the payment it touches; unique constraints on the business rows
 (``ecommerce_id``, ``reference_number``, a refund's ``idempotency_key``) decide between deliveries that
 race to create the same row, and the loser starts again and sees a duplicate. Each state change also
-writes its outbox message in that transaction (when the outbox is enabled). Once the transaction has
-committed, the change's notices go to the receivers (:mod:`athm_core.dispatch`), refunds that were waiting
-for the payment are tied to it, and publishers hear of the new outbox messages.
+writes, in that transaction, its :class:`~athm_core.models.Notice` (the signal it sends, and to which
+receivers) and its outbox message (when the outbox is enabled): a committed change always has both.
+
+Once the transaction has committed, the notices go to the receivers (:mod:`athm_core.dispatch`), refunds
+that were waiting for the payment are tied to it (with notices of their own, delivered next), and
+publishers hear of the new outbox messages. A redelivery of an event applied before (a duplicate) first
+delivers its payment's unfinished notices. Nothing after the commit can undo it or fail the delivery: what
+does not finish then (the database went away, the process died) is finished by a redelivery or the relay
+(:func:`athm_core.replay.finish_pending`).
 
 This is the only module that changes payments and refunds, and that records webhook events.
 """
@@ -21,14 +27,15 @@ from functools import partial
 from typing import Any
 
 from django.db import IntegrityError, connection, transaction
-from django.db.models import QuerySet
+from django.db.models import Exists, OuterRef, QuerySet
 from django.utils import timezone
 
 from athm_core import dispatch, outbox
-from athm_core.dispatch import Notice, payment_notice, refund_notice
+from athm_core.dispatch import payment_notice, refund_notice
 from athm_core.events import EventType
-from athm_core.models import OutboxMessage, Payment, Refund, WebhookEvent
+from athm_core.models import Notice, OutboxMessage, Payment, Refund, WebhookEvent
 from athm_core.payloads import AthmEvent
+from athm_core.text import storable
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +48,7 @@ _ATTEMPTS = 3
 
 @dataclass
 class Transition:
-    """What an event did: the outcome, the rows it touched, and what to announce."""
+    """What an event did: the outcome, the rows it touched, and the notices (unsaved) that announce it."""
 
     outcome: str
     payment: Payment | None = None
@@ -59,7 +66,10 @@ def process(
     """Record one delivery of ``event`` and apply it. Returns the recorded delivery with its outcome.
 
     Safe to call for the same event any number of times, from any number of processes at once.
-    Signals fire after the transaction commits (after the caller's, if the caller holds one).
+    Signals fire after the transaction commits (after the caller's, if the caller holds one); what became
+    of them is on the returned record's ``dispatch_report`` (a :class:`athm_core.dispatch.Report`) once
+    they have run. Raises what the database raises before the commit (nothing was written then, or, when
+    the commit's answer was lost, it is not known whether it was: a redelivery finishes the job either way).
     """
     for attempt in range(1, _ATTEMPTS + 1):
         try:
@@ -74,6 +84,7 @@ def process(
                     payment=result.payment,
                     refund=result.refund,
                 )
+                _write_notices(result.notices, record)
                 result.messages = _write_outbox(result.notices, record, occurred_at=event.effective_date)
             break
         except IntegrityError:
@@ -139,7 +150,8 @@ def _record(
         event_type=event.type if event else "",
         idempotency_key=event.idempotency_key if event else "",
         outcome=outcome,
-        error=error,
+        # A traceback or a reason can quote anything, NUL included.
+        error=storable(error),
         payment=payment,
         refund=refund,
     )
@@ -303,23 +315,40 @@ def _fill(payment: Payment, event: AthmEvent) -> None:
     payment.transaction_date = event.effective_date
 
 
+def _write_notices(notices: list[Notice], record: WebhookEvent | None) -> None:
+    """Save the notices of a change, in the caller's transaction, in one statement."""
+    if not notices:
+        return
+    for notice in notices:
+        notice.webhook_event = record
+    Notice.objects.bulk_create(notices)
+    if notices[0].pk is None:  # MySQL cannot return the new ids of a bulk insert
+        ids = dict(
+            Notice.objects.filter(notice_id__in=[n.notice_id for n in notices]).values_list("notice_id", "pk")
+        )
+        for notice in notices:
+            notice.pk = ids[notice.notice_id]
+
+
 def _write_outbox(
-    notices: list[Notice], record: WebhookEvent, *, occurred_at: datetime
+    notices: list[Notice], record: WebhookEvent | None, *, occurred_at: datetime
 ) -> list[OutboxMessage]:
-    """One outbox message per notice, in the caller's transaction: the same changes the signals announce."""
+    """One outbox message per notice, in the caller's transaction: the same changes the signals announce,
+    each message with its notice's id."""
     if not notices or not outbox.enabled():
         return []
     messages = []
     for notice in notices:
-        refund = notice.arguments.get("refund")
+        refund = notice.refund
         messages.append(
             outbox.message(
-                notice.kind,
-                payment=notice.arguments["payment"],
+                dispatch.kind_of(notice),
+                payment=notice.payment,
                 refund=refund,
                 # A refund happened when ATH sent it, which for a waiting refund is before this event.
                 occurred_at=refund.transaction_date if refund else occurred_at,
                 webhook_event=record,
+                event_id=notice.notice_id,
             )
         )
     outbox.add(messages)
@@ -343,27 +372,59 @@ def _add_refunds(payment: Payment, refunds: list[Refund]) -> None:
 
 
 def _after_commit(record: WebhookEvent, result: Transition) -> None:
-    dispatch.announce(record, result.notices)
+    report = record.dispatch_report = dispatch.Report()
     messages = list(result.messages)
-    if result.link_reference:
-        messages += _link_waiting_refunds(result.link_reference, record)
+    try:
+        if result.outcome == Outcome.DUPLICATE and result.payment is not None:
+            # A redelivery heals what the first delivery left unfinished (its answer lost, its process gone).
+            dispatch.deliver_pending_of(result.payment, report)
+        dispatch.deliver(result.notices, report)
+        if result.link_reference:
+            linked, linked_messages = _link_waiting_refunds(result.link_reference, record)
+            messages += linked_messages
+            dispatch.deliver(linked, report)
+    except Exception as exc:
+        # The change has committed, and so have its notices: a redelivery or the relay finishes the job.
+        report.left_pending += 1
+        log.warning(
+            "webhook event %s: %s after the commit; the relay will finish its notices",
+            record.pk,
+            type(exc).__name__,
+        )
     if messages:
         outbox.notify_publishers(outbox.groups_of(messages))
 
 
-def _link_waiting_refunds(reference_number: str, record: WebhookEvent) -> list[OutboxMessage]:
-    """Tie refunds that arrived before their payment to it, and announce them. Returns their messages.
+def link_waiting_refunds() -> list[Notice]:
+    """Tie every refund that waits for a payment now recorded to it; returns the notices written.
+
+    The relay's sweep, for links that the delivery which made them possible did not make (it died after its
+    commit). The notices are left for the caller to deliver; outbox messages are written as usual.
+    """
+    waiting = Refund.objects.filter(payment__isnull=True).filter(
+        Exists(Payment.objects.filter(reference_number=OuterRef("reference_number")))
+    )
+    notices: list[Notice] = []
+    for reference_number in set(waiting.values_list("reference_number", flat=True)):
+        notices += _link_waiting_refunds(reference_number, None)[0]
+    return notices
+
+
+def _link_waiting_refunds(
+    reference_number: str, record: WebhookEvent | None
+) -> tuple[list[Notice], list[OutboxMessage]]:
+    """Tie refunds that arrived before their payment to it, writing their notices and messages.
 
     This runs after the commit that created the payment or the refund, so whichever of two racing
     transactions commits last sees the other's row; the payment's row lock makes the link happen once.
     """
     if not _has_waiting_refunds(reference_number):
-        return []
+        return [], []
     waiting = Refund.objects.filter(reference_number=reference_number, payment__isnull=True)
     with transaction.atomic():
         payment = _locked_payment(reference_number=reference_number)
         if payment is None:
-            return []
+            return [], []
         # Locked by primary key: through the payment index, MariaDB would lock other payments' waiting
         # refunds too, and two linkings of different payments could deadlock.
         ids = list(waiting.values_list("pk", flat=True))
@@ -373,7 +434,7 @@ def _link_waiting_refunds(reference_number: str, record: WebhookEvent) -> list[O
             .order_by("transaction_date", "pk")
         )
         if not refunds:
-            return []
+            return [], []
         now = timezone.now()
         for refund in refunds:
             refund.payment = payment
@@ -381,7 +442,7 @@ def _link_waiting_refunds(reference_number: str, record: WebhookEvent) -> list[O
         Refund.objects.bulk_update(refunds, ["payment", "linked_at"])
         _add_refunds(payment, refunds)
         notices = [refund_notice(refund, payment) for refund in refunds]
+        _write_notices(notices, record)
         messages = _write_outbox(notices, record, occurred_at=now)
     log.info("linked %d waiting refund(s) to payment %s", len(refunds), payment.pk)
-    dispatch.announce(record, notices)
-    return messages
+    return notices, messages

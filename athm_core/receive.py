@@ -38,6 +38,7 @@ from athm_core.ath.verification import Unavailable
 from athm_core.conf import athm_settings
 from athm_core.models import WebhookEvent
 from athm_core.payloads import AthmEvent, PayloadError, parse
+from athm_core.text import storable
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,7 @@ def receive(
         if not keep_invalid:
             raise
         # Text columns cannot hold NUL on every database; the rest is kept as received.
-        kept = raw_body.replace("\x00", "\ufffd")
+        kept = storable(raw_body)
         return _refused(kept, Outcome.INVALID, str(exc), origin, field=exc.field)
     try:
         contradiction = _ask(check or configured_check(), event)

@@ -1,20 +1,23 @@
-"""Second chances for recorded webhook events: redispatch missed signals, reprocess stored bodies.
+"""Second chances: finish what deliveries left unfinished, redispatch notices, reprocess stored bodies.
 
-:func:`redispatch` sends each signal that a receiver raised on (``WebhookEvent.receiver_errors``) again, to
-that receiver only, with the rows as they are now. It never changes a payment or a refund. A receiver that
-succeeds has its entry removed from ``receiver_errors``; one that raises again keeps its entry, with the new
-traceback and an ``attempts`` count. The event's row is locked while its receivers run, so that two
-redispatches at once cannot both call the same receiver; each receiver runs in a savepoint, so that the
-database writes of one that raises are undone and do not spoil the others'.
+:func:`finish_pending` is the relay's work (``athm relay``, and the scheduled relay function): refunds that
+wait for a payment now recorded are tied to it, and notices unfinished for more than a minute (their
+delivery's process died, or its database went away) or whose receivers failed and are due for another try
+(with a backoff) are delivered (:mod:`athm_core.dispatch`).
+
+:func:`redispatch` delivers an event's unfinished notices now, whatever their backoff, to the receivers
+that have not had them (those that failed, or never ran), with the rows as they are now. It never changes
+a payment or a refund. A receiver that succeeds is marked delivered; one that raises again keeps its
+failure, with the new traceback and its ``attempts`` count.
 
 :func:`reprocess` hands a stored delivery's raw body to :func:`athm_core.receive.receive`, exactly like a
 new delivery: checked with ATH Móvil (``ATHM_VERIFIER``, or the ``check`` given), then processed. The
 original row stays as it was (the audit of what happened then); the attempt is recorded as a new
 ``WebhookEvent`` whose ``request_id`` says ``reprocess of #ID``. Whatever was applied before comes out as a
-duplicate, never twice. An unexpected error is recorded on the new event with its traceback (outcome
-``failed``). Refused, with the reason and nothing recorded: purged events (their body is gone), rejected
-ones (ATH Móvil or a recorded payment contradicts them), bodies that still do not parse, and events ATH
-Móvil cannot confirm now.
+duplicate, never twice (and a duplicate delivers its payment's unfinished notices). An unexpected error is
+recorded on the new event with its traceback (outcome ``failed``). Refused, with the reason and nothing
+recorded: purged events (their body is gone), rejected ones (ATH Móvil or a recorded payment contradicts
+them), bodies that still do not parse, and events ATH Móvil cannot confirm now.
 
 Both return one :class:`Result` per event, in the order given, and record nothing for a refused event.
 """
@@ -23,14 +26,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any
 
-from django.db import transaction
-
-from athm_core import dispatch
+from athm_core import dispatch, processor
 from athm_core.ath.verification import Unavailable
-from athm_core.events import EventType
-from athm_core.models import WebhookEvent
+from athm_core.models import Notice, WebhookEvent
 from athm_core.payloads import PayloadError
 from athm_core.receive import Check, receive
 
@@ -69,53 +70,67 @@ class Result:
 
 
 def events_with_failed_receivers():
-    """Every event with a receiver failure recorded, oldest first."""
-    # Filtered in Python: an empty JSON list compares differently on SQLite, PostgreSQL and MySQL.
-    ids = [pk for pk, errors in WebhookEvent.objects.values_list("pk", "receiver_errors") if errors]
-    return WebhookEvent.objects.filter(pk__in=ids).order_by("received_at", "pk")
+    """Every event with an unfinished notice (a receiver failed, or never ran), oldest first."""
+    pending = Notice.objects.filter(delivered_at=None).exclude(webhook_event=None)
+    return WebhookEvent.objects.filter(pk__in=pending.values("webhook_event")).order_by("received_at", "pk")
 
 
 def redispatch(events: Iterable[WebhookEvent | int]) -> list[Result]:
-    """Send the signals that receivers of ``events`` raised on again, to those receivers only."""
+    """Deliver the unfinished notices of ``events`` now, to the receivers that have not had them."""
     return [_redispatch_one(_pk(event)) for event in events]
 
 
 def _redispatch_one(pk: int) -> Result:
-    with transaction.atomic():
-        record = WebhookEvent.objects.select_for_update().filter(pk=pk).first()
-        if record is None:
-            return Result(pk, REFUSED, "no such webhook event")
-        failures = [f for f in record.receiver_errors or [] if isinstance(f, dict)]
-        if not failures:
-            return Result(pk, NOTHING_TO_DO, "no failed receivers")
-        remaining, sent, problems = [], [], []
-        for failure in failures:
-            name = str(failure.get("receiver", ""))
-            notice = dispatch.missed_notice(record, failure)
-            if notice is None:
-                remaining.append(failure)
-                signal = failure.get("signal")
-                if EventType.for_signal_name(str(signal)) is None:
-                    problems.append(f"{name}: {signal!r} is not a signal of athm_core.signals")
-                else:
-                    problems.append(f"{name}: the rows of its {signal} signal are gone")
-                continue
-            try:
-                with transaction.atomic():
-                    dispatch.send_to_receiver(notice, name)
-            except dispatch.ReceiverNotConnected as exc:
-                remaining.append(failure)
-                problems.append(str(exc))
-            except Exception as exc:
-                log.error("receiver %s raised %s again on webhook event %s", name, type(exc).__name__, pk)
-                remaining.append(dispatch.failed_again(failure, exc))
-                problems.append(f"{name} raised {type(exc).__name__} again")
-            else:
-                sent.append(f"{notice.kind.signal_name} to {name}")
-        WebhookEvent.objects.filter(pk=pk).update(receiver_errors=remaining)
-    log.info("redispatched %d signal(s) of webhook event %s; %d still failing", len(sent), pk, len(remaining))
-    detail = "; ".join([*(f"sent {s}" for s in sent), *problems])
+    record = WebhookEvent.objects.filter(pk=pk).first()
+    if record is None:
+        return Result(pk, REFUSED, "no such webhook event")
+    ids = list(record.notices.filter(delivered_at=None).values_list("pk", flat=True))
+    if not ids:
+        return Result(pk, NOTHING_TO_DO, "no failed receivers")
+    report = dispatch.deliver_ids(ids)
+    remaining = Notice.objects.filter(pk__in=ids, delivered_at=None).count()
+    log.info("redispatched webhook event %s: %s", pk, "; ".join(report.calls))
+    detail = "; ".join(report.calls)
+    if remaining and not report.calls:
+        detail = "another process is delivering its notices now"
     return Result(pk, STILL_FAILING if remaining else SENT, detail)
+
+
+# --- what a delivery left unfinished (the relay) ---------------------------------------------------------
+
+
+@dataclass
+class PendingReport:
+    """What :func:`finish_pending` did, and the notices it left."""
+
+    linked: int = 0  # waiting refunds tied to their payment
+    delivered: int = 0  # notices finished
+    failed: int = 0  # receivers that raised (or were not connected)
+    pending: int = 0  # notices still unfinished afterwards
+    oldest_pending_seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def finish_pending(*, retry_now: bool = False, deadline: float | None = None) -> PendingReport:
+    """Finish what deliveries left after their commit: tie waiting refunds to payments now recorded, and
+    deliver the notices unfinished for longer than :data:`athm_core.dispatch.GRACE` and due for another
+    try (``retry_now``: all of them, now). ``deadline`` is a :func:`time.monotonic` value.
+
+    Safe to run beside the webhook and other relays: notices are locked while delivered.
+    """
+    linked = processor.link_waiting_refunds()
+    report = dispatch.deliver(linked)
+    due = dispatch.deliver_due(retry_now=retry_now, deadline=deadline)
+    backlog = dispatch.backlog()
+    return PendingReport(
+        linked=len(linked),
+        delivered=report.delivered + due.delivered,
+        failed=report.failed + due.failed,
+        pending=backlog.pending,
+        oldest_pending_seconds=round(backlog.oldest_age().total_seconds(), 3),
+    )
 
 
 # --- reprocess -------------------------------------------------------------------------------------------

@@ -43,7 +43,8 @@ class Side:
 
 
 class SqlCounter:
-    """An execute wrapper on every connection: statements sent, and how many inside a transaction.
+    """An execute wrapper on every connection: statements sent, and how many inside the delivery's first
+    transaction (the one that records the change; the notices' deliveries after it have their own).
 
     BEGIN is not counted (Django sends it as a statement on SQLite only; elsewhere the driver does), nor
     COMMIT (never a statement here): what is counted is the same on every database.
@@ -52,18 +53,25 @@ class SqlCounter:
     def __init__(self) -> None:
         self.total = 0
         self.in_transaction = 0
+        self._first_transaction = None
 
     def __call__(self, execute, sql, params, many, context):
         if sql.startswith("BEGIN"):
             return execute(sql, params, many, context)
         self.total += 1
-        if context["connection"].in_atomic_block:
-            self.in_transaction += 1
+        connection = context["connection"]
+        if connection.in_atomic_block:
+            outermost = connection.atomic_blocks[0]
+            if self._first_transaction is None:
+                self._first_transaction = outermost
+            if outermost is self._first_transaction:
+                self.in_transaction += 1
         return execute(sql, params, many, context)
 
     def take(self) -> tuple[int, int]:
         counts = (self.total, self.in_transaction)
         self.total = self.in_transaction = 0
+        self._first_transaction = None
         return counts
 
 

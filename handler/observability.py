@@ -32,6 +32,6 @@ def trace_handler(handler: Callable) -> Callable:
     return tracer.capture_lambda_handler(handler, capture_response=False) if tracer else handler
 
 
-def count(metric: str) -> None:
-    """Add one to ``metric`` for this invocation."""
-    metrics.add_metric(name=metric, unit=MetricUnit.Count, value=1)
+def count(metric: str, value: int = 1) -> None:
+    """Add ``value`` (one) to ``metric`` for this invocation."""
+    metrics.add_metric(name=metric, unit=MetricUnit.Count, value=value)

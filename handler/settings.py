@@ -138,8 +138,9 @@ USE_I18N = False
 
 DATABASES = {"default": database_settings(os.environ)}
 
-# Receivers that have models of their own list their Django apps here.
-INSTALLED_APPS = ["athm_core", "handler", *_list("ATHM_INSTALLED_APPS")]
+# Receivers that have models of their own list their Django apps here. handler comes first: its `relay`
+# command (notices, then SNS) extends athm_core's, and the first app's command of a name wins.
+INSTALLED_APPS = ["handler", "athm_core", *_list("ATHM_INSTALLED_APPS")]
 MIDDLEWARE: list[str] = []
 TEMPLATES: list[dict[str, Any]] = []
 

@@ -1,11 +1,13 @@
 """HTTP in, athm_core call, status code out: ``POST /webhook/<secret>`` and ``GET /health``.
 
 Answers: 200 for an accepted event (new or duplicate, said in the body) and for one that is kept but
-rejected (ATH Móvil's findPayment or a recorded payment contradicts it: ``"accepted": false``), 400 naming
-what is wrong with the payload, 404 for a wrong secret or path (before anything touches the database),
-405, 413 over ``ATHM_MAX_BODY_BYTES``, 415 for a body declared as something other than JSON, 503 when the
-database or ATH Móvil's verification is unavailable (nothing half-written: a redelivery or a replay
-finishes the job), 500 for a bug (the delivery is kept with its traceback).
+rejected (ATH Móvil's findPayment or a recorded payment contradicts it: ``"accepted": false``); 200 means
+the change and its notices are committed, whatever became of the receivers afterwards. 400 names what is
+wrong with the payload, 404 a wrong secret or path (before anything touches the database), 405, 413 over
+``ATHM_MAX_BODY_BYTES``, 415 a body declared as something other than JSON. 503 when the database or ATH
+Móvil's verification is unavailable: nothing was written, or (the commit's answer lost) it is not known
+whether it was; a redelivery finishes the job and does nothing twice. 500 for a bug (the delivery is kept
+with its traceback).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from django.conf import settings
 from django.db import DatabaseError, connection
 from django.http import HttpRequest, JsonResponse
 
+from athm_core import dispatch
 from athm_core.ath.verification import Unavailable
 from athm_core.receive import DATABASE_UNAVAILABLE, Delivery, Outcome, receive
 from handler import webhook_secrets
@@ -56,9 +59,8 @@ def webhook(request: HttpRequest, secret: str) -> JsonResponse:
 
     record = delivery.record
     count(f"Webhook{record.outcome.capitalize()}")
-    # Receivers ran after the commit, inside receive(); each that raised is on the record, and counted.
-    for _ in record.receiver_errors:
-        count("ReceiverFailed")
+    # The receivers ran after the commit, inside receive(): each that raised is on its notice.
+    _count_notices(getattr(record, "dispatch_report", None))
     logger.info(
         "webhook event processed",
         extra={"event_id": record.pk, "event_type": record.event_type, "outcome": record.outcome},
@@ -97,6 +99,19 @@ def not_found(request: HttpRequest, exception: Exception | None = None) -> JsonR
 def server_error(request: HttpRequest) -> JsonResponse:
     count("InternalError")
     return _error(500, "internal_error", "the request could not be handled")
+
+
+def _count_notices(report: dispatch.Report | None) -> None:
+    if report is None:
+        return
+    if report.failed:
+        count("ReceiverFailed", report.failed)
+    if report.late:
+        # Notices that an earlier delivery of the same payment's events left unfinished.
+        count("NoticesDeliveredLate", report.late)
+    if report.left_pending:
+        # Committed and durable, but not delivered now: the relay delivers them.
+        count("NoticesLeftPending", report.left_pending)
 
 
 def _method_not_allowed(allowed: str) -> JsonResponse:

@@ -3,7 +3,8 @@
 It stands for one Lambda container: it cold-starts ``handler.app`` from the environment it is given,
 prints ``ready``, then answers each request line ``{"method", "path", "body", "headers"}`` on stdin with one
 result line ``{"status", "answer", "signals"}`` on stdout, ``signals`` counting what this invocation fired
-in this process. A line ``{"relay": {options}}`` runs the outbox relay instead and answers with its report.
+in this process. A line ``{"relay": {options}}`` runs the relay instead (``handler.relay.run(**options)``)
+and answers with its report (``notices``, and ``outbox`` with a topic) and ``signals``.
 Everything the handler logs goes to stderr.
 """
 
@@ -23,7 +24,7 @@ def main() -> None:
         logging.basicConfig(level=os.environ["CHILD_ROOT_LOG_LEVEL"], stream=sys.stderr)
 
     from athm_core import signals
-    from handler import app, publisher
+    from handler import app
     from handler.local import http_api_event, invoke, response_body
 
     fired: Counter[str] = Counter()
@@ -34,10 +35,13 @@ def main() -> None:
     print("ready", file=results)
     for line in sys.stdin:
         request = json.loads(line)
-        if "relay" in request:
-            print(json.dumps(publisher.relay(**request["relay"]).as_dict()), file=results)
-            continue
         fired.clear()
+        if "relay" in request:
+            from handler import relay
+
+            report = relay.run(**request["relay"])
+            print(json.dumps({**report, "signals": fired}), file=results)
+            continue
         event = http_api_event(
             request.get("method", "POST"),
             request["path"],

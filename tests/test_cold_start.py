@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 import uuid
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
@@ -188,7 +189,9 @@ def test_the_scheduled_relay_function_publishes_whatever_is_pending(child_env, m
     result = python(RELAY_INVOCATION, env)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.strip().splitlines()
-    assert json.loads(lines[-1]) == {"published": 3, "failed": 0, "pending": 0, "oldest_pending_seconds": 0.0}
+    report = json.loads(lines[-1])
+    assert report["outbox"] == {"published": 3, "failed": 0, "pending": 0, "oldest_pending_seconds": 0.0}
+    assert report["notices"]["pending"] == 0
     # Powertools flushed the backlog metrics that the stuck-outbox alarm watches.
     metrics = next(json.loads(line) for line in lines if '"OutboxOldestPendingAge"' in line)
     assert metrics["OutboxPending"] == [0.0] and metrics["OutboxPublished"] == [1.0, 1.0, 1.0]
@@ -200,13 +203,45 @@ def test_the_scheduled_relay_function_publishes_whatever_is_pending(child_env, m
     assert not OutboxMessage.objects.filter(published_at=None).exists()
 
 
-def test_the_relay_function_refuses_to_start_without_a_topic(child_env):
-    result = python("import handler.relay", child_env)
-    assert result.returncode != 0
-    assert "ATHM_SNS_TOPIC_ARN is not set: the relay has nowhere to publish" in result.stderr
+def test_the_relay_function_without_a_topic_delivers_the_notices_left_pending(child_env, tmp_path):
+    """A container that died after its commit left a notice for a receiver of the layer; the scheduled relay,
+    in a stack without SNS, delivers it (and only it) once."""
+    from django.utils import timezone
+
+    from athm_core.models import Notice
+
+    body = sample("ecommerce_completed.production")
+    record = processor.process(parse(body), raw_body=body)  # no receiver connected here
+    two_minutes_ago = timezone.now() - timedelta(minutes=2)
+    Notice.objects.filter(webhook_event=record).update(
+        receivers=[{"receiver": "shop.receivers.mark_order_paid", "state": "pending"}],
+        delivered_at=None,
+        created_at=two_minutes_ago,
+        next_attempt_at=two_minutes_ago,
+    )
+    log = tmp_path / "receivers.log"
+    env = {
+        **child_env,
+        "ATHM_RECEIVERS": "shop.receivers",
+        "RECEIVER_LOG": str(log),
+        "PYTHONPATH": f"{child_env['PYTHONPATH']}:{make_layer(tmp_path)}",
+        "POWERTOOLS_METRICS_DISABLED": "false",
+    }
+    for _ in range(2):  # the second run finds nothing left
+        result = python(RELAY_INVOCATION, env)
+        assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert json.loads(lines[-1]) == {
+        "notices": {"linked": 0, "delivered": 0, "failed": 0, "pending": 0, "oldest_pending_seconds": 0.0}
+    }
+    metrics = next(json.loads(line) for line in lines if '"NoticeOldestPendingAge"' in line)
+    assert metrics["NoticesPending"] == [0.0]
+    assert log.read_text().splitlines() == ["paid order-1002 26.00 sender=Payment"]
+    notice = Notice.objects.get(webhook_event=record)
+    assert notice.delivered_at is not None and notice.receivers[0]["state"] == "delivered"
 
 
-@pytest.mark.parametrize("module", ["handler.reconcile", "handler.migrate", "handler.app"])
+@pytest.mark.parametrize("module", ["handler.reconcile", "handler.migrate", "handler.app", "handler.relay"])
 def test_every_lambda_function_imports_the_receivers(child_env, tmp_path, module):
     layer = make_layer(tmp_path)
     env = {

@@ -1,14 +1,14 @@
 """Dispatch's one use of Django's private API (``Signal._live_receivers``), pinned: which receivers it
-returns for a sender, sync and async, with dead weak references dropped; and calling one receiver by name."""
+returns for a sender, sync and async, with dead weak references dropped; how receivers are named on a
+notice, and delivering one to sync and async receivers."""
 
 import gc
-import re
 
 import django
 import pytest
 
 from athm_core import dispatch
-from athm_core.dispatch import ReceiverNotConnected, payment_notice
+from athm_core.dispatch import payment_notice
 from athm_core.events import EventType
 from athm_core.models import Payment, Refund
 from athm_core.signals import payment_completed
@@ -76,15 +76,56 @@ def test_live_receivers_are_those_send_would_call_each_with_whether_it_is_async(
     ]
 
 
-def test_send_to_receiver_calls_the_named_receiver_only_sync_or_async(receivers):
-    notice = payment_notice(EventType.ECOMMERCE_COMPLETED, Payment(total=1))
-    dispatch.send_to_receiver(notice, "tests.test_dispatch.on_payments")
-    dispatch.send_to_receiver(notice, "tests.test_dispatch.on_payments_async")
-    assert calls == [("payments", Payment), ("async", Payment)]
-    with pytest.raises(ReceiverNotConnected, match=re.escape("no receiver tests.test_dispatch.on_refunds")):
-        dispatch.send_to_receiver(notice, "tests.test_dispatch.on_refunds")  # connected for Refund only
+def test_connected_receivers_are_named_in_order_and_told_apart(receivers):
+    def twin_of(n):
+        return lambda sender, **kwargs: calls.append(("twin", n))
+
+    twins = [twin_of(1), twin_of(2)]
+    for twin in twins:
+        payment_completed.connect(twin, sender=Payment)
+    try:
+        names = [name for name, _, _ in dispatch.connected_receivers(payment_completed, Payment)]
+    finally:
+        for twin in twins:
+            payment_completed.disconnect(twin, sender=Payment)
+    test = "tests.test_dispatch.test_connected_receivers_are_named_in_order_and_told_apart"
+    twin = f"{test}.<locals>.twin_of.<locals>.<lambda>"
+    assert names == [
+        "tests.test_dispatch.on_any_sender",
+        "tests.test_dispatch.on_payments",
+        twin,
+        f"{twin}#2",
+        "tests.test_dispatch.on_payments_async",
+    ]
 
 
-def test_a_notice_carries_its_signal_object():
+def test_a_notice_lists_the_receivers_connected_when_it_is_written(receivers):
     notice = payment_notice(EventType.ECOMMERCE_COMPLETED, Payment(total=1))
-    assert notice.signal is payment_completed and notice.sender is Payment
+    assert notice.signal == "payment_completed" and notice.delivered_at is None
+    assert [entry["receiver"] for entry in notice.receivers] == [
+        "tests.test_dispatch.on_any_sender",
+        "tests.test_dispatch.on_payments",
+        "tests.test_dispatch.on_payments_async",
+    ]
+    assert {entry["state"] for entry in notice.receivers} == {"pending"}
+
+
+def test_a_notice_nobody_listens_to_is_delivered_when_written():
+    notice = payment_notice(EventType.PAYMENT_RECEIVED, Payment(total=1))
+    assert notice.receivers == [] and notice.delivered_at is not None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_delivering_calls_sync_and_async_receivers_with_the_notice_id(receivers):
+    payment = Payment.objects.create(transaction_type="ecommerce", status="completed", total=1)
+    notice = payment_notice(EventType.ECOMMERCE_COMPLETED, payment)
+    notice.save()
+    report = dispatch.deliver([notice])
+    assert calls == [("any", Payment), ("payments", Payment), ("async", Payment)]
+    assert report.delivered == 1 and report.failed == 0
+    notice.refresh_from_db()
+    assert notice.delivered_at is not None
+    assert [entry["state"] for entry in notice.receivers] == ["delivered"] * 3
+    # Delivered: never again.
+    assert dispatch.deliver_ids([notice.pk]).calls == []
+    assert len(calls) == 3

@@ -218,8 +218,9 @@ def count_statements_in_the_transaction(name: str, monkeypatch) -> int:
 
 
 def test_statements_per_delivery_with_the_outbox(monkeypatch):
-    # New: lock the payment row, insert the payment, the webhook event and its outbox message.
-    assert count_statements_in_the_transaction("ecommerce_completed.production", monkeypatch) == 4
+    # New: lock the payment row, insert the payment, the webhook event, its notice and its outbox message
+    # (the budget: 6).
+    assert count_statements_in_the_transaction("ecommerce_completed.production", monkeypatch) == 5
     # Redelivery: lock the payment row, insert the webhook event; no message.
     assert count_statements_in_the_transaction("ecommerce_completed.production", monkeypatch) == 2
 

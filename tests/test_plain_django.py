@@ -70,6 +70,7 @@ def run(*args):
 
 purge = run("purge_events", "--older-than", "30", "--dry-run")
 reconcile = run("reconcile", "--from", "2026-11-20", "--to", "2026-11-21", "--dry-run")
+relay = run("relay", "--retry-now")
 register = run("register_webhook", "https://shop.example/athm/hook/s3cret-path-0123456789abcdef", "--dry-run")
 loaded = sorted(
     name for name in sys.modules
@@ -85,6 +86,7 @@ print(json.dumps({
     "purge": purge,
     "reconcile": reconcile,
     "register": register,
+    "relay": relay,
     "loaded": loaded,
 }))
 """
@@ -150,4 +152,6 @@ def test_athm_core_works_in_a_plain_django_project(fake_athm, tmp_path):
     assert "s3cret-path-0123456789abcdef" not in report["register"] and "s3cr…" in report["register"]
     assert "would get 404" not in report["register"]
 
+    # The relay a plain project runs on a schedule: athm_core's own, without SNS.
+    assert report["relay"].startswith("notices: linked 0 waiting refund(s), delivered 0")
     assert report["loaded"] == []  # no handler, no AWS SDK, no Lambda adapter

@@ -7,7 +7,7 @@ import pytest
 from django.db import transaction
 
 from athm_core import processor
-from athm_core.models import Payment, Refund, WebhookEvent
+from athm_core.models import Notice, Payment, Refund, WebhookEvent
 from athm_core.payloads import parse_data
 from tests.conftest import sample_data
 
@@ -23,6 +23,13 @@ REFUND = "refund_sent.documented"
 def deliver(name: str, **changes) -> WebhookEvent:
     data = {**sample_data(name), **changes}
     return processor.process(parse_data(data), raw_body=json.dumps(data), source_ip="192.0.2.1")
+
+
+def notice_id(**row) -> object:
+    """The ``notice_id`` receivers get for the one notice of ``row`` (``payment=`` or ``refund=``)."""
+    if "refund" in row:
+        return Notice.objects.get(refund=row["refund"]).notice_id
+    return Notice.objects.get(**row).notice_id
 
 
 def same_checkout(name: str, ecommerce_id: str = "checkout-1", **changes) -> WebhookEvent:
@@ -52,7 +59,8 @@ def test_completed_payment_fires_payment_completed_once(signal_log):
     assert record.payment == payment and record.source_ip == "192.0.2.1"
     [(name, sender, arguments)] = signal_log.calls
     assert (name, sender) == ("payment_completed", Payment)
-    assert arguments == {"payment": payment}
+    # The seed's arguments, plus the notice's id for receivers that deduplicate.
+    assert arguments == {"payment": payment, "notice_id": notice_id(payment=payment)}
     assert arguments["payment"].status == Payment.Status.COMPLETED
 
 
@@ -79,7 +87,9 @@ def test_cancel_and_expire(signal_log, name, status, signal):
     payment = Payment.objects.get()
     assert payment.status == status and payment.reference_number is None
     assert payment.total == Decimal("3.00")
-    assert signal_log.calls == [(signal, Payment, {"payment": payment})]
+    assert signal_log.calls == [
+        (signal, Payment, {"payment": payment, "notice_id": notice_id(payment=payment)})
+    ]
 
 
 def test_production_cancel_shape(signal_log):
@@ -128,7 +138,11 @@ def test_refund_is_tied_to_its_payment(signal_log):
     assert refund.linked_at is not None
     assert payment.total_refunded_amount == Decimal("1.50")
     assert record.refund == refund and record.payment == payment
-    assert signal_log.calls[-1] == ("refund_sent", Refund, {"refund": refund, "payment": payment})
+    assert signal_log.calls[-1] == (
+        "refund_sent",
+        Refund,
+        {"refund": refund, "payment": payment, "notice_id": notice_id(refund=refund)},
+    )
     assert signal_log.names() == ["payment_completed", "refund_sent"]
 
 
@@ -161,7 +175,11 @@ def test_refund_before_its_payment_is_kept_then_linked(signal_log):
     assert refund.payment == payment and refund.linked_at is not None
     assert payment.total_refunded_amount == Decimal("1.50")
     assert signal_log.names() == ["payment_completed", "refund_sent"]
-    assert signal_log.calls[1] == ("refund_sent", Refund, {"refund": refund, "payment": payment})
+    assert signal_log.calls[1] == (
+        "refund_sent",
+        Refund,
+        {"refund": refund, "payment": payment, "notice_id": notice_id(refund=refund)},
+    )
 
     # Redeliveries of either change nothing more.
     deliver(COMPLETED)
@@ -211,7 +229,9 @@ def test_app_payments_and_donations(signal_log, name, transaction_type, signal):
     assert payment.transaction_type == transaction_type
     assert payment.status == Payment.Status.COMPLETED and payment.ecommerce_id is None
     assert payment.reference_number == sample_data(name)["referenceNumber"]
-    assert signal_log.calls == [(signal, Payment, {"payment": payment})]
+    assert signal_log.calls == [
+        (signal, Payment, {"payment": payment, "notice_id": notice_id(payment=payment)})
+    ]
 
 
 def test_simulated_events_are_recorded_without_business_rows(signal_log):

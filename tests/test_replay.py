@@ -12,7 +12,7 @@ from django.utils import timezone
 from athm_core import processor, replay
 from athm_core.ath.client import FIND_PAYMENT_PATH
 from athm_core.events import EventType
-from athm_core.models import OutboxMessage, Payment, Refund, WebhookEvent
+from athm_core.models import Notice, OutboxMessage, Payment, Refund, WebhookEvent
 from athm_core.payloads import parse_data
 from athm_core.signals import payment_completed, payment_received, refund_sent
 from tests.conftest import ROOT, sample, sample_data
@@ -123,7 +123,8 @@ def test_a_failing_receiver_answers_200_is_recorded_counted_and_redispatched_onc
     output = run("redispatch", str(record.pk))
     assert f"event {record.pk}: sent: sent payment_completed to tests.test_replay.on_completed" in output
     assert len(flaky_completed.calls) == 2  # only the failed receiver was called again
-    assert flaky_completed.calls[1] == {"sender": Payment, "payment": payment}
+    notice = Notice.objects.get(payment=payment)
+    assert flaky_completed.calls[1] == {"sender": Payment, "payment": payment, "notice_id": notice.notice_id}
     assert signal_log.names() == ["payment_completed"]  # the receiver that had succeeded was not
     assert WebhookEvent.objects.get(pk=record.pk).receiver_errors == []
     assert snapshot() == before  # no row changed, no event or message added
@@ -149,7 +150,13 @@ def test_redispatch_failed_sends_each_events_missed_signals_with_their_rows(sign
         run("redispatch", "--failed")
     assert signal_log.calls == calls_before
     refund = Refund.objects.get()
-    assert flaky_refund.calls[1] == {"sender": Refund, "refund": refund, "payment": refund.payment}
+    notice_id = Notice.objects.get(refund=refund).notice_id
+    assert flaky_refund.calls[1] == {
+        "sender": Refund,
+        "refund": refund,
+        "payment": refund.payment,
+        "notice_id": notice_id,
+    }
     assert [len(c.calls) for c in (flaky_completed, flaky_received, flaky_refund)] == [2, 2, 2]
     assert WebhookEvent.objects.get(pk=completed.pk).receiver_errors == []
     assert WebhookEvent.objects.get(pk=refunded.pk).receiver_errors == []
@@ -381,10 +388,20 @@ def test_the_admin_offers_reprocess_and_redispatch_and_reports_results(child_env
 
 
 def test_a_recorded_failure_of_an_unknown_signal_is_kept_and_named():
-    record = processor.record("{}", Outcome.APPLIED, error="")
-    failure = {"signal": "payment_refunded", "receiver": "shop.receivers.on_refund", "error": "Traceback ..."}
-    WebhookEvent.objects.filter(pk=record.pk).update(receiver_errors=[failure])
+    record = deliver("payment_received")
+    now = timezone.now()
+    failure = {"receiver": "shop.receivers.on_refund", "state": "failed", "error": "Traceback ..."}
+    Notice.objects.create(
+        signal="payment_refunded",
+        payment=record.payment,
+        webhook_event=record,
+        receivers=[failure],
+        created_at=now,
+        next_attempt_at=now,
+    )
     [result] = replay.redispatch([record.pk])
     assert result.status == replay.STILL_FAILING
     assert "'payment_refunded' is not a signal of athm_core.signals" in result.detail
-    assert WebhookEvent.objects.get(pk=record.pk).receiver_errors == [failure]
+    [kept] = WebhookEvent.objects.get(pk=record.pk).receiver_errors
+    assert kept["receiver"] == failure["receiver"] and kept["attempts"] == 1
+    assert "'payment_refunded' is not a signal" in kept["error"]

@@ -1,4 +1,4 @@
-"""``athm redispatch EVENT_ID... | --failed``: send the signals that receivers raised on again.
+"""``athm redispatch EVENT_ID... | --failed``: deliver the unfinished notices of webhook events now.
 
 The work is :func:`athm_core.replay.redispatch`; this picks the events and prints one line per event.
 """
@@ -10,17 +10,15 @@ from athm_core import replay
 
 class Command(BaseCommand):
     help = (
-        "Send the signals of recorded webhook events again, only to the receivers that raised on them "
-        "(WebhookEvent.receiver_errors), with the payment and refund rows as they are now. Rows are never "
-        "changed; a receiver that succeeds has its failure cleared, one that raises again keeps it. "
-        "An event with no failed receivers is left alone."
+        "Deliver the unfinished notices of recorded webhook events now, whatever their backoff: each to the "
+        "receivers that have not had it (they raised, or never ran), with the payment and refund rows as "
+        "they are now. Rows are never changed; a receiver that succeeds is marked delivered, one that "
+        "raises again keeps its failure. An event whose notices are all delivered is left alone."
     )
 
     def add_arguments(self, parser):
         parser.add_argument("event_ids", nargs="*", type=int, metavar="EVENT_ID", help="webhook event ids")
-        parser.add_argument(
-            "--failed", action="store_true", help="every event with a failed receiver recorded"
-        )
+        parser.add_argument("--failed", action="store_true", help="every event with an unfinished notice")
 
     def handle(self, *args, event_ids, failed, **options):
         if not event_ids and not failed:

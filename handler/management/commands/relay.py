@@ -1,49 +1,39 @@
-"""``athm relay``: publish the outbox messages still pending, as the scheduled relay function does."""
+"""``athm relay``: what the scheduled relay function does, from a shell: finish the notices deliveries left
+(athm_core's ``relay``), then publish the pending outbox messages to ``ATHM_SNS_TOPIC_ARN`` when it is set."""
 
-import time
+from django.conf import settings
+from django.core.management.base import CommandError
 
-from django.core.exceptions import ImproperlyConfigured
-from django.core.management.base import BaseCommand, CommandError
+from athm_core.management.commands import relay
 
 
-class Command(BaseCommand):
-    help = (
-        "Publish pending outbox messages to ATHM_SNS_TOPIC_ARN: those whose publish failed or never ran. "
-        "Safe to run beside the webhook function and other relays."
-    )
+class Command(relay.Command):
+    help = relay.Command.help + " Then publish the pending outbox messages to ATHM_SNS_TOPIC_ARN, if set."
 
     def add_arguments(self, parser):
+        super().add_arguments(parser)
         parser.add_argument("--batch-size", type=int, default=25, help="messages locked per transaction")
-        parser.add_argument(
-            "--retry-now",
-            action="store_true",
-            help="do not wait out the backoff of messages that failed before (SNS is back)",
-        )
-        parser.add_argument(
-            "--watch",
-            type=float,
-            metavar="SECONDS",
-            help="keep running, one run every SECONDS, until interrupted",
-        )
 
-    def handle(self, *args, batch_size, retry_now, watch, **options):
-        from handler import publisher
-        from handler.observability import metrics
-
+    def handle(self, *args, batch_size, **options):
         if batch_size < 1:
             raise CommandError("--batch-size must be at least 1")
-        while True:
-            try:
-                report = publisher.relay(batch_size=batch_size, retry_now=retry_now)
-            except ImproperlyConfigured as exc:
-                raise CommandError(str(exc)) from exc
-            finally:
-                # A shell has no CloudWatch to flush the metrics to.
-                metrics.clear_metrics()
+        super().handle(*args, batch_size=batch_size, **options)
+
+    def run_once(self, *, retry_now, batch_size, **options):
+        from handler import relay
+        from handler.observability import metrics
+
+        try:
+            result = relay.run(retry_now=retry_now, batch_size=batch_size)
+        finally:
+            # A shell has no CloudWatch to flush the metrics to.
+            metrics.clear_metrics()
+        self.stdout.write(self.describe(result["notices"]))
+        if "outbox" in result:
+            outbox = result["outbox"]
             self.stdout.write(
-                f"published {report.published}, failed {report.failed}, pending {report.pending}"
-                f" (oldest waiting {report.oldest_pending_seconds:.0f} s)"
+                f"outbox: published {outbox['published']}, failed {outbox['failed']},"
+                f" pending {outbox['pending']} (oldest waiting {outbox['oldest_pending_seconds']:.0f} s)"
             )
-            if watch is None:
-                return
-            time.sleep(watch)
+        elif not settings.ATHM_SNS_TOPIC_ARN:
+            self.stdout.write("outbox: ATHM_SNS_TOPIC_ARN is not set; nothing to publish")

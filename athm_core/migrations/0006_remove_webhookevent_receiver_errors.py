@@ -1,0 +1,17 @@
+"""Receiver failures live on the notices now (0005 moved them there)."""
+
+from django.db import migrations
+
+
+class Migration(migrations.Migration):
+
+    dependencies = [
+        ('athm_core', '0005_notices'),
+    ]
+
+    operations = [
+        migrations.RemoveField(
+            model_name='webhookevent',
+            name='receiver_errors',
+        ),
+    ]
