@@ -1,19 +1,69 @@
-"""A read-only Django admin for payments, refunds, webhook events and the outbox.
+"""A read-only Django admin for payments, refunds, webhook events, their notices and the outbox.
 
-Rows change only through ATH Móvil's events (see :mod:`athm_core.processor`), so nobody adds, edits or
-deletes them here. Superusers have two actions on webhook events, the same as ``athm reprocess`` and
-``athm redispatch`` (see :mod:`athm_core.replay`): each records a new attempt or re-sends missed signals,
-and neither edits a row by hand. Reprocessing here takes the same path as a new delivery, ATH Móvil's
+Rows change only through ATH Móvil's events (see :mod:`athm_core.processor`) and the deliveries of their
+notices (:mod:`athm_core.dispatch`), so nobody adds, edits or deletes them here. An event's page lists its
+notices with each receiver's state; the notices have a list of their own, to find the unfinished ones.
+
+Superusers have two actions on webhook events, the same as ``athm reprocess`` and ``athm redispatch``
+(see :mod:`athm_core.replay`): one records a new attempt, the other delivers the events' unfinished notices
+now, and neither edits a row by hand. Reprocessing here takes the same path as a new delivery, ATH Móvil's
 verification included (``ATHM_VERIFIER``).
 """
 
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime
+
 from django.contrib import admin, messages
+from django.contrib.admin.utils import display_for_value
+from django.contrib.admin.views.main import ChangeList
+from django.db import connection
+from django.db.models import Prefetch
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
 
 from athm_core import replay
-from athm_core.models import OutboxMessage, Payment, Refund, WebhookEvent
+from athm_core.models import Notice, OutboxMessage, Payment, Refund, WebhookEvent
+
+State = Notice.ReceiverState
+
+
+class DatesInPythonChangeList(ChangeList):
+    """A list without the links of its date drill-down (``date_hierarchy``), whose query groups rows by
+    local date in SQL: for a database that cannot (:func:`local_dates_in_sql`)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Set after the filtering: a drill-down's own parameters still filter (by ranges made in Python).
+        self.date_hierarchy = None
+
+
+_local_dates_in_sql: bool | None = None
+
+
+def local_dates_in_sql() -> bool:
+    """Whether the database can turn UTC times into local dates. MySQL and MariaDB can once their time zone
+    tables are loaded (``mariadb-tzinfo-to-sql``); without them, a list's ``date_hierarchy`` fails the page.
+    Asked once per process."""
+    global _local_dates_in_sql
+    if _local_dates_in_sql is None:
+        if connection.vendor != "mysql":
+            _local_dates_in_sql = True
+        else:
+            with connection.cursor() as cursor:
+                zone = timezone.get_current_timezone_name()
+                cursor.execute("SELECT CONVERT_TZ('2000-01-01 00:00:00', 'UTC', %s)", [zone])
+                _local_dates_in_sql = cursor.fetchone()[0] is not None
+    return _local_dates_in_sql
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
+    def get_changelist(self, request, **kwargs):
+        if self.date_hierarchy and not local_dates_in_sql():
+            return DatesInPythonChangeList
+        return super().get_changelist(request, **kwargs)
+
     def has_add_permission(self, request, obj=None):
         return False
 
@@ -24,10 +74,7 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return False
 
 
-class RefundInline(admin.TabularInline):
-    model = Refund
-    fields = ["reference_number", "amount", "transaction_date", "linked_at"]
-    readonly_fields = fields
+class ReadOnlyInline(admin.TabularInline):
     extra = 0
     can_delete = False
     show_change_link = True
@@ -37,6 +84,85 @@ class RefundInline(admin.TabularInline):
 
     def has_change_permission(self, request, obj=None):
         return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+# --- a notice's receivers, for people ---------------------------------------------------------------------
+
+
+def _entries(notice: Notice) -> list[dict]:
+    return [entry for entry in notice.receivers or [] if isinstance(entry, dict)]
+
+
+def _when(value) -> str:
+    """A receiver's ``last_attempt_at`` (ISO text) in local time, to the second."""
+    try:
+        moment = datetime.fromisoformat(str(value))
+    except ValueError:
+        return str(value)
+    if timezone.is_aware(moment):
+        moment = timezone.localtime(moment)
+    return f"{moment:%Y-%m-%d %H:%M:%S}"
+
+
+def _attempts(entry: dict) -> str:
+    attempts = int(entry.get("attempts") or 0)
+    if not attempts:
+        return "not called yet"
+    text = f"{attempts} attempt{'s' if attempts != 1 else ''}"
+    if entry.get("last_attempt_at"):
+        text += f", last {_when(entry['last_attempt_at'])}"
+    return text
+
+
+def _last_line(error: str) -> str:
+    """A traceback's last line: the exception and its message."""
+    lines = [line for line in str(error).splitlines() if line.strip()]
+    return lines[-1].strip() if lines else ""
+
+
+def summary(notice: Notice) -> str:
+    """How many of a notice's receivers are in each state: "2 delivered, 1 failed"."""
+    states = Counter(str(entry.get("state", "?")) for entry in _entries(notice))
+    if not states:
+        return "no receivers"
+    order = [State.DELIVERED, State.FAILED, State.PENDING]
+    known = [f"{states.pop(state)} {state}" for state in order if state in states]
+    return ", ".join(known + [f"{count} {state}" for state, count in sorted(states.items())])
+
+
+def receiver_lines(notice: Notice, *, tracebacks: bool):
+    """One line per receiver: its name, state and attempts; for a failure, the exception (``tracebacks``:
+    the whole traceback)."""
+    entries = _entries(notice)
+    if not entries:
+        return "no receivers"
+    lines = []
+    for entry in entries:
+        line = format_html(
+            "<strong>{}</strong>: {} ({})",
+            entry.get("receiver", "?"),
+            entry.get("state", "?"),
+            _attempts(entry),
+        )
+        error = entry.get("error") or ""
+        if error and tracebacks:
+            line = format_html("{}<pre>{}</pre>", line, error.rstrip())
+        elif error:
+            line = format_html("{}: {}", line, _last_line(error))
+        lines.append((line,))
+    return format_html_join("", "<div>{}</div>", lines)
+
+
+# --- payments and refunds ---------------------------------------------------------------------------------
+
+
+class RefundInline(ReadOnlyInline):
+    model = Refund
+    fields = ["reference_number", "amount", "transaction_date", "linked_at"]
+    readonly_fields = fields
 
 
 @admin.register(Payment)
@@ -64,6 +190,27 @@ class RefundAdmin(ReadOnlyAdmin):
     search_fields = ["reference_number"]
 
 
+# --- webhook events and their notices ---------------------------------------------------------------------
+
+
+class NoticeInline(ReadOnlyInline):
+    model = Notice
+    fk_name = "webhook_event"
+    fields = ["signal", "receiver_states", "attempts", "next_attempt", "delivered_at"]
+    readonly_fields = fields
+    verbose_name_plural = "notices (the signals this event sent, and what each receiver did)"
+
+    @admin.display(description="receivers")
+    def receiver_states(self, notice: Notice):
+        return receiver_lines(notice, tracebacks=False)
+
+    @admin.display(description="next attempt at")
+    def next_attempt(self, notice: Notice) -> str:
+        # A delivered notice is never tried again.
+        value = None if notice.delivered_at else notice.next_attempt_at
+        return display_for_value(value, self.get_empty_value_display())
+
+
 @admin.register(WebhookEvent)
 class WebhookEventAdmin(ReadOnlyAdmin):
     list_display = [
@@ -78,11 +225,24 @@ class WebhookEventAdmin(ReadOnlyAdmin):
     list_filter = ["outcome", "event_type", "received_at"]
     search_fields = ["idempotency_key", "request_id"]
     date_hierarchy = "received_at"
+    inlines = [NoticeInline]
     actions = ["reprocess_selected", "redispatch_selected"]
+
+    def get_queryset(self, request):
+        # The unfinished notices of every event listed, in one query: only they can have failed receivers.
+        unfinished = Notice.objects.filter(delivered_at=None).order_by("id")
+        return (
+            super()
+            .get_queryset(request)
+            .prefetch_related(Prefetch("notices", queryset=unfinished, to_attr="unfinished_notices"))
+        )
 
     @admin.display(description="failed receivers")
     def failed_receivers(self, event: WebhookEvent) -> int:
-        return len(event.receiver_errors or [])
+        notices = getattr(event, "unfinished_notices", None)
+        if notices is None:
+            notices = event.notices.filter(delivered_at=None)
+        return sum(len(notice.failures()) for notice in notices)
 
     def has_replay_permission(self, request) -> bool:
         # They apply events and call receivers again: the same power as the athm command line.
@@ -92,7 +252,7 @@ class WebhookEventAdmin(ReadOnlyAdmin):
     def reprocess_selected(self, request, queryset):
         self._report(request, replay.reprocess(queryset.order_by("received_at", "pk")), "reprocessed")
 
-    @admin.action(description="Re-send signals to failed receivers", permissions=["replay"])
+    @admin.action(description="Deliver unfinished notices now", permissions=["replay"])
     def redispatch_selected(self, request, queryset):
         self._report(request, replay.redispatch(queryset.order_by("received_at", "pk")), "redispatched")
 
@@ -102,6 +262,36 @@ class WebhookEventAdmin(ReadOnlyAdmin):
             level = messages.WARNING if result.status in bad else messages.SUCCESS
             self.message_user(request, str(result), level)
         self.message_user(request, f"{len(results)} event(s) {verb}", messages.INFO)
+
+
+@admin.register(Notice)
+class NoticeAdmin(ReadOnlyAdmin):
+    list_display = ["id", "created_at", "signal", "payment", "delivered_at", "attempts", "receivers_summary"]
+    list_filter = [("delivered_at", admin.EmptyFieldListFilter), "signal", "created_at"]
+    list_select_related = ["payment"]
+    search_fields = ["notice_id", "payment__reference_number", "payment__ecommerce_id"]
+    date_hierarchy = "created_at"
+    fields = [
+        "notice_id",
+        "signal",
+        "payment",
+        "refund",
+        "webhook_event",
+        "created_at",
+        "attempts",
+        "next_attempt_at",
+        "delivered_at",
+        "receiver_details",
+    ]
+    readonly_fields = fields
+
+    @admin.display(description="receivers")
+    def receivers_summary(self, notice: Notice) -> str:
+        return summary(notice)
+
+    @admin.display(description="receivers")
+    def receiver_details(self, notice: Notice):
+        return receiver_lines(notice, tracebacks=True)
 
 
 @admin.register(OutboxMessage)

@@ -48,6 +48,8 @@ from athm_core.text import storable
 log = logging.getLogger(__name__)
 
 State = Notice.ReceiverState
+# A receiver in these states is never called again for the notice.
+_DONE = {State.DELIVERED, State.FORGOTTEN}
 
 # How long a new notice is left to the delivery that wrote it before the relay takes it over.
 GRACE = timedelta(minutes=1)
@@ -167,6 +169,30 @@ def deliver_due(*, retry_now: bool = False, deadline: float | None = None, limit
     return report
 
 
+def forget(receiver: str) -> int:
+    """Give up ``receiver`` (a name as recorded) on every unfinished notice, for a receiver removed or renamed
+    on purpose: it is marked ``forgotten`` and never called for them again. Returns how many notices."""
+    forgotten = 0
+    report = Report()
+    for pk in Notice.objects.filter(delivered_at=None).order_by("id").values_list("id", flat=True):
+        with transaction.atomic():
+            notice = Notice.objects.select_for_update().filter(pk=pk).order_by().first()
+            entries = [
+                e for e in notice.receivers if e.get("receiver") == receiver and e.get("state") not in _DONE
+            ]
+            if notice.delivered_at is not None or not entries:
+                continue
+            for entry in entries:
+                entry["state"] = State.FORGOTTEN
+            forgotten += 1
+            if all(entry.get("state") in _DONE for entry in notice.receivers):
+                _settle(notice, report, late=False)
+            else:
+                notice.save(update_fields=["receivers"])
+    log.warning("receiver %s given up on %d unfinished notice(s)", receiver, forgotten)
+    return forgotten
+
+
 @dataclass(frozen=True)
 class Backlog:
     pending: int
@@ -226,7 +252,7 @@ def _locked(pk: int) -> Notice | None:
 
 def _next(notice: Notice, tried: set[str]) -> dict[str, Any] | None:
     for entry in notice.receivers:
-        if entry.get("state") != State.DELIVERED and entry.get("receiver") not in tried:
+        if entry.get("state") not in _DONE and entry.get("receiver") not in tried:
             return entry
     return None
 
@@ -264,7 +290,7 @@ def _record_failure(pk: int, raised: _Raised, tried: set[str], report: Report, l
             return True
         entry = next((e for e in notice.receivers if e.get("receiver") == raised.name), None)
         # Another process may have called it again, successfully, between the two transactions.
-        if entry is not None and entry.get("state") != State.DELIVERED:
+        if entry is not None and entry.get("state") not in _DONE:
             _attempted(entry)
             _failed(
                 notice,
@@ -303,7 +329,7 @@ def _settle(notice: Notice, report: Report, late: bool) -> None:
     """Every receiver has been tried in this run: the notice is delivered, or waits for its next try."""
     now = timezone.now()
     fields = ["receivers", "delivered_at", "attempts", "next_attempt_at"]
-    if all(entry.get("state") == State.DELIVERED for entry in notice.receivers):
+    if all(entry.get("state") in _DONE for entry in notice.receivers):
         notice.delivered_at = now
         report.delivered += 1
         report.late += late

@@ -210,8 +210,9 @@ class Notice(models.Model):
          {"receiver": "shop.receivers.email", "state": "failed", "attempts": 2, "last_attempt_at": ...,
           "error": "Traceback (most recent call last): ..."}]
 
-    ``state`` is ``pending`` (not yet called), ``delivered`` (returned; never called again for this notice)
-    or ``failed`` (raised, or was not connected; called again later). ``delivered_at`` is set once every
+    ``state`` is ``pending`` (not yet called), ``delivered`` (returned; never called again for this notice),
+    ``failed`` (raised, or was not connected; called again later) or ``forgotten`` (given up by hand: a
+    receiver removed on purpose). ``delivered_at`` is set once every
     receiver has it. ``notice_id`` is the notice's identifier, given to each receiver as ``notice_id`` and
     used as the ``id`` of the SNS message for the same change.
     """
@@ -220,6 +221,8 @@ class Notice(models.Model):
         PENDING = "pending", "Pending"
         DELIVERED = "delivered", "Delivered"
         FAILED = "failed", "Failed"
+        # Given up by hand (``athm redispatch --forget``): a receiver removed or renamed on purpose.
+        FORGOTTEN = "forgotten", "Forgotten"
 
     notice_id = models.UUIDField(unique=True, default=uuid.uuid4, editable=False)
     # The signal's name in athm_core.signals, e.g. "payment_completed".

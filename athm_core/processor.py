@@ -406,7 +406,17 @@ def link_waiting_refunds() -> list[Notice]:
     )
     notices: list[Notice] = []
     for reference_number in set(waiting.values_list("reference_number", flat=True)):
-        notices += _link_waiting_refunds(reference_number, None)[0]
+        linked = _link_waiting_refunds(reference_number, None)[0]
+        # Each notice goes with its refund's own delivery: the event shows it, and redispatch finds it.
+        events = dict(
+            WebhookEvent.objects.filter(
+                refund__in=[notice.refund_id for notice in linked], outcome=Outcome.APPLIED
+            ).values_list("refund_id", "pk")
+        )
+        for notice in linked:
+            notice.webhook_event_id = events.get(notice.refund_id)
+        Notice.objects.bulk_update([n for n in linked if n.webhook_event_id], ["webhook_event"])
+        notices += linked
     return notices
 
 

@@ -105,6 +105,7 @@ class PendingReport:
 
     linked: int = 0  # waiting refunds tied to their payment
     delivered: int = 0  # notices finished
+    late: int = 0  # of those, notices a delivery had left unfinished (the rest: the links' own)
     failed: int = 0  # receivers that raised (or were not connected)
     pending: int = 0  # notices still unfinished afterwards
     oldest_pending_seconds: float = 0.0
@@ -127,6 +128,7 @@ def finish_pending(*, retry_now: bool = False, deadline: float | None = None) ->
     return PendingReport(
         linked=len(linked),
         delivered=report.delivered + due.delivered,
+        late=due.delivered,
         failed=report.failed + due.failed,
         pending=backlog.pending,
         oldest_pending_seconds=round(backlog.oldest_age().total_seconds(), 3),

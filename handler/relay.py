@@ -37,7 +37,7 @@ def run(*, deadline: float | None = None, retry_now: bool = False, batch_size: i
     metrics.add_metric(
         name="NoticeOldestPendingAge", unit=MetricUnit.Seconds, value=notices.oldest_pending_seconds
     )
-    metrics.add_metric(name="NoticesDeliveredLate", unit=MetricUnit.Count, value=notices.delivered)
+    metrics.add_metric(name="NoticesDeliveredLate", unit=MetricUnit.Count, value=notices.late)
     if notices.failed:
         metrics.add_metric(name="ReceiverFailed", unit=MetricUnit.Count, value=notices.failed)
     logger.info("notices relay run", extra=notices.as_dict())

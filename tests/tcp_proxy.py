@@ -5,6 +5,11 @@ server. ``cut()`` closes every forwarded connection and the listening socket, so
 refused at once (a database that is down); ``restore()`` listens again on the same port. Only the
 connections that went through this proxy are touched: the real server never notices more than clients
 that hung up.
+
+``drop_after_commit()`` arms a lost commit acknowledgement, once: the next ``COMMIT`` statement a client
+sends (PostgreSQL's simple query ``COMMIT``, MySQL's ``COM_QUERY COMMIT``) is forwarded, the server's answer
+is read and swallowed, and then that connection is closed on both sides. The server has committed; the
+client never learns it. ``commit_dropped`` is set once that has happened.
 """
 
 from __future__ import annotations
@@ -22,6 +27,10 @@ class TcpProxy:
         self._sockets: set[socket.socket] = set()
         self._listener: socket.socket | None = None
         self.accepted = 0
+        # drop_after_commit(): armed until a COMMIT passes; then the server socket whose answer is swallowed.
+        self._drop_commit = False
+        self._swallow: set[socket.socket] = set()
+        self.commit_dropped = threading.Event()
         self.restore()
 
     def restore(self) -> None:
@@ -49,6 +58,12 @@ class TcpProxy:
 
     close = cut
 
+    def drop_after_commit(self) -> None:
+        """Arm, once: the next COMMIT is forwarded, its answer swallowed, and its connection closed."""
+        with self._lock:
+            self._drop_commit = True
+            self.commit_dropped.clear()
+
     @property
     def open_connections(self) -> int:
         with self._lock:
@@ -73,20 +88,39 @@ class TcpProxy:
                     return
                 self._sockets |= {client, server}
                 self.accepted += 1
-            for source, sink in ((client, server), (server, client)):
-                threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
+            for source, sink, from_client in ((client, server, True), (server, client, False)):
+                threading.Thread(target=self._pipe, args=(source, sink, from_client), daemon=True).start()
 
-    def _pipe(self, source: socket.socket, sink: socket.socket) -> None:
+    def _pipe(self, source: socket.socket, sink: socket.socket, from_client: bool) -> None:
         try:
             while data := source.recv(65536):
+                with self._lock:
+                    swallow = source in self._swallow
+                    if from_client and self._drop_commit and _is_commit(data):
+                        # Marked before the COMMIT leaves: its answer can only come after this.
+                        self._drop_commit = False
+                        self._swallow.add(sink)
+                if swallow:
+                    # The server's answer to COMMIT (it has committed): never forwarded; both ends hang up.
+                    self.commit_dropped.set()
+                    break
                 sink.sendall(data)
         except OSError:
             pass
         finally:
             with self._lock:
                 self._sockets -= {source, sink}
+                self._swallow -= {source, sink}
             _close(source)
             _close(sink)
+
+
+def _is_commit(data: bytes) -> bool:
+    """Whether ``data`` (from a client) is a COMMIT statement alone: PostgreSQL's simple query message
+    (``Q``, length, ``COMMIT\\0``) or MySQL's ``COM_QUERY`` packet (length, sequence, 0x03, ``COMMIT``)."""
+    postgresql = data[:1] == b"Q" and data[5:].rstrip(b"\x00;").strip().upper() == b"COMMIT"
+    mysql = len(data) > 5 and data[4] == 0x03 and data[5:].strip().rstrip(b";").upper() == b"COMMIT"
+    return postgresql or mysql
 
 
 def _close(sock: socket.socket) -> None:

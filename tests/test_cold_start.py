@@ -232,7 +232,14 @@ def test_the_relay_function_without_a_topic_delivers_the_notices_left_pending(ch
         assert result.returncode == 0, result.stderr
     lines = result.stdout.strip().splitlines()
     assert json.loads(lines[-1]) == {
-        "notices": {"linked": 0, "delivered": 0, "failed": 0, "pending": 0, "oldest_pending_seconds": 0.0}
+        "notices": {
+            "linked": 0,
+            "delivered": 0,
+            "late": 0,
+            "failed": 0,
+            "pending": 0,
+            "oldest_pending_seconds": 0.0,
+        }
     }
     metrics = next(json.loads(line) for line in lines if '"NoticeOldestPendingAge"' in line)
     assert metrics["NoticesPending"] == [0.0]

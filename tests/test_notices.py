@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 import threading
 from datetime import timedelta
+from io import StringIO
 
 import pytest
+from django.core.management import CommandError, call_command
 from django.db import connection, connections, transaction
 from django.db.migrations.executor import MigrationExecutor
 from django.utils import timezone
@@ -198,6 +200,24 @@ def test_a_receiver_not_connected_in_this_process_is_not_forgotten(receivers):
     assert [len(first.calls), len(second.calls)] == [2, 2]
 
 
+def test_a_receiver_removed_on_purpose_is_given_up_by_hand(receivers):
+    _, second, _ = receivers
+    second.failing = LookupError("down")
+    deliver(COMPLETED)
+    deliver("payment_received")  # another signal: nothing to give up there
+    payment_completed.disconnect(second)  # renamed in a deploy, say
+    out = StringIO()
+    call_command("redispatch", "--forget", "tests.test_notices.second", stdout=out)
+    assert out.getvalue().strip() == "tests.test_notices.second given up on 1 unfinished notice(s)"
+    notice = Notice.objects.get(signal="payment_completed")
+    assert notice.delivered_at is not None
+    assert [e["state"] for e in notice.receivers] == ["delivered", "forgotten"]
+    assert dispatch.backlog().pending == 0 and replay.finish_pending(retry_now=True).failed == 0
+    assert len(second.calls) == 1
+    with pytest.raises(CommandError, match="--forget takes no event ids"):
+        call_command("redispatch", "--forget", "x", "--failed")
+
+
 def test_a_notice_another_process_is_delivering_is_left_to_it(receivers):
     if connection.vendor == "sqlite":
         pytest.skip("SQLite has no row locks: one writer at a time already keeps deliveries apart")
@@ -247,10 +267,12 @@ def test_the_relay_ties_waiting_refunds_that_a_dead_process_left_and_announces_t
     assert Refund.objects.get().payment is None and refunds.calls == []
 
     report = replay.finish_pending()
-    assert (report.linked, report.delivered) == (1, 1)
+    assert (report.linked, report.delivered, report.late) == (1, 1, 0)
     refund = Refund.objects.select_related("payment").get()
     assert refund.payment is not None and refund.payment.total_refunded_amount == refund.amount
     notice = Notice.objects.get(refund=refund)
+    # Shown with the refund's own delivery, where the admin and `athm redispatch` look.
+    assert notice.webhook_event == WebhookEvent.objects.get(event_type="refund.sent")
     assert refunds.calls == [{"refund": refund, "payment": refund.payment, "notice_id": notice.notice_id}]
     assert replay.finish_pending().linked == 0 and len(refunds.calls) == 1
 

@@ -116,3 +116,37 @@ def test_every_function_in_the_template_has_a_build_target():
     resources = load_template(TEMPLATE)["Resources"]
     built = {name for name, resource in resources.items() if resource.get("Metadata", {}).get("BuildMethod")}
     assert built and built <= targets, f"no build-<name> target in the Makefile for {built - targets}"
+
+
+def test_a_notice_stuck_for_ten_minutes_or_a_silent_relay_raises_an_alarm():
+    resources = load_template(TEMPLATE)["Resources"]
+    alarm = resources["NoticeAgeAlarm"]["Properties"]
+    outbox = resources["OutboxAgeAlarm"]["Properties"]
+    assert alarm["MetricName"] == "NoticeOldestPendingAge"  # what handler/relay.py reports, in seconds
+    assert (alarm["Statistic"], alarm["Period"], alarm["EvaluationPeriods"]) == ("Maximum", 300, 1)
+    assert (alarm["ComparisonOperator"], alarm["Threshold"]) == ("GreaterThanThreshold", 600)
+    # The relay reports every minute, topic or not: no data means it is not running.
+    assert alarm["TreatMissingData"] == "breaching"
+    for key in ("Namespace", "Dimensions", "AlarmActions"):
+        assert alarm[key] == outbox[key], key
+    relay = resources["RelayFunction"]
+    assert "Condition" not in relay  # always created: the receivers need it with or without SNS
+    assert relay["Properties"]["Description"] == (
+        "Delivers notices the webhook function could not finish, and publishes outbox messages"
+    )
+    assert relay["Properties"]["Events"]["EveryMinute"]["Properties"]["Schedule"] == "rate(1 minute)"
+
+
+@pytest.mark.django_db
+def test_the_relay_reports_the_metric_the_alarm_watches_in_seconds(settings):
+    from handler import relay
+    from handler.observability import metrics
+
+    settings.ATHM_SNS_TOPIC_ARN = ""  # the notices are reported with or without a topic
+    try:
+        relay.run()
+        reported = {name: dict(metric) for name, metric in metrics.metric_set.items()}
+    finally:
+        metrics.clear_metrics()
+    assert reported["NoticeOldestPendingAge"]["Unit"] == "Seconds"
+    assert reported["NoticeOldestPendingAge"]["Value"] == [0.0]  # nothing waits

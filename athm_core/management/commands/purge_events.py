@@ -1,4 +1,5 @@
-"""``athm purge_events --older-than DAYS``: the retention purge of stored webhook bodies.
+"""``athm purge_events --older-than DAYS``: the retention purge of stored webhook bodies, published outbox
+messages and delivered notices.
 
 The work is :func:`athm_core.retention.purge_events`; this prints what it did.
 """
@@ -14,9 +15,10 @@ from athm_core.retention import purge_events
 class Command(BaseCommand):
     help = (
         "Empty the stored raw bodies (and error texts) of the webhook events received more than DAYS days "
-        "ago, keeping each event's row, outcome and links, and delete the outbox messages published before "
-        "then; pending messages stay. Payments and refunds, customer name, phone and email included, are "
-        "the business's records and are never touched. Safe to run again and beside the webhook function."
+        "ago, keeping each event's row, outcome and links, and delete the outbox messages published and the "
+        "notices delivered before then; pending messages and unfinished notices stay. Payments and refunds, "
+        "customer name, phone and email included, are the business's records and are never touched. Safe "
+        "to run again and beside the webhook function."
     )
 
     def add_arguments(self, parser):
@@ -36,12 +38,13 @@ class Command(BaseCommand):
         cutoff = f"{timezone.localtime(report.cutoff):%Y-%m-%d %H:%M %Z}"
         if dry_run:
             self.stdout.write(
-                f"would empty the stored bodies of {report.events} webhook events received before {cutoff} "
-                f"and delete {report.outbox_messages} outbox messages published before then "
-                "(dry run: nothing changed)"
+                f"would empty the stored bodies of {report.events} webhook events received before {cutoff}, "
+                f"delete {report.outbox_messages} outbox messages published and {report.notices} notices "
+                "delivered before then (dry run: nothing changed)"
             )
         else:
             self.stdout.write(
                 f"emptied the stored bodies of {report.events} webhook events received before {cutoff}; "
-                f"deleted {report.outbox_messages} outbox messages published before then"
+                f"deleted {report.outbox_messages} outbox messages published and {report.notices} notices "
+                "delivered before then"
             )

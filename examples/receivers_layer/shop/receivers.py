@@ -1,11 +1,12 @@
 """The shop's receivers for ATH Móvil's signals: orders paid, confirmations sent, refunds counted.
 
-Imported once per container at cold start (``ATHM_RECEIVERS=shop.receivers``). Each signal fires once per
-state change, after the handler's transaction has committed, but every receiver here is written to be
-safe if it runs twice for the same payment or refund: it locks the order, looks at what is already done
-and only then changes it. Cases that are not errors (no order reference, an order paid twice, a refund
-for no known order) are logged and left alone instead of raised. A receiver that does raise does not
-fail the webhook (the handler records it on the event), but nothing here counts on that.
+Imported once per container at cold start (``ATHM_RECEIVERS=shop.receivers``). Each receiver hears of each
+state change at least once, and in practice once, after the handler's transaction has committed; every
+receiver here is still written to be safe if it runs twice for the same payment or refund: it locks the
+order, looks at what is already done and only then changes it. Cases that are not errors (no order
+reference, an order paid twice, a refund for no known order) are logged and left alone instead of
+raised. A receiver that does raise does not fail the webhook (the handler records it on the change's
+notice and calls the receiver again later), but nothing here counts on that.
 
 Logs carry ids and amounts only: never the customer's name, phone number or email.
 """
