@@ -7,10 +7,15 @@ receivers one at a time, each in a transaction of its own that also records what
 
 - a receiver that returns is ``delivered`` in the same commit as its own writes, and is never called
   again for that notice;
-- one that raises is ``failed``: its transaction, its database writes with it, is rolled back; its
-  traceback is recorded on the notice in the next transaction (the log gets the exception's type only, as
-  the text may quote customer data), and it is called again later: by a redelivery of the same event, by
-  the relay (:func:`deliver_due`, with a backoff) or by ``athm redispatch``.
+- one that raises (``SystemExit`` included), or whose transaction cannot commit (it swallowed a database
+  error, rolled back, broke a constraint checked at commit), is ``failed``: its transaction, its database
+  writes with it, is rolled back; its traceback is recorded on the notice in the next transaction (the log
+  gets the exception's type only, as the text may quote customer data), and it is called again later: by
+  a redelivery of the same event, by the relay (:func:`deliver_due`, with a backoff) or by
+  ``athm redispatch``. A delivery that comes late books the notice's next try before calling anyone, so a
+  receiver that hangs or kills the process does not have its notice taken first again on every run.
+
+One notice that cannot be delivered never holds up the others; only an unreachable database stops a run.
 
 The notice's row is locked (``SELECT ... FOR UPDATE SKIP LOCKED``) while one of its receivers runs, so
 that two processes never call the same receiver for the same notice, and each sees under the lock what the
@@ -26,6 +31,8 @@ it as its ``id``), for receivers that must deduplicate. A receiver is named ``mo
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 import random
 import time
@@ -37,8 +44,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from asgiref.sync import async_to_sync
-from django.db import connection, transaction
+from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import Min
+from django.db.transaction import TransactionManagementError
 from django.dispatch import Signal
 from django.utils import timezone
 
@@ -60,6 +68,10 @@ GRACE = timedelta(minutes=1)
 # A notice whose receiver failed is tried again after 1 min, 2, 4 ... up to 30 minutes, never giving up.
 _FIRST_RETRY = timedelta(minutes=1)
 _LAST_RETRY = timedelta(minutes=30)
+# A receiver's traceback is kept up to this many characters (its start and its end).
+_MAX_ERROR = 20_000
+# The database cannot be reached: no use trying the next notice.
+_UNREACHABLE = (OperationalError, InterfaceError)
 
 
 @dataclass
@@ -131,13 +143,13 @@ def deliver(notices: Iterable[Notice], report: Report | None = None) -> Report:
     """Call the receivers of ``notices`` that have not had them, in order, recording each result.
 
     The rows in memory (``notice.payment``, ``notice.refund``) are what the receivers get. Notices that
-    another process is delivering right now are left to it. Database errors propagate: what was recorded
-    stays, the rest is left for a redelivery or the relay.
+    another process is delivering right now are left to it. When the database cannot be reached, the error
+    propagates: what was recorded stays, the rest is left for a redelivery or the relay.
     """
     report = report or Report()
     for notice in notices:
         if notice.delivered_at is None:
-            _deliver_one(notice.pk, report, rows=notice)
+            _isolated(notice.pk, report, rows=notice)
     return report
 
 
@@ -145,7 +157,7 @@ def deliver_pending_of(payment: Payment, report: Report | None = None) -> Report
     """Deliver every unfinished notice of ``payment``, whatever its backoff: what a redelivery does first."""
     report = report or Report()
     for pk in _pending_ids_of(payment.pk):
-        _deliver_one(pk, report, late=True)
+        _isolated(pk, report, late=True)
     return report
 
 
@@ -153,24 +165,40 @@ def deliver_ids(ids: Iterable[int], report: Report | None = None) -> Report:
     """Deliver these notices now, whatever their backoff (``athm redispatch``)."""
     report = report or Report()
     for pk in ids:
-        _deliver_one(pk, report, late=True)
+        _isolated(pk, report, late=True)
     return report
 
 
-def deliver_due(*, retry_now: bool = False, deadline: float | None = None, limit: int = 500) -> Report:
+def deliver_due(*, retry_now: bool = False, deadline: float | None = None, batch: int = 500) -> Report:
     """The relay's work: deliver the notices left unfinished for longer than :data:`GRACE` and due for
     another try, oldest first, until none is left or the :func:`time.monotonic` ``deadline`` has passed.
-    ``retry_now`` takes every unfinished notice at once, ignoring the grace period and the backoff."""
+    ``retry_now`` takes every unfinished notice, ignoring the grace period and the backoff. Each notice is
+    tried once per call."""
     report = Report()
     now = timezone.now()
     pending = Notice.objects.filter(delivered_at=None)
     if not retry_now:
         pending = pending.filter(created_at__lte=now - GRACE, next_attempt_at__lte=now)
-    for pk in list(pending.order_by("id").values_list("id", flat=True)[:limit]):
-        if deadline is not None and time.monotonic() >= deadline:
-            break
-        _deliver_one(pk, report, late=True)
+    last = 0
+    while ids := list(pending.filter(id__gt=last).order_by("id").values_list("id", flat=True)[:batch]):
+        for pk in ids:
+            if deadline is not None and time.monotonic() >= deadline:
+                return report
+            last = pk
+            _isolated(pk, report, late=True)
     return report
+
+
+def _isolated(pk: int, report: Report, *, rows: Notice | None = None, late: bool = False) -> None:
+    """:func:`_deliver_one`, where one notice that cannot be delivered does not hold up the others: only an
+    unreachable database stops the caller."""
+    try:
+        _deliver_one(pk, report, rows=rows, late=late)
+    except _UNREACHABLE:
+        raise
+    except Exception as exc:
+        log.error("notice %s could not be delivered: %s; it stays pending", pk, type(exc).__name__)
+        report.left_pending += 1
 
 
 def forget(receiver: str) -> int:
@@ -216,9 +244,18 @@ def backlog() -> Backlog:
 
 
 def _deliver_one(pk: int, report: Report, *, rows: Notice | None = None, late: bool = False) -> None:
-    """Call the notice's receivers that have not had it, one per transaction, under the notice's lock."""
+    """Call the notice's receivers that have not had it, one per transaction, under the notice's lock.
+
+    ``late``: the notice was left by an earlier delivery (the relay, a redelivery, a redispatch). Its next
+    try is then booked before any receiver runs, so that a receiver that kills or hangs the process does
+    not have the notice taken again at once, run after run, ahead of the others.
+    """
+    if late and not _book_next_try(pk):
+        return
     tried: set[str] = set()
     while True:
+        calling = None
+        signal = ""
         try:
             with transaction.atomic():
                 notice = _locked(pk)
@@ -231,12 +268,19 @@ def _deliver_one(pk: int, report: Report, *, rows: Notice | None = None, late: b
                 tried.add(entry["receiver"])
                 if rows is not None:
                     notice.payment, notice.refund = rows.payment, rows.refund
+                calling, signal = entry["receiver"], notice.signal
                 _call(notice, entry, report)
                 rows = notice  # its payment and refund, read once
                 finished = _step_done(notice, tried, report, late)
         except _Raised as raised:
             # The receiver's writes went with its transaction; its failure is recorded in one of its own.
             finished = _record_failure(pk, raised, tried, report, late)
+        except Exception as exc:
+            if calling is None:
+                raise  # the database, before any receiver ran
+            # The receiver's transaction could not commit: a constraint checked at commit, or the receiver
+            # broke the transaction or its connection. Its failure, all the same.
+            finished = _record_failure(pk, _Raised(signal, calling, exc), tried, report, late)
         if finished:
             return
 
@@ -244,9 +288,27 @@ def _deliver_one(pk: int, report: Report, *, rows: Notice | None = None, late: b
 class _Raised(Exception):
     """A receiver's exception, carried out of the receiver's transaction so that it rolls back."""
 
-    def __init__(self, notice: Notice, name: str, error: Exception) -> None:
+    def __init__(self, signal: str, name: str, error: BaseException) -> None:
         super().__init__(name)
-        self.signal, self.name, self.error = notice.signal, name, error
+        self.signal, self.name, self.error = signal, name, error
+
+
+def _book_next_try(pk: int) -> bool:
+    """Count a late delivery run and set the notice's next try after it; ``False`` when there is nothing to
+    do (delivered, or another process holds the notice)."""
+    with transaction.atomic():
+        notice = _locked(pk)
+        if notice is None or notice.delivered_at is not None:
+            return False
+        notice.attempts += 1
+        notice.next_attempt_at = _next_try(notice.attempts)
+        _save(notice, ["attempts", "next_attempt_at"])
+    return True
+
+
+def _next_try(attempts: int) -> datetime:
+    delay = min(_LAST_RETRY, _FIRST_RETRY * 2 ** min(max(attempts, 1) - 1, 20))
+    return timezone.now() + delay * random.uniform(0.8, 1.2)
 
 
 def _locked(pk: int) -> Notice | None:
@@ -320,8 +382,13 @@ def _call(notice: Notice, entry: dict[str, Any], report: Report) -> None:
     try:
         call = async_to_sync(function) if is_async else function
         call(signal=kind.signal, sender=_sender(kind), **arguments(notice))
-    except Exception as exc:
-        raise _Raised(notice, name, exc) from exc
+    except (Exception, SystemExit, asyncio.CancelledError) as exc:
+        # SystemExit and a cancelled coroutine too: a receiver must not end the delivery of the others.
+        raise _Raised(notice.signal, name, exc) from exc
+    if transaction.get_rollback():
+        raise _Raised(
+            notice.signal, name, TransactionManagementError("the receiver rolled its transaction back")
+        )
     entry["state"] = State.DELIVERED
     entry.pop("error", None)
     report.calls.append(f"sent {notice.signal} to {name}")
@@ -354,7 +421,7 @@ def _attempted(entry: dict[str, Any]) -> None:
 
 def _failed(notice: Notice, entry: dict[str, Any], report: Report, error: str, summary: str) -> None:
     entry["state"] = State.FAILED
-    entry["error"] = storable(error)
+    entry["error"] = storable(error, limit=_MAX_ERROR)
     # The exception's text may quote customer data: the log gets its type, the database the rest.
     log.error("%s (notice %s); it will be called again", summary, notice.pk)
     report.failed += 1
@@ -371,31 +438,35 @@ def _step_done(notice: Notice, tried: set[str], report: Report, late: bool) -> b
 
 
 def _settle(notice: Notice, report: Report, late: bool) -> None:
-    """Every receiver has been tried in this run: the notice is delivered, or waits for its next try."""
-    now = timezone.now()
+    """Every receiver has been tried in this run: the notice is delivered, or waits for its next try (booked
+    already for a late run)."""
     if all(entry.get("state") in _DONE for entry in notice.receivers):
-        notice.delivered_at = now
+        notice.delivered_at = timezone.now()
         report.delivered += 1
         report.late += late
         _save(notice, ["receivers", "delivered_at"])
-    else:
-        notice.attempts += 1
-        delay = min(_LAST_RETRY, _FIRST_RETRY * 2 ** min(notice.attempts - 1, 20))
-        notice.next_attempt_at = now + delay * random.uniform(0.8, 1.2)
-        report.left_pending += 1
-        _save(notice, ["receivers", "attempts", "next_attempt_at"])
+        return
+    report.left_pending += 1
+    if late:
+        _save(notice, ["receivers"])
+        return
+    notice.attempts += 1
+    notice.next_attempt_at = _next_try(notice.attempts)
+    _save(notice, ["receivers", "attempts", "next_attempt_at"])
 
 
 def _pending_ids_of(payment_id: int) -> list[int]:
     """The unfinished notices of a payment. Asked on every redelivery, almost always to hear "none":
     written as SQL, like the processor's look for waiting refunds (the ORM compiles for longer than the
     database answers)."""
-    table = connection.ops.quote_name(Notice._meta.db_table)
-    payment = connection.ops.quote_name(Notice._meta.get_field("payment").column)
-    delivered = connection.ops.quote_name(Notice._meta.get_field("delivered_at").column)
+    quote = connection.ops.quote_name
+    table, key = quote(Notice._meta.db_table), quote(Notice._meta.pk.column)
+    payment = quote(Notice._meta.get_field("payment").column)
+    delivered = quote(Notice._meta.get_field("delivered_at").column)
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT id FROM {table} WHERE {payment} = %s AND {delivered} IS NULL ORDER BY id", [payment_id]
+            f"SELECT {key} FROM {table} WHERE {payment} = %s AND {delivered} IS NULL ORDER BY {key}",
+            [payment_id],
         )
         return [row[0] for row in cursor.fetchall()]
 
@@ -408,8 +479,17 @@ def _sender(kind: EventType) -> type:
 
 
 def receiver_name(receiver: Any) -> str:
-    """How a receiver is named on a notice: ``module.qualname``."""
-    return f"{getattr(receiver, '__module__', '?')}.{getattr(receiver, '__qualname__', receiver)}"
+    """How a receiver is named on a notice: ``module.qualname``, the same in every process.
+
+    A ``functools.partial`` is named after the function it wraps (``module.qualname(partial)``: its
+    arguments stay out, as they may hold credentials); a callable object after its class; never after
+    anything that holds a memory address.
+    """
+    if isinstance(receiver, functools.partial):
+        return f"{receiver_name(receiver.func)}(partial)"
+    if not hasattr(receiver, "__qualname__"):
+        receiver = type(receiver)
+    return f"{getattr(receiver, '__module__', '?')}.{receiver.__qualname__}"
 
 
 def connected_receivers(signal: Signal, sender: type) -> list[tuple[str, Callable[..., Any], bool]]:

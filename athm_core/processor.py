@@ -316,11 +316,13 @@ def _fill(payment: Payment, event: AthmEvent) -> None:
 
 
 def _write_notices(notices: list[Notice], record: WebhookEvent | None) -> None:
-    """Save the notices of a change, in the caller's transaction, in one statement."""
+    """Save the notices of a change, in the caller's transaction, in one statement; with ``record``, as
+    that delivery's."""
     if not notices:
         return
-    for notice in notices:
-        notice.webhook_event = record
+    if record is not None:
+        for notice in notices:
+            notice.webhook_event = record
     Notice.objects.bulk_create(notices)
     if notices[0].pk is None:  # MySQL cannot return the new ids of a bulk insert
         ids = dict(
@@ -406,17 +408,7 @@ def link_waiting_refunds() -> list[Notice]:
     )
     notices: list[Notice] = []
     for reference_number in set(waiting.values_list("reference_number", flat=True)):
-        linked = _link_waiting_refunds(reference_number, None)[0]
-        # Each notice goes with its refund's own delivery: the event shows it, and redispatch finds it.
-        events = dict(
-            WebhookEvent.objects.filter(
-                refund__in=[notice.refund_id for notice in linked], outcome=Outcome.APPLIED
-            ).values_list("refund_id", "pk")
-        )
-        for notice in linked:
-            notice.webhook_event_id = events.get(notice.refund_id)
-        Notice.objects.bulk_update([n for n in linked if n.webhook_event_id], ["webhook_event"])
-        notices += linked
+        notices += _link_waiting_refunds(reference_number, None)[0]
     return notices
 
 
@@ -451,8 +443,13 @@ def _link_waiting_refunds(
             refund.linked_at = now
         Refund.objects.bulk_update(refunds, ["payment", "linked_at"])
         _add_refunds(payment, refunds)
+        # Each notice goes with its refund's own delivery, where the admin shows it and redispatch finds it.
+        applied = WebhookEvent.objects.filter(refund__in=refunds, outcome=Outcome.APPLIED)
+        deliveries = dict(applied.values_list("refund", "pk"))
         notices = [refund_notice(refund, payment) for refund in refunds]
-        _write_notices(notices, record)
+        for notice in notices:
+            notice.webhook_event_id = deliveries.get(notice.refund_id)
+        _write_notices(notices, None)
         messages = _write_outbox(notices, record, occurred_at=now)
     log.info("linked %d waiting refund(s) to payment %s", len(refunds), payment.pk)
     return notices, messages

@@ -12,6 +12,14 @@ import re
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
-def storable(text: str) -> str:
-    """``text`` with NUL and lone surrogates replaced by U+FFFD; anything else unchanged."""
+def storable(text: str, *, limit: int | None = None) -> str:
+    """``text`` with NUL and lone surrogates replaced by U+FFFD; anything else unchanged.
+
+    With ``limit``, text longer than that many characters keeps its first tenth and the rest of the
+    allowance from its end (where a traceback names its exception), joined by a line that says so.
+    """
+    if limit is not None and len(text) > limit:
+        head = limit // 10
+        cut = f"\n[... {len(text) - limit} characters left out ...]\n"
+        text = text[:head] + cut + text[len(text) - (limit - head) :]
     return _UNSTORABLE.sub("\ufffd", text)

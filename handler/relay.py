@@ -31,20 +31,32 @@ if settings.ATHM_SNS_TOPIC_ARN:
 
 
 def run(*, deadline: float | None = None, retry_now: bool = False, batch_size: int = 25) -> dict[str, Any]:
-    """One relay run: notices first (the receivers), then SNS. Returns both reports as dictionaries."""
-    notices = replay.finish_pending(retry_now=retry_now, deadline=deadline)
-    metrics.add_metric(name="NoticesPending", unit=MetricUnit.Count, value=notices.pending)
-    metrics.add_metric(
-        name="NoticeOldestPendingAge", unit=MetricUnit.Seconds, value=notices.oldest_pending_seconds
-    )
-    metrics.add_metric(name="NoticesDeliveredLate", unit=MetricUnit.Count, value=notices.late)
-    if notices.failed:
-        metrics.add_metric(name="ReceiverFailed", unit=MetricUnit.Count, value=notices.failed)
-    logger.info("notices relay run", extra=notices.as_dict())
-    result: dict[str, Any] = {"notices": notices.as_dict()}
+    """One relay run: notices first (the receivers), then SNS. Returns both reports as dictionaries.
+
+    The SNS part runs even when the notices' part fails (the database, say); the failure is raised after.
+    """
+    result: dict[str, Any] = {}
+    failure: Exception | None = None
+    try:
+        notices = replay.finish_pending(retry_now=retry_now, deadline=deadline)
+    except Exception as exc:
+        failure = exc
+        logger.error("the notices' relay failed", extra={"error_type": type(exc).__name__})
+    else:
+        metrics.add_metric(name="NoticesPending", unit=MetricUnit.Count, value=notices.pending)
+        metrics.add_metric(
+            name="NoticeOldestPendingAge", unit=MetricUnit.Seconds, value=notices.oldest_pending_seconds
+        )
+        metrics.add_metric(name="NoticesDeliveredLate", unit=MetricUnit.Count, value=notices.late)
+        if notices.failed:
+            metrics.add_metric(name="ReceiverFailed", unit=MetricUnit.Count, value=notices.failed)
+        logger.info("notices relay run", extra=notices.as_dict())
+        result["notices"] = notices.as_dict()
     if settings.ATHM_SNS_TOPIC_ARN:
         outbox = publisher.relay(batch_size=batch_size, deadline=deadline, retry_now=retry_now)
         result["outbox"] = outbox.as_dict()
+    if failure is not None:
+        raise failure
     return result
 
 

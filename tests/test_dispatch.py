@@ -2,6 +2,7 @@
 returns for a sender, sync and async, with dead weak references dropped; how receivers are named on a
 notice, and delivering one to sync and async receivers."""
 
+import functools
 import gc
 
 import django
@@ -129,3 +130,21 @@ def test_delivering_calls_sync_and_async_receivers_with_the_notice_id(receivers)
     # Delivered: never again.
     assert dispatch.deliver_ids([notice.pk]).calls == []
     assert len(calls) == 3
+
+
+class Notifier:
+    def __call__(self, sender, **kwargs):
+        calls.append(("object", sender))
+
+
+def on_tagged(sender, tag, **kwargs):
+    calls.append((tag, sender))
+
+
+def test_partials_and_callable_objects_have_names_that_hold_across_processes():
+    # Never a repr: it holds a memory address (and a partial's arguments, which may be credentials).
+    assert dispatch.receiver_name(functools.partial(on_tagged, tag="api-key-123")) == (
+        "tests.test_dispatch.on_tagged(partial)"
+    )
+    assert dispatch.receiver_name(Notifier()) == "tests.test_dispatch.Notifier"
+    assert dispatch.receiver_name(Notifier().__call__) == "tests.test_dispatch.Notifier.__call__"

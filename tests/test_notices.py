@@ -316,10 +316,11 @@ def test_storable_text_replaces_only_nul_and_lone_surrogates():
     assert storable("Luis\x00Ortiz \ud83d café 😀") == "Luis\ufffdOrtiz \ufffd café 😀"
 
 
-def test_the_migration_turns_failures_kept_on_events_into_pending_notices():
+def test_the_migration_turns_failures_kept_on_events_into_notices():
+    before = [("athm_core", "0004_webhookevent_rejected")]
     executor = MigrationExecutor(connection)
-    executor.migrate([("athm_core", "0004_webhookevent_rejected")])
-    old = executor.loader.project_state([("athm_core", "0004_webhookevent_rejected")]).apps
+    executor.migrate(before)
+    old = executor.loader.project_state(before).apps
     now = timezone.now()
     payment = old.get_model("athm_core", "Payment").objects.create(
         transaction_type="ecommerce", status="completed", total="3.00", reference_number="ref-1"
@@ -331,23 +332,147 @@ def test_the_migration_turns_failures_kept_on_events_into_pending_notices():
         "payment_id": payment.pk,
         "attempts": 2,
     }
-    old.get_model("athm_core", "WebhookEvent").objects.create(
+    events = old.get_model("athm_core", "WebhookEvent").objects
+    recent = events.create(
         received_at=now, raw_body="{}", outcome="applied", payment_id=payment.pk, receiver_errors=[failure]
     )
+    # Past the retention period (purged): kept for the record, not replayed.
+    purged = events.create(
+        received_at=now - timedelta(days=400),
+        purged_at=now - timedelta(days=300),
+        raw_body="",
+        outcome="applied",
+        payment_id=payment.pk,
+        receiver_errors=[{**failure, "error": ""}],
+    )
+    events.create(received_at=now, raw_body="{}", outcome="applied", payment_id=payment.pk)
     executor = MigrationExecutor(connection)
     executor.loader.build_graph()
     executor.migrate(executor.loader.graph.leaf_nodes())
-    notice = Notice.objects.get()
-    assert notice.signal == "payment_completed" and notice.payment_id == payment.pk
-    assert notice.delivered_at is None and notice.attempts == 2
-    assert notice.receivers == [
-        {
-            "receiver": "shop.receivers.mark_paid",
-            "state": "failed",
-            "attempts": 2,
-            "last_attempt_at": notice.receivers[0]["last_attempt_at"],
-            "error": "Traceback ...",
-        }
-    ]
-    [kept] = WebhookEvent.objects.get().receiver_errors
+
+    replayed = Notice.objects.get(webhook_event=recent.pk)
+    assert replayed.signal == "payment_completed" and replayed.payment_id == payment.pk
+    assert replayed.delivered_at is None and replayed.attempts == 2
+    assert replayed.created_at >= now and replayed.next_attempt_at >= now  # due now, aged from the upgrade
+    [entry] = replayed.receivers
+    assert (entry["receiver"], entry["state"], entry["attempts"], entry["error"]) == (
+        "shop.receivers.mark_paid",
+        "failed",
+        2,
+        "Traceback ...",
+    )
+    [kept] = WebhookEvent.objects.get(pk=recent.pk).receiver_errors
     assert kept["receiver"] == "shop.receivers.mark_paid" and kept["attempts"] == 2
+    given_up = Notice.objects.get(webhook_event=purged.pk)
+    assert given_up.delivered_at is not None and given_up.receivers[0]["state"] == "forgotten"
+    assert Notice.objects.count() == 2 and dispatch.backlog().pending == 1
+
+
+# --- receivers that break more than themselves --------------------------------------------------------------
+
+
+def test_a_receiver_that_exits_or_breaks_its_transaction_is_a_failure_like_any_other(
+    lambda_handler, receivers
+):
+    first, _, _ = receivers
+
+    def exits(sender, **kwargs):
+        raise SystemExit(3)
+
+    def rolls_back(sender, **kwargs):
+        transaction.set_rollback(True)
+
+    def swallows_a_database_error(sender, payment, **kwargs):
+        from django.db import DatabaseError
+
+        try:  # on PostgreSQL this leaves the transaction aborted: the commit cannot happen
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT * FROM no_such_table")
+        except DatabaseError:
+            pass
+        Payment.objects.filter(pk=payment.pk).update(metadata_2="written after a swallowed error")
+
+    odd = [exits, rolls_back, swallows_a_database_error]
+    for receiver in odd:
+        payment_completed.connect(receiver, weak=False)
+    try:
+        response = lambda_handler.post(sample(COMPLETED))
+    finally:
+        for receiver in odd:
+            payment_completed.disconnect(receiver)
+    assert response.status == 200 and response.json()["outcome"] == "applied"
+    notice = Notice.objects.get()
+    states = {e["receiver"].rsplit(".", 1)[-1]: (e["state"], e.get("error", "")) for e in notice.receivers}
+    assert states["first"] == ("delivered", "") and states["second"] == ("delivered", "")
+    assert states["exits"][0] == "failed" and "SystemExit: 3" in states["exits"][1]
+    assert states["rolls_back"][0] == "failed"
+    assert "the receiver rolled its transaction back" in states["rolls_back"][1]
+    swallowed = states["swallows_a_database_error"]
+    if connection.vendor == "postgresql":
+        assert swallowed[0] == "failed" and "InFailedSqlTransaction" in swallowed[1]
+        assert Payment.objects.get().metadata_2 == sample_data(COMPLETED)["metadata2"]
+    else:  # the error does not spoil the transaction there
+        assert swallowed == ("delivered", "")
+    assert len(first.calls) == 1
+
+
+def test_a_notice_that_cannot_be_delivered_does_not_hold_up_the_others(receivers):
+    first, _, _ = receivers
+    deliver(COMPLETED)
+    deliver(COMPLETED, ecommerceId="checkout-2", referenceNumber="ref-2")
+    broken, other = Notice.objects.order_by("id")
+    pending = [{"receiver": e["receiver"], "state": "pending"} for e in other.receivers]
+    # A notice the code cannot read (written by hand, say), then a good one, both left unfinished.
+    Notice.objects.filter(pk=broken.pk).update(receivers=["not an entry"], delivered_at=None)
+    Notice.objects.filter(pk=other.pk).update(receivers=pending, delivered_at=None)
+    first.calls.clear()
+    report = replay.finish_pending(retry_now=True)
+    assert (report.delivered, report.pending) == (1, 1)
+    assert len(first.calls) == 1 and first.calls[0]["payment"].pk == other.payment_id
+
+
+def test_a_late_delivery_books_its_next_try_before_calling_anyone(receivers):
+    first, _, _ = receivers
+    deliver(COMPLETED)
+    notice = Notice.objects.get()
+    pending = [{"receiver": e["receiver"], "state": "pending"} for e in notice.receivers]
+    Notice.objects.filter(pk=notice.pk).update(receivers=pending, delivered_at=None)
+    first.failing = KeyboardInterrupt()  # as a receiver that hangs until Lambda ends the process
+    age(notice, 2)
+    with pytest.raises(KeyboardInterrupt):
+        replay.finish_pending()
+    notice.refresh_from_db()
+    assert notice.attempts == 1 and notice.next_attempt_at > timezone.now() + timedelta(seconds=40)
+    first.failing = None
+    assert replay.finish_pending().delivered == 0  # not taken again at once, ahead of the others
+    assert replay.finish_pending(retry_now=True).delivered == 1
+
+
+def test_retry_now_takes_every_unfinished_notice_whatever_the_batch(receivers):
+    for n in range(5):
+        deliver("payment_received", referenceNumber=f"app-{n}")
+    deliver(COMPLETED)
+    Notice.objects.update(delivered_at=None)
+    Notice.objects.filter(signal="payment_completed").update(
+        receivers=[{"receiver": "tests.test_notices.first", "state": "pending"}]
+    )
+    Notice.objects.filter(signal="payment_received").update(receivers=[])  # nobody listens: settled at once
+    report = dispatch.deliver_due(retry_now=True, batch=2)
+    assert report.delivered == 6 and dispatch.backlog().pending == 0
+
+
+def test_the_relay_publishes_to_sns_even_when_the_notices_part_fails(make_topic, settings, monkeypatch):
+    from handler import relay
+
+    topic = make_topic()
+    settings.ATHM_SNS_TOPIC_ARN, arn = "", settings.ATHM_SNS_TOPIC_ARN
+    deliver("payment_received")  # written while SNS was not reachable
+    settings.ATHM_SNS_TOPIC_ARN = arn
+
+    def broken(**kwargs):
+        raise RuntimeError("a bug in the notices' relay")
+
+    monkeypatch.setattr(replay, "finish_pending", broken)
+    with pytest.raises(RuntimeError, match="a bug in the notices' relay"):
+        relay.run(retry_now=True)
+    assert [m.body["type"] for m in topic.messages()] == ["payment_received"]

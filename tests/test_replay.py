@@ -310,6 +310,18 @@ def test_the_athm_command_line_has_both_commands(child_env):
             [*athm_command(), command], env=child_env, cwd=ROOT, capture_output=True, text=True, timeout=120
         )
         assert result.returncode == 1 and "name the webhook event ids, or use --failed" in result.stderr
+        # Run without the functions' ATHM_RECEIVERS, the command says what that means.
+        assert "athm: ATHM_RECEIVERS is not set, so no receiver of yours is loaded" in result.stderr
+    with_receivers = {**child_env, "ATHM_RECEIVERS": "tests.heard.receivers"}
+    result = subprocess.run(
+        [*athm_command(), "redispatch"],
+        env=with_receivers,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1 and "ATHM_RECEIVERS is not set" not in result.stderr
 
 
 # --- the admin's actions ----------------------------------------------------------------------------------

@@ -3,48 +3,6 @@
 import django.db.models.deletion
 import uuid
 from django.db import migrations, models
-from django.utils import timezone
-
-
-def failures_to_notices(apps, schema_editor):
-    """Each receiver failure kept on an event (``receiver_errors``) becomes a pending notice for that
-    receiver alone, so that the relay and ``athm redispatch`` deliver it like any other."""
-    WebhookEvent = apps.get_model("athm_core", "WebhookEvent")
-    Notice = apps.get_model("athm_core", "Notice")
-    Payment = apps.get_model("athm_core", "Payment")
-    Refund = apps.get_model("athm_core", "Refund")
-    now = timezone.now()
-    for event in WebhookEvent.objects.iterator():
-        for failure in event.receiver_errors or []:
-            if not isinstance(failure, dict):
-                continue
-            refund_id = failure.get("refund_id", event.refund_id) if failure.get("signal") == "refund_sent" else None
-            payment_id = failure.get("payment_id", event.payment_id)
-            if refund_id is not None and not payment_id:
-                payment_id = Refund.objects.filter(pk=refund_id).values_list("payment_id", flat=True).first()
-            if not payment_id or not Payment.objects.filter(pk=payment_id).exists():
-                continue  # the rows it named are gone: nothing can be delivered
-            if refund_id is not None and not Refund.objects.filter(pk=refund_id).exists():
-                continue
-            Notice.objects.create(
-                notice_id=uuid.uuid4(),
-                signal=str(failure.get("signal", ""))[:32],
-                payment_id=payment_id,
-                refund_id=refund_id,
-                webhook_event=event,
-                receivers=[
-                    {
-                        "receiver": str(failure.get("receiver", "")),
-                        "state": "failed",
-                        "attempts": int(failure.get("attempts", 1)),
-                        "last_attempt_at": failure.get("last_attempt_at") or event.received_at.isoformat(),
-                        "error": str(failure.get("error", "")),
-                    }
-                ],
-                created_at=event.received_at,
-                next_attempt_at=now,
-                attempts=int(failure.get("attempts", 1)),
-            )
 
 
 class Migration(migrations.Migration):
@@ -74,5 +32,4 @@ class Migration(migrations.Migration):
                 'indexes': [models.Index(fields=['delivered_at', 'id'], name='athm_notice_pending_idx')],
             },
         ),
-        migrations.RunPython(failures_to_notices, migrations.RunPython.noop),
     ]

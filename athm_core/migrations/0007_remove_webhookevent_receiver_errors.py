@@ -1,4 +1,4 @@
-"""Receiver failures live on the notices now (0005 moved them there)."""
+"""Receiver failures live on the notices now (0006 moved them there)."""
 
 from django.db import migrations
 
@@ -6,7 +6,7 @@ from django.db import migrations
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('athm_core', '0005_notices'),
+        ('athm_core', '0006_failures_to_notices'),
     ]
 
     operations = [
