@@ -45,13 +45,13 @@ from typing import Any
 
 from asgiref.sync import async_to_sync
 from django.db import InterfaceError, OperationalError, connection, transaction
-from django.db.models import Min
 from django.db.transaction import TransactionManagementError
 from django.dispatch import Signal
 from django.utils import timezone
 
 from athm_core.events import EventType
 from athm_core.models import Notice, Payment, Refund
+from athm_core.outbox import Backlog
 from athm_core.text import storable
 
 log = logging.getLogger(__name__)
@@ -226,21 +226,9 @@ def forget(receiver: str) -> int:
     return forgotten
 
 
-@dataclass(frozen=True)
-class Backlog:
-    pending: int
-    oldest_created_at: datetime | None
-
-    def oldest_age(self, now: datetime | None = None) -> timedelta:
-        if self.oldest_created_at is None:
-            return timedelta(0)
-        return (now or timezone.now()) - self.oldest_created_at
-
-
 def backlog() -> Backlog:
     """How many notices are unfinished, and since when the oldest has waited."""
-    pending = Notice.objects.filter(delivered_at=None)
-    return Backlog(pending.count(), pending.aggregate(oldest=Min("created_at"))["oldest"])
+    return Backlog.of(Notice.objects.filter(delivered_at=None))
 
 
 def _deliver_one(pk: int, report: Report, *, rows: Notice | None = None, late: bool = False) -> None:

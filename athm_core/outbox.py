@@ -28,7 +28,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.db import transaction
-from django.db.models import F, Min
+from django.db.models import F, Min, QuerySet
 from django.dispatch import Signal
 from django.utils import timezone
 
@@ -176,8 +176,14 @@ def mark_failed(outbox_message: OutboxMessage, error: str) -> None:
 
 @dataclass(frozen=True)
 class Backlog:
+    """How many rows wait, and since when the oldest has (its ``created_at``): the outbox's, the notices'."""
+
     pending: int
     oldest_created_at: datetime | None
+
+    @classmethod
+    def of(cls, pending: QuerySet) -> Backlog:
+        return cls(pending.count(), pending.aggregate(oldest=Min("created_at"))["oldest"])
 
     def oldest_age(self, now: datetime | None = None) -> timedelta:
         if self.oldest_created_at is None:
@@ -187,8 +193,7 @@ class Backlog:
 
 def backlog() -> Backlog:
     """How many messages are pending, and since when the oldest has waited."""
-    pending = OutboxMessage.objects.filter(published_at=None)
-    return Backlog(pending.count(), pending.aggregate(oldest=Min("created_at"))["oldest"])
+    return Backlog.of(OutboxMessage.objects.filter(published_at=None))
 
 
 # --- ordering ------------------------------------------------------------------------------------------

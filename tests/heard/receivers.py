@@ -37,16 +37,10 @@ from django.conf import settings
 from django.db import connection
 from django.dispatch import Signal
 
-from athm_core import signals
+from athm_core.events import EventType
 
-SIGNAL_NAMES = (
-    "payment_completed",
-    "payment_cancelled",
-    "payment_expired",
-    "refund_sent",
-    "payment_received",
-    "donation_received",
-)
+# Every signal of athm_core.signals, with its name.
+SIGNAL_NAMES = {kind.signal: kind.signal_name for kind in EventType if kind.signal is not None}
 # Each fault receiver and the environment variable that names its marker file.
 FAULTS = {
     "exit_once": "HEARD_EXIT_ONCE",
@@ -59,18 +53,11 @@ EXIT_CODE = 3
 _markers: dict[str, str] = {}
 
 
-def _signal_name(signal: Signal) -> str:
-    for name in SIGNAL_NAMES:
-        if getattr(signals, name) is signal:
-            return name
-    raise LookupError(f"{signal!r} is not a signal of athm_core.signals")
-
-
 def _heard(receiver: str, signal: Signal, payment: Any, refund: Any, notice_id: Any) -> None:
     from tests.heard.models import Heard
 
     Heard.objects.create(
-        signal=_signal_name(signal),
+        signal=SIGNAL_NAMES[signal],
         receiver=receiver,
         notice_id=notice_id,
         payment_id=payment.pk,
@@ -136,18 +123,16 @@ def connect(**markers: str | os.PathLike | None) -> list[str]:
     _markers.update({fault: str(path) for fault, path in markers.items() if path})
     names = ["count", *(fault for fault in FAULTS if fault in _markers)]
     for name in names:
-        for signal_name in SIGNAL_NAMES:
-            getattr(signals, signal_name).connect(
-                RECEIVERS[name], weak=False, dispatch_uid=f"tests.heard.{name}"
-            )
+        for signal in SIGNAL_NAMES:
+            signal.connect(RECEIVERS[name], weak=False, dispatch_uid=f"tests.heard.{name}")
     return names
 
 
 def disconnect() -> None:
     """Disconnect every receiver of this module, and forget the markers."""
     for name in RECEIVERS:
-        for signal_name in SIGNAL_NAMES:
-            getattr(signals, signal_name).disconnect(dispatch_uid=f"tests.heard.{name}")
+        for signal in SIGNAL_NAMES:
+            signal.disconnect(dispatch_uid=f"tests.heard.{name}")
     _markers.clear()
 
 
