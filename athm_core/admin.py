@@ -211,6 +211,23 @@ class NoticeInline(ReadOnlyInline):
         return display_for_value(value, self.get_empty_value_display())
 
 
+class HasWarningsFilter(admin.SimpleListFilter):
+    """Deliveries whose descriptive fields were cleaned to be stored (``WebhookEvent.warnings``)."""
+
+    title = "warnings"
+    parameter_name = "has_warnings"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "With warnings"), ("no", "Without warnings")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "yes":
+            return queryset.exclude(warnings=[])
+        if self.value() == "no":
+            return queryset.filter(warnings=[])
+        return queryset
+
+
 @admin.register(WebhookEvent)
 class WebhookEventAdmin(ReadOnlyAdmin):
     list_display = [
@@ -219,10 +236,12 @@ class WebhookEventAdmin(ReadOnlyAdmin):
         "event_type",
         "outcome",
         "failed_receivers",
+        "warning_count",
         "idempotency_key",
         "source_ip",
     ]
-    list_filter = ["outcome", "event_type", "received_at"]
+    list_filter = ["outcome", HasWarningsFilter, "event_type", "received_at"]
+    readonly_fields = ["warning_lines"]
     search_fields = ["idempotency_key", "request_id"]
     date_hierarchy = "received_at"
     inlines = [NoticeInline]
@@ -236,6 +255,17 @@ class WebhookEventAdmin(ReadOnlyAdmin):
             .get_queryset(request)
             .prefetch_related(Prefetch("notices", queryset=unfinished, to_attr="unfinished_notices"))
         )
+
+    @admin.display(description="warnings")
+    def warning_count(self, event: WebhookEvent) -> int:
+        return len(event.warnings or [])
+
+    @admin.display(description="what was cleaned to store it")
+    def warning_lines(self, event: WebhookEvent):
+        lines = [(entry.get("field", ""), entry.get("warning", "")) for entry in event.warnings or []]
+        if not lines:
+            return self.get_empty_value_display()
+        return format_html("<ul>{}</ul>", format_html_join("", "<li><b>{}</b>: {}</li>", lines))
 
     @admin.display(description="failed receivers")
     def failed_receivers(self, event: WebhookEvent) -> int:

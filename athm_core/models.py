@@ -43,6 +43,10 @@ class Payment(models.Model):
     ecommerce_id = models.CharField("eCommerce id", max_length=100, unique=True, null=True, blank=True)
     reference_number = models.CharField(max_length=100, unique=True, null=True, blank=True)
     daily_transaction_id = models.PositiveIntegerField(null=True, blank=True)
+    # For an eCommerce checkout's event that names neither an ecommerceId nor a reference number (a
+    # cancelled or expired checkout in ATH Móvil's published shape): a digest of what the event says, so
+    # that its redelivery finds this payment. Null for every other payment.
+    fingerprint = models.CharField(max_length=64, unique=True, null=True, blank=True, editable=False)
 
     total = _money("total")
     subtotal = _money("subtotal", null=True, blank=True)
@@ -117,16 +121,31 @@ class WebhookEvent(models.Model):
         INVALID = "invalid", "Invalid payload"
         FAILED = "failed", "Failed"
         REJECTED = "rejected", "Rejected (contradicts ATH Móvil or a recorded payment)"
+        # Kept, not applied: verification is on and ATH Móvil cannot confirm this event (an eCommerce event
+        # without an ecommerceId, whose reference number the transaction report does not list or cannot
+        # be asked about). Reprocess it once it can be confirmed.
+        UNVERIFIED = "unverified", "Unverified (kept, not applied: ATH Móvil cannot confirm it)"
 
     received_at = models.DateTimeField(db_index=True)
     request_id = models.CharField("API Gateway request id", max_length=100, blank=True)
     source_ip = models.GenericIPAddressField(null=True, blank=True)
+    # The body as text: decoded with the charset the request declared (UTF-8 by default), NUL and lone
+    # surrogates replaced. ``raw_bytes`` holds the exact bytes received where that text does not give them
+    # back as UTF-8 (another charset, invalid UTF-8, a NUL); it is null otherwise. See ``body_bytes``.
     raw_body = models.TextField()
+    raw_bytes = models.BinaryField(null=True, blank=True, editable=False)
+    charset = models.CharField(
+        "declared charset", max_length=40, blank=True, help_text="as the request's Content-Type declared it"
+    )
 
     event_type = models.CharField(max_length=32, blank=True)
     idempotency_key = models.CharField(max_length=255, blank=True, db_index=True)
     outcome = models.CharField(max_length=16, choices=Outcome.choices, db_index=True)
     error = models.TextField(blank=True)
+    # What was cleaned in the payload's descriptive fields to store it (a NUL replaced, a text cut to its
+    # column, a number taken as text): ``[{"field": "name", "warning": "NUL replaced with U+FFFD"}]``. The
+    # stored body keeps what was sent.
+    warnings = models.JSONField(default=list, blank=True)
     # When the retention purge (athm_core.retention) emptied raw_body and error; the rest stays for audits.
     purged_at = models.DateTimeField(null=True, blank=True)
 
@@ -147,6 +166,14 @@ class WebhookEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.event_type or 'unreadable event'} ({self.outcome}) #{self.pk}"
+
+    @property
+    def body_bytes(self) -> bytes:
+        """The body exactly as received (``b""`` once purged): ``raw_bytes`` where kept, else the UTF-8 of
+        ``raw_body``."""
+        if self.raw_bytes is not None:
+            return bytes(self.raw_bytes)
+        return self.raw_body.encode("utf-8")
 
     @property
     def receiver_errors(self) -> list[dict]:

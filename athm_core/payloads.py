@@ -3,28 +3,42 @@
 ATH Móvil sends the same event in several shapes (documented and production casing, ``subtotal`` or
 ``subTotal``, money as strings, integers or float noise, dates with 0 to 6 fractional digits), and its
 transaction report lists transactions in a shape of its own (:func:`parse_report_row`). Every one of them
-ends here as an :class:`AthmEvent`; anything that cannot be read raises :class:`PayloadError` naming the
-field. :func:`read_amount` is the one reader of an amount, for ATH Móvil's API answers too. Nothing in this
-module touches the database.
+ends here as an :class:`AthmEvent`. :func:`read_amount` is the one reader of an amount, for ATH Móvil's API
+answers too. Nothing in this module touches the database.
+
+Money that moved is never refused for a reason that is not what happened, so the fields are read two ways:
+
+- **Strict**: the type and status, the ids (``ecommerceId``, ``referenceNumber``, the daily transaction id),
+  the amounts, and a refund's date (part of its identity). Anything wrong there raises
+  :class:`PayloadError` naming the field (:class:`AmountError` for an amount).
+- **Cleaned**: everything else (customer fields, message, metadata, items' text and quantities, a
+  payment's dates). NUL and lone surrogates are replaced with U+FFFD, text longer than its column is cut,
+  a number is taken as text, a value that is not text at all is left out. Each change is an
+  :class:`AthmEvent` ``warnings`` entry; the stored raw body keeps what was sent.
 """
 
 from __future__ import annotations
 
+import codecs
+import hashlib
 import json
 import re
-import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from athm_core.events import EventType, Identity
+from athm_core.text import storable
 
 # ATH Móvil works in Puerto Rico time (AST, UTC-4 all year) and sends dates without a zone.
 PUERTO_RICO = ZoneInfo("America/Puerto_Rico")
 
 CENT = Decimal("0.01")
+# ATH Móvil computes some amounts in float arithmetic (0.7 - 0.6 in single precision is
+# 0.09999996423721313): an amount less than a tenth of a cent from a cent value is that value.
+FLOAT_NOISE = Decimal("0.001")
 # No ATH Móvil transaction comes near this; a larger amount is a forgery or a bug, not a payment.
 MAX_AMOUNT = Decimal("1000000.00")
 
@@ -33,20 +47,43 @@ _LATEST_DATE = datetime(2100, 1, 1, tzinfo=PUERTO_RICO)
 _DAILY_ID = re.compile(r"[0-9]{1,9}")
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:?\d{2})?")
 
-# Longest accepted text per field; ATH's own values are far shorter.
+# Longest accepted id, longest stored text per field (the columns' sizes); ATH's own values are far shorter.
 _ID_LENGTH = 100
 _TEXT_LENGTH = 255
+_PHONE_LENGTH = 40
 _MESSAGE_LENGTH = 1000
 _MAX_ITEMS = 200
+# The amounts of an event, by their names in a body (ATH's answers use the same names).
+AMOUNT_FIELDS = ("total", "subtotal", "subTotal", "tax", "fee", "netAmount", "totalRefundedAmount")
 
 
 class PayloadError(ValueError):
-    """The body is not an ATH Móvil event this handler can read; ``field`` names where it went wrong."""
+    """The body is not an ATH Móvil event this handler can read; ``field`` names where it went wrong.
+
+    ``data`` is the decoded body (a ``dict``) when the error is in one of its fields, else ``None``.
+    """
 
     def __init__(self, field: str, problem: str):
         super().__init__(f"{field}: {problem}")
         self.field = field
         self.problem = problem
+        self.data: dict | None = None
+
+
+class AmountError(PayloadError):
+    """An amount cannot be read. With verification on, ATH Móvil's findPayment answer can stand in for the
+    body's amounts (:func:`athm_core.ath.verification.amounts_from_ath`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class FieldWarning:
+    """What was changed in a descriptive field to store it: ``field`` as in the body (``items[0].name``)."""
+
+    field: str
+    warning: str
+
+    def as_json(self) -> dict[str, str]:
+        return {"field": self.field, "warning": self.warning}
 
 
 # The normalizer's cases: (transactionType, status), both lower-cased, to the kind of event they mean.
@@ -66,7 +103,7 @@ _EVENT_TYPES = {
 class Item:
     name: str
     description: str
-    quantity: int
+    quantity: int | None  # None when the body's quantity could not be read (see the event's warnings)
     price: Decimal
     tax: Decimal | None
     metadata: str
@@ -87,13 +124,17 @@ class Item:
 
 @dataclass(frozen=True, slots=True)
 class AthmEvent:
-    """One ATH Móvil event, whatever shape it arrived in. Money is exact to the cent, dates are aware."""
+    """One ATH Móvil event, whatever shape it arrived in. Money is exact to the cent, dates are aware.
+
+    ``date`` is ``None`` only for an event whose date could not be read and is not part of its identity
+    (anything but a refund); ``warnings`` lists what was cleaned to store the descriptive fields.
+    """
 
     type: EventType
     ecommerce_id: str | None
     reference_number: str | None
     daily_transaction_id: int | None
-    date: datetime
+    date: datetime | None
     transaction_date: datetime | None
     total: Decimal
     subtotal: Decimal | None
@@ -109,43 +150,91 @@ class AthmEvent:
     metadata_2: str
     business_name: str
     items: tuple[Item, ...]
+    warnings: tuple[FieldWarning, ...] = field(default=(), compare=False)
 
     @property
     def idempotency_key(self) -> str:
         """Equal for every delivery of the same event, different for different events.
 
-        Made of the parts the kind's ``identity`` names: an eCommerce payment has one event per status;
-        app payments and donations are one per reference number; refunds may share the payment's
-        reference number (partial refunds), so their daily number, date and amount tell them apart.
+        Made of the parts the kind's ``identity`` names: an eCommerce payment has one event per status,
+        keyed by its ``ecommerceId``, else (ATH Móvil's published shape) by its reference number, else (a
+        cancelled or expired checkout in that shape) by its :attr:`fingerprint`; app payments and
+        donations are one per reference number; refunds may share the payment's reference number
+        (partial refunds), so their daily number, date and amount tell them apart.
         """
         if self.type.identity == Identity.CHECKOUT:
-            return f"{self.type}:{self.ecommerce_id}"
+            if self.ecommerce_id:
+                return f"{self.type}:{self.ecommerce_id}"
+            if self.reference_number:
+                return f"{self.type}:reference:{self.reference_number}"
+            return f"{self.type}:fingerprint:{self.fingerprint}"
         if self.type.identity == Identity.REFERENCE:
             return f"{self.type}:{self.reference_number}"
         return (
             f"{self.type}:{self.reference_number}:{self.daily_transaction_id or ''}"
-            f":{self.date.isoformat()}:{self.total}"
+            f":{self.date.isoformat() if self.date else ''}:{self.total}"
         )
 
     @property
-    def effective_date(self) -> datetime:
+    def fingerprint(self) -> str | None:
+        """For an eCommerce event that names neither an ``ecommerceId`` nor a reference number: a digest
+        (SHA-256, hex) of everything it says, equal for each delivery of it; ``None`` for any other event.
+
+        ATH Móvil's published cancelled and expired events carry no identifier at all, only the metadata,
+        amounts, items and date of the checkout (``../shared`` facts: the 2020 webhooks README).
+        """
+        if not self.type.is_ecommerce or self.ecommerce_id or self.reference_number:
+            return None
+        skipped = ("warnings", "items")
+        content = {each.name: getattr(self, each.name) for each in fields(self) if each.name not in skipped}
+        content["items"] = [item.as_json() for item in self.items]
+        text = json.dumps(content, sort_keys=True, default=str, ensure_ascii=False)
+        return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+    @property
+    def effective_date(self) -> datetime | None:
         """When the transaction happened: ``transactionDate`` where ATH sends it, else ``date``."""
         return self.transaction_date or self.date
 
 
-def parse(body: str | bytes) -> AthmEvent:
-    """Read a webhook body (JSON text) into an :class:`AthmEvent`."""
-    return parse_data(load_json(body))
+def parse(body: str | bytes, *, charset: str = "") -> AthmEvent:
+    """Read a webhook body (JSON text, or its bytes in ``charset``, UTF-8 by default) into an event.
+
+    Raises :class:`PayloadError` (:class:`AmountError` for an amount) naming the field at fault.
+    """
+    text, warnings = decode(body, charset)
+    event = parse_data(load_json(text))
+    return replace(event, warnings=warnings + event.warnings) if warnings else event
+
+
+def decode(body: str | bytes, charset: str = "") -> tuple[str, tuple[FieldWarning, ...]]:
+    """The body's text: its bytes read in the declared ``charset`` (UTF-8 when none is declared).
+
+    A charset Python does not know is read as UTF-8, with a warning (ATH Móvil sends UTF-8). Raises
+    :class:`PayloadError` when the bytes are not valid in the charset used.
+    """
+    if isinstance(body, str):
+        return body, ()
+    warnings: tuple[FieldWarning, ...] = ()
+    codec = (charset or "utf-8").strip().strip('"') or "utf-8"
+    try:
+        codec = codecs.lookup(codec).name
+        b"".decode(codec)  # a bytes-to-bytes codec (base64, rot13) is not a text encoding
+    except LookupError:
+        warnings = (FieldWarning("charset", f"unknown character set {charset[:40]!r}; read as UTF-8"),)
+        codec = "utf-8"
+    try:
+        # ATH Móvil sends UTF-8; json.loads would guess UTF-16 or UTF-32 from the first bytes.
+        return body.decode(codec), warnings
+    except UnicodeDecodeError as exc:
+        name = "UTF-8" if codec == "utf-8" else codec
+        raise PayloadError("body", f"is not valid {name}") from exc
 
 
 def load_json(body: str | bytes) -> Any:
     """JSON with numbers kept exact: floats become ``Decimal`` and NaN or Infinity are refused."""
     if isinstance(body, bytes):
-        # ATH Móvil sends UTF-8; json.loads would guess UTF-16 or UTF-32 from the first bytes.
-        try:
-            body = body.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise PayloadError("body", "is not valid UTF-8") from exc
+        body = decode(body)[0]
     try:
         return json.loads(
             body, parse_float=Decimal, parse_constant=_refuse_constant, object_pairs_hook=_unique_keys
@@ -189,122 +278,259 @@ def parse_report_row(row: Any) -> AthmEvent:
 
 
 def parse_data(data: Any) -> AthmEvent:
-    """Normalize decoded JSON (one webhook object) into an :class:`AthmEvent`."""
+    """Normalize decoded JSON (one webhook object) into an :class:`AthmEvent`.
+
+    Raises :class:`PayloadError` naming the field (its ``data`` is ``data``); cleans descriptive fields
+    into the event's ``warnings`` instead of refusing them.
+    """
     if not isinstance(data, dict):
         raise PayloadError("body", f"must be a JSON object, not {_json_type(data)}")
-    event_type = _event_type(data)
-
-    ecommerce_id = _text(data, "ecommerceId", _ID_LENGTH) or None
-    if event_type.is_ecommerce and ecommerce_id is None:
-        raise PayloadError("ecommerceId", "is required for eCommerce events")
-    reference_number = _text(data, "referenceNumber", _ID_LENGTH) or None
-    # Cancelled and expired checkouts never reached a transaction, so they have no reference number.
-    if reference_number is None and event_type not in (
-        EventType.ECOMMERCE_CANCELLED,
-        EventType.ECOMMERCE_EXPIRED,
-    ):
-        raise PayloadError("referenceNumber", "is required")
-
-    total = _money(data, "total")
-    if total is None:
-        raise PayloadError("total", "is required")
-    date = _date(data, "date")
-    if date is None:
-        raise PayloadError("date", "is required")
-
-    return AthmEvent(
-        type=event_type,
-        ecommerce_id=ecommerce_id,
-        reference_number=reference_number,
-        daily_transaction_id=_daily_id(data),
-        date=date,
-        transaction_date=_date(data, "transactionDate"),
-        total=total,
-        subtotal=_money(data, "subtotal", "subTotal"),
-        tax=_money(data, "tax"),
-        fee=_money(data, "fee"),
-        net_amount=_money(data, "netAmount"),
-        total_refunded_amount=_money(data, "totalRefundedAmount"),
-        name=_text(data, "name", _TEXT_LENGTH),
-        phone_number=_phone(data),
-        email=_text(data, "email", _TEXT_LENGTH),
-        message=_text(data, "message", _MESSAGE_LENGTH),
-        metadata_1=_text(data, "metadata1", _TEXT_LENGTH),
-        metadata_2=_text(data, "metadata2", _TEXT_LENGTH),
-        business_name=_text(data, "businessName", _TEXT_LENGTH),
-        items=_items(data),
-    )
-
-
-def _event_type(data: dict) -> EventType:
-    transaction_type = _text(data, "transactionType", 32).lower()
-    if not transaction_type:
-        raise PayloadError("transactionType", "is required")
-    status = _text(data, "status", 32).lower()
-    if not status:
-        raise PayloadError("status", "is required")
     try:
-        return _EVENT_TYPES[transaction_type, status]
-    except KeyError:
-        known_types = {known for known, _ in _EVENT_TYPES}
-        if transaction_type not in known_types:
-            raise PayloadError("transactionType", f"unknown value {transaction_type!r}") from None
-        raise PayloadError("status", f"unknown value {status!r} for {transaction_type!r}") from None
+        return _Reader(data).event()
+    except PayloadError as exc:
+        exc.data = data
+        raise
 
 
-def _text(data: dict, field: str, max_length: int) -> str:
-    """A string field, stripped of stray spaces; absent, null and empty all read as ''."""
-    value = data.get(field)
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise PayloadError(field, f"must be a string, not {_json_type(value)}")
-    value = value.strip()
-    if len(value) > max_length:
-        raise PayloadError(field, f"is longer than {max_length} characters")
-    if "\x00" in value:
-        raise PayloadError(field, "contains a NUL character")
-    if not value.isascii():
+class _Reader:
+    """One body's fields read, strictly or cleaned; what cleaning changed is kept in ``warnings``."""
+
+    def __init__(self, data: dict, where: str = "", warnings: list[FieldWarning] | None = None) -> None:
+        self.data = data
+        self.where = where
+        self.warnings = [] if warnings is None else warnings
+
+    def event(self) -> AthmEvent:
+        event_type = self._event_type()
+        ecommerce_id = self.identifier("ecommerceId") or None
+        reference_number = self.identifier("referenceNumber") or None
+        # Cancelled and expired checkouts never reached a transaction, so they have no reference number;
+        # in ATH's published shape they have no ecommerceId either (see AthmEvent.fingerprint).
+        if reference_number is None and event_type not in (
+            EventType.ECOMMERCE_CANCELLED,
+            EventType.ECOMMERCE_EXPIRED,
+        ):
+            raise PayloadError("referenceNumber", "is required")
+
+        total = self.amount("total")
+        if total is None:
+            raise AmountError("total", "is required")
+        # A refund's date is part of its identity (two partial refunds share a reference number).
+        strict_date = event_type.identity == Identity.TRANSACTION
+        date = self.date("date", strict=strict_date)
+        if date is None and strict_date:
+            raise PayloadError("date", "is required")
+        transaction_date = self.date("transactionDate", strict=False)
+        if date is None and transaction_date is None and self.data.get("date") in (None, ""):
+            self.warn("date", "absent: the transaction has no date")
+
+        return AthmEvent(
+            type=event_type,
+            ecommerce_id=ecommerce_id,
+            reference_number=reference_number,
+            daily_transaction_id=self.daily_id(),
+            date=date,
+            transaction_date=transaction_date,
+            total=total,
+            subtotal=self.amount("subtotal", "subTotal"),
+            tax=self.amount("tax"),
+            fee=self.amount("fee"),
+            net_amount=self.amount("netAmount"),
+            total_refunded_amount=self.amount("totalRefundedAmount"),
+            name=self.text("name"),
+            phone_number=self.phone(),
+            email=self.text("email"),
+            message=self.text("message", _MESSAGE_LENGTH),
+            metadata_1=self.text("metadata1"),
+            metadata_2=self.text("metadata2"),
+            business_name=self.text("businessName"),
+            items=self.items(),
+            warnings=tuple(self.warnings),
+        )
+
+    def warn(self, field: str, warning: str) -> None:
+        self.warnings.append(FieldWarning(self.where + field, warning))
+
+    def _event_type(self) -> EventType:
+        transaction_type = self.identifier("transactionType", 32).lower()
+        if not transaction_type:
+            raise PayloadError("transactionType", "is required")
+        status = self.identifier("status", 32).lower()
+        if not status:
+            raise PayloadError("status", "is required")
         try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:  # a lone surrogate (\ud800) from a JSON escape: no database stores it
-            raise PayloadError(field, "contains an unpaired surrogate") from None
-    return value
+            return _EVENT_TYPES[transaction_type, status]
+        except KeyError:
+            known_types = {known for known, _ in _EVENT_TYPES}
+            if transaction_type not in known_types:
+                raise PayloadError("transactionType", f"unknown value {transaction_type!r}") from None
+            raise PayloadError("status", f"unknown value {status!r} for {transaction_type!r}") from None
 
+    def identifier(self, field: str, max_length: int = _ID_LENGTH) -> str:
+        """A string that decides what happened, stripped; absent, null and empty read as ''. Strict."""
+        value = self.data.get(field)
+        if value is None:
+            return ""
+        if not isinstance(value, str):
+            raise PayloadError(field, f"must be a string, not {_json_type(value)}")
+        value = value.strip()
+        if len(value) > max_length:
+            raise PayloadError(field, f"is longer than {max_length} characters")
+        if storable(value) != value:
+            raise PayloadError(field, "contains a NUL character or an unpaired surrogate")
+        return value
 
-def _money(data: dict, *fields: str) -> Decimal | None:
-    """An amount in dollars, exact to the cent, from the first of ``fields`` that is present."""
-    field = next((name for name in fields if name in data), fields[0])
-    return read_amount(data.get(field), field)
+    def text(self, field: str, max_length: int = _TEXT_LENGTH) -> str:
+        """A descriptive string, stripped and cleaned to fit its column; absent, null and empty read as ''."""
+        value = self.data.get(field)
+        if value is None:
+            return ""
+        if isinstance(value, (int, float, Decimal)) and not isinstance(value, bool):
+            self.warn(field, f"{_json_type(value)}, taken as text")
+            value = _number_text(value)
+        elif not isinstance(value, str):
+            self.warn(field, f"{_json_type(value)}, not text: left out (the stored body keeps it)")
+            return ""
+        return self._fit(field, value.strip(), max_length)
+
+    def _fit(self, field: str, value: str, max_length: int) -> str:
+        cleaned = storable(value)
+        if cleaned != value:
+            self.warn(field, "NUL characters or unpaired surrogates replaced with U+FFFD")
+        if len(cleaned) > max_length:
+            self.warn(field, f"cut from {len(cleaned)} to {max_length} characters")
+            cleaned = cleaned[:max_length]
+        return cleaned
+
+    def amount(self, *fields: str) -> Decimal | None:
+        """An amount in dollars, exact to the cent, from the first of ``fields`` that is present. Strict."""
+        field = next((name for name in fields if name in self.data), fields[0])
+        return read_amount(self.data.get(field), field)
+
+    def date(self, field: str, *, strict: bool) -> datetime | None:
+        """A date; an unreadable one is refused when ``strict``, else left out with a warning."""
+        try:
+            return _date(self.data, field)
+        except PayloadError as exc:
+            if strict:
+                raise
+            self.warn(field, f"{exc.problem}; left out (the stored body keeps it)")
+            return None
+
+    def daily_id(self) -> int | None:
+        """``dailyTransactionID`` or ``dailyTransactionId``: ``"0007"``, ``"3"`` or ``35`` read as numbers."""
+        field = "dailyTransactionID" if "dailyTransactionID" in self.data else "dailyTransactionId"
+        value = self.data.get(field)
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 10**9:
+            return value
+        if isinstance(value, str) and _DAILY_ID.fullmatch(value.strip()):
+            return int(value.strip())
+        raise PayloadError(field, f"must be a whole number, not {value!r:.40}")
+
+    def phone(self) -> str:
+        """Digits only: ``"7871234567"``, ``"(787) 123-4567"``, ``7871234567`` and ``7871234567.0`` are the
+        same phone."""
+        value = self.data.get("phoneNumber")
+        if value is None:
+            return ""
+        if isinstance(value, (float, Decimal)) or (isinstance(value, int) and not isinstance(value, bool)):
+            if not isinstance(value, int):
+                self.warn("phoneNumber", "a number with decimals, taken as text")
+            value = _number_text(value)
+        elif not isinstance(value, str):
+            self.warn("phoneNumber", f"{_json_type(value)}, not text: left out (the stored body keeps it)")
+            return ""
+        digits = "".join(character for character in value if character.isdigit() and character.isascii())
+        if len(digits) > _PHONE_LENGTH:
+            self.warn("phoneNumber", f"cut from {len(digits)} to {_PHONE_LENGTH} digits")
+            digits = digits[:_PHONE_LENGTH]
+        return digits
+
+    def items(self) -> tuple[Item, ...]:
+        items = self.data.get("items")
+        if items is None:
+            return ()
+        if not isinstance(items, list):
+            self.warn("items", f"{_json_type(items)}, not a list: left out (the stored body keeps it)")
+            return ()
+        if len(items) > _MAX_ITEMS:
+            self.warn("items", f"{len(items)} entries; the first {_MAX_ITEMS} kept")
+            items = items[:_MAX_ITEMS]
+        read = []
+        for index, entry in enumerate(items):
+            where = f"items[{index}]"
+            if not isinstance(entry, dict):
+                self.warn(where, f"{_json_type(entry)}, not an object: left out")
+                continue
+            read.append(_Reader(entry, f"{self.where}{where}.", self.warnings).item())
+        return tuple(read)
+
+    def item(self) -> Item:
+        try:
+            price = self.amount("price")
+            tax = self.amount("tax")
+        except PayloadError as exc:
+            raise type(exc)(f"{self.where}{exc.field}", exc.problem) from None
+        return Item(
+            name=self.text("name"),
+            description=self.text("description", _MESSAGE_LENGTH),
+            quantity=self.quantity(),
+            price=Decimal("0.00") if price is None else price,
+            tax=tax,
+            metadata=self.text("metadata"),
+            sku=self.text("sku"),
+        )
+
+    def quantity(self) -> int | None:
+        value = self.data.get("quantity")
+        if value is None or value == "":
+            return 1
+        quantity = None
+        if not isinstance(value, bool) and isinstance(value, (int, Decimal, str)):
+            try:
+                quantity = _decimal(value)
+            except (InvalidOperation, ValueError):
+                quantity = None
+        if (
+            quantity is None
+            or not quantity.is_finite()
+            or quantity != quantity.to_integral_value()
+            or not 0 < quantity < 10**6
+        ):
+            shown = value if isinstance(value, (int, Decimal, str)) else _json_type(value)
+            self.warn("quantity", f"not a whole number from 1 to 999999 ({shown!r:.40}): left out")
+            return None
+        return int(quantity)
 
 
 def read_amount(value: Any, field: str) -> Decimal | None:
     """``value`` as dollars exact to the cent; ``None`` when it is absent (null or blank).
 
-    Takes what ATH Móvil sends for money: a number, or a string holding one (``"26.00"``, ``26``, ``26.0``,
-    and single-precision float noise such as ``0.6000000238418579`` for 0.60). Raises
-    :class:`PayloadError` naming ``field`` for anything else: not a number, negative, ``MAX_AMOUNT`` or
-    more, or finer than a cent beyond what a float blurs.
+    Takes what ATH Móvil sends for money: a number, or a string holding one (``"26.00"``, ``26``, ``26.0``),
+    and float noise: an amount less than a tenth of a cent (:data:`FLOAT_NOISE`) from a cent value is that
+    value (``0.6000000238418579`` is 0.60, ``0.09999996423721313`` is 0.10). Raises :class:`AmountError`
+    naming ``field`` for anything else: not a number, negative, ``MAX_AMOUNT`` or more, or further from a
+    cent value (``3.005``).
     """
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float, Decimal, str)):
-        raise PayloadError(field, f"must be an amount, not {_json_type(value)}")
+        raise AmountError(field, f"must be an amount, not {_json_type(value)}")
     try:
         amount = _decimal(value)
     except (InvalidOperation, ValueError):
-        raise PayloadError(field, f"is not an amount: {value!r:.40}") from None
+        raise AmountError(field, f"is not an amount: {value!r:.40}") from None
     if not amount.is_finite():
-        raise PayloadError(field, "must be a finite amount")
+        raise AmountError(field, "must be a finite amount")
     if amount < 0:
-        raise PayloadError(field, "must not be negative")
+        raise AmountError(field, "must not be negative")
     if amount >= MAX_AMOUNT:
-        raise PayloadError(field, f"is not below the limit of {MAX_AMOUNT}")
+        raise AmountError(field, f"is not below the limit of {MAX_AMOUNT}")
     cents = amount.quantize(CENT, rounding=ROUND_HALF_UP)
-    if cents != amount and (not cents or _as_float32(amount) != _as_float32(cents)):
-        # ATH Móvil sends some amounts as single-precision floats (0.6000000238418579 for 0.60).
-        # Those are cents in disguise; anything finer than what a float can blur is not.
-        raise PayloadError(field, f"has more than two decimals: {value!r:.40}")
+    if abs(cents - amount) >= FLOAT_NOISE:
+        raise AmountError(field, f"has more than two decimals: {value!r:.40}")
     return cents
 
 
@@ -315,8 +541,14 @@ def _decimal(value: int | float | Decimal | str) -> Decimal:
     return Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
 
 
-def _as_float32(amount: Decimal) -> float:
-    return struct.unpack("f", struct.pack("f", float(amount)))[0]
+def _number_text(value: int | float | Decimal) -> str:
+    """A JSON number as text: whole numbers without a fraction (``7875550102.0`` is ``"7875550102"``)."""
+    if isinstance(value, float):
+        value = _decimal(value) if value == value and abs(value) != float("inf") else Decimal(0)
+    if isinstance(value, Decimal) and value.is_finite() and value == value.to_integral_value():
+        # Within what a phone or a name could hold; an exponent of thousands of digits is not text.
+        return str(int(value)) if value.adjusted() < 100 else str(value)
+    return str(value)
 
 
 def _date(data: dict, field: str) -> datetime | None:
@@ -337,77 +569,6 @@ def _date(data: dict, field: str) -> datetime | None:
     if not _EARLIEST_DATE <= aware <= _LATEST_DATE:
         raise PayloadError(field, f"is not a date ATH Móvil sends: {value!r:.40}")
     return aware
-
-
-def _daily_id(data: dict) -> int | None:
-    """``dailyTransactionID`` or ``dailyTransactionId``: ``"0007"``, ``"3"`` or ``35`` all read as numbers."""
-    field = "dailyTransactionID" if "dailyTransactionID" in data else "dailyTransactionId"
-    value = data.get(field)
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return None
-    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 10**9:
-        return value
-    if isinstance(value, str) and _DAILY_ID.fullmatch(value.strip()):
-        return int(value.strip())
-    raise PayloadError(field, f"must be a whole number, not {value!r:.40}")
-
-
-def _phone(data: dict) -> str:
-    """Digits only: ``"7871234567"``, ``"(787) 123-4567"`` and ``7871234567`` are the same phone."""
-    value = data.get("phoneNumber")
-    if value is None:
-        return ""
-    if isinstance(value, int) and not isinstance(value, bool):
-        value = str(value)
-    if not isinstance(value, str):
-        raise PayloadError("phoneNumber", f"must be a string or number, not {_json_type(value)}")
-    if len(value) > 40:
-        raise PayloadError("phoneNumber", "is longer than 40 characters")
-    return "".join(character for character in value if character.isdigit())
-
-
-def _items(data: dict) -> tuple[Item, ...]:
-    items = data.get("items")
-    if items is None:
-        return ()
-    if not isinstance(items, list):
-        raise PayloadError("items", f"must be a list, not {_json_type(items)}")
-    if len(items) > _MAX_ITEMS:
-        raise PayloadError("items", f"has more than {_MAX_ITEMS} entries")
-    return tuple(_item(entry, f"items[{index}]") for index, entry in enumerate(items))
-
-
-def _item(entry: Any, where: str) -> Item:
-    if not isinstance(entry, dict):
-        raise PayloadError(where, f"must be an object, not {_json_type(entry)}")
-    try:
-        price = _money(entry, "price")
-        return Item(
-            name=_text(entry, "name", _TEXT_LENGTH),
-            description=_text(entry, "description", _MESSAGE_LENGTH),
-            quantity=_quantity(entry),
-            price=Decimal("0.00") if price is None else price,
-            tax=_money(entry, "tax"),
-            metadata=_text(entry, "metadata", _TEXT_LENGTH),
-            sku=_text(entry, "sku", _TEXT_LENGTH),
-        )
-    except PayloadError as exc:
-        raise PayloadError(f"{where}.{exc.field}", exc.problem) from None
-
-
-def _quantity(entry: dict) -> int:
-    value = entry.get("quantity")
-    if value is None or value == "":
-        return 1
-    if isinstance(value, bool) or not isinstance(value, (int, float, Decimal, str)):
-        raise PayloadError("quantity", f"must be a whole number, not {_json_type(value)}")
-    try:
-        quantity = _decimal(value)
-    except (InvalidOperation, ValueError):
-        raise PayloadError("quantity", f"is not a number: {value!r:.40}") from None
-    if not quantity.is_finite() or quantity != quantity.to_integral_value() or not 0 < quantity < 10**6:
-        raise PayloadError("quantity", f"must be a whole number from 1 to 999999, not {value!r:.40}")
-    return int(quantity)
 
 
 def _json_type(value: Any) -> str:

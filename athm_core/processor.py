@@ -27,7 +27,7 @@ from functools import partial
 from typing import Any
 
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Exists, OuterRef, QuerySet
+from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 
 from athm_core import dispatch, outbox
@@ -61,9 +61,18 @@ class Transition:
 
 
 def process(
-    event: AthmEvent, *, raw_body: str, source_ip: str | None = None, request_id: str = ""
+    event: AthmEvent,
+    *,
+    raw_body: str,
+    raw_bytes: bytes | None = None,
+    charset: str = "",
+    source_ip: str | None = None,
+    request_id: str = "",
 ) -> WebhookEvent:
     """Record one delivery of ``event`` and apply it. Returns the recorded delivery with its outcome.
+
+    ``raw_body`` is the body as text, ``raw_bytes`` its exact bytes where they are not that text's UTF-8,
+    ``charset`` the charset its request declared (see ``WebhookEvent``); the event's warnings are recorded.
 
     Safe to call for the same event any number of times, from any number of processes at once.
     Signals fire after the transaction commits (after the caller's, if the caller holds one); what became
@@ -79,13 +88,16 @@ def process(
                     raw_body,
                     result.outcome,
                     event=event,
+                    raw_bytes=raw_bytes,
+                    charset=charset,
                     source_ip=source_ip,
                     request_id=request_id,
                     payment=result.payment,
                     refund=result.refund,
                 )
                 _write_notices(result.notices, record)
-                result.messages = _write_outbox(result.notices, record, occurred_at=event.effective_date)
+                occurred_at = event.effective_date or record.received_at
+                result.messages = _write_outbox(result.notices, record, occurred_at=occurred_at)
             break
         except IntegrityError:
             conflict = _reference_conflict(event)
@@ -97,6 +109,8 @@ def process(
                     Outcome.REJECTED,
                     event=event,
                     error=conflict,
+                    raw_bytes=raw_bytes,
+                    charset=charset,
                     source_ip=source_ip,
                     request_id=request_id,
                 )
@@ -113,15 +127,27 @@ def record(
     *,
     event: AthmEvent | None = None,
     error: str = "",
+    raw_bytes: bytes | None = None,
+    charset: str = "",
     source_ip: str | None = None,
     request_id: str = "",
 ) -> WebhookEvent:
     """Keep a delivery that changes nothing, with ``outcome`` and why (``error``).
 
-    For a body that could not be read (``invalid``), one that ATH Móvil contradicts (``rejected``) and one
-    whose processing failed (``failed``, with the traceback), so that each can be looked at and replayed.
+    For a body that could not be read (``invalid``), one that ATH Móvil contradicts (``rejected``) or
+    cannot confirm (``unverified``), and one whose processing failed (``failed``, with the traceback), so
+    that each can be looked at and replayed. The body's arguments are :func:`process`'s.
     """
-    return _record(raw_body, outcome, event=event, error=error, source_ip=source_ip, request_id=request_id)
+    return _record(
+        raw_body,
+        outcome,
+        event=event,
+        error=error,
+        raw_bytes=raw_bytes,
+        charset=charset,
+        source_ip=source_ip,
+        request_id=request_id,
+    )
 
 
 def already_applied(event: AthmEvent) -> bool:
@@ -137,6 +163,8 @@ def _record(
     *,
     event: AthmEvent | None = None,
     error: str = "",
+    raw_bytes: bytes | None = None,
+    charset: str = "",
     source_ip: str | None = None,
     request_id: str = "",
     payment: Payment | None = None,
@@ -147,6 +175,9 @@ def _record(
         request_id=request_id,
         source_ip=source_ip,
         raw_body=raw_body,
+        raw_bytes=raw_bytes,
+        charset=charset[:40],
+        warnings=[warning.as_json() for warning in event.warnings] if event else [],
         event_type=event.type if event else "",
         idempotency_key=event.idempotency_key if event else "",
         outcome=outcome,
@@ -161,9 +192,9 @@ def _record(
 
 
 def _complete_ecommerce(event: AthmEvent) -> Transition:
-    payment = _locked_payment(ecommerce_id=event.ecommerce_id)
+    payment = _checkout(event)
     if payment is None:
-        payment = Payment(transaction_type=Payment.TransactionType.ECOMMERCE, ecommerce_id=event.ecommerce_id)
+        payment = _new_checkout(event)
     elif payment.status == Status.COMPLETED:
         return Transition(Outcome.DUPLICATE, payment, link_reference=payment.reference_number)
     # Money moved: a completion wins over an earlier cancellation or expiry.
@@ -179,9 +210,9 @@ def _complete_ecommerce(event: AthmEvent) -> Transition:
 
 
 def _close_ecommerce(event: AthmEvent, status: str) -> Transition:
-    payment = _locked_payment(ecommerce_id=event.ecommerce_id)
+    payment = _checkout(event)
     if payment is None:
-        payment = Payment(transaction_type=Payment.TransactionType.ECOMMERCE, ecommerce_id=event.ecommerce_id)
+        payment = _new_checkout(event)
         _fill(payment, event)
     elif payment.status == status:
         return Transition(Outcome.DUPLICATE, payment)
@@ -191,6 +222,51 @@ def _close_ecommerce(event: AthmEvent, status: str) -> Transition:
     payment.status = status
     payment.save()
     return Transition(Outcome.APPLIED, payment, notices=[payment_notice(event.type, payment)])
+
+
+def _checkout(event: AthmEvent) -> Payment | None:
+    """The (locked) payment of an eCommerce event's checkout, found by what the event names.
+
+    By ``ecommerceId`` where it has one; else (ATH Móvil's published shape) by its reference number, or
+    for a cancelled or expired checkout in that shape by its fingerprint. A payment recorded from that
+    shape is joined by the first event that names both its reference number and an ``ecommerceId``.
+    """
+    if event.ecommerce_id and event.reference_number:
+        # One query for both (this runs for every new checkout): the payment with this ecommerceId, or one
+        # recorded without an ecommerceId under this reference number, which the event then joins.
+        found = list(
+            Payment.objects.select_for_update()
+            .filter(
+                Q(ecommerce_id=event.ecommerce_id)
+                | Q(
+                    reference_number=event.reference_number,
+                    ecommerce_id=None,
+                    transaction_type=Payment.TransactionType.ECOMMERCE,
+                )
+            )
+            .order_by()[:2]
+        )
+        payment = next((each for each in found if each.ecommerce_id == event.ecommerce_id), None)
+        if payment is None and found:
+            payment = found[0]
+            payment.ecommerce_id = event.ecommerce_id
+            payment.save(update_fields=["ecommerce_id", "updated_at"])
+        return payment
+    if event.ecommerce_id:
+        return _locked_payment(ecommerce_id=event.ecommerce_id)
+    if event.reference_number:
+        return _locked_payment(
+            reference_number=event.reference_number, transaction_type=Payment.TransactionType.ECOMMERCE
+        )
+    return _locked_payment(fingerprint=event.fingerprint)
+
+
+def _new_checkout(event: AthmEvent) -> Payment:
+    return Payment(
+        transaction_type=Payment.TransactionType.ECOMMERCE,
+        ecommerce_id=event.ecommerce_id,
+        fingerprint=event.fingerprint,
+    )
 
 
 def _receive_payment(event: AthmEvent, transaction_type: str) -> Transition:
@@ -256,13 +332,19 @@ _TRANSITIONS: dict[EventType, Callable[[AthmEvent], Transition]] = {
 
 
 def _reference_conflict(event: AthmEvent) -> str:
-    """Why an eCommerce event cannot have its reference number: another checkout's payment holds it."""
+    """Why an eCommerce event cannot have its reference number: another checkout's payment holds it, or
+    a payment that is not a checkout's."""
     if not event.type.is_ecommerce or not event.reference_number:
         return ""
     owner = _one(Payment.objects.filter(reference_number=event.reference_number))
-    # Compared here, not in SQL: MySQL's collation calls some different ids equal.
-    if owner is None or owner.ecommerce_id == event.ecommerce_id:
+    if owner is None:
         return ""
+    same_checkout = owner.transaction_type == Payment.TransactionType.ECOMMERCE and (
+        # An event without an ecommerceId, or a payment recorded without one: it names the same checkout.
+        event.ecommerce_id is None or owner.ecommerce_id in (None, event.ecommerce_id)
+    )
+    if same_checkout:
+        return ""  # a race that the next attempt sees the end of
     return f"referenceNumber {event.reference_number} already belongs to payment {owner.pk}"
 
 

@@ -7,10 +7,16 @@ view, ``athm reprocess`` and the admin's reprocess action, or a view of your own
 
 The steps, each recorded so that nothing accepted is lost:
 
-1. **Parse** (:func:`athm_core.payloads.parse`). A body that cannot be read is kept as ``invalid`` with
-   the reason, and nothing else changes.
+1. **Parse** (:func:`athm_core.payloads.parse`), in the charset the request declared. Descriptive fields
+   that cannot be stored as sent are cleaned, and the cleaning kept as the delivery's ``warnings``. A body
+   that cannot be read is kept as ``invalid`` with the reason, and nothing else changes; with
+   verification on, one whose only fault is an unreadable amount takes ATH Móvil's amounts instead
+   (:func:`~athm_core.ath.verification.amounts_from_ath`). Every delivery keeps its body byte for byte
+   (``WebhookEvent.body_bytes``).
 2. **Check** with ATH Móvil: ``check(event)`` returns ``None`` (go on) or why ATH Móvil contradicts the
-   event, which is then kept as ``rejected`` and changes nothing. ``check`` defaults to the callable named
+   event, which is then kept as ``rejected`` and changes nothing; a check that can never confirm the event
+   as things are raises :class:`~athm_core.ath.verification.Unverifiable`, and it is kept as
+   ``unverified``, not applied. ``check`` defaults to the callable named
    by ``ATHM_VERIFIER`` (:func:`athm_core.ath.verification.check`, which asks findPayment when
    ``ATHM_VERIFY`` is on). When ATH Móvil cannot answer, the check raises
    :class:`~athm_core.ath.verification.Unavailable` (an ``OSError``, such as a timeout, counts the same),
@@ -34,10 +40,10 @@ from django.db import DatabaseError, InterfaceError, OperationalError
 from django.utils.module_loading import import_string
 
 from athm_core import processor
-from athm_core.ath.verification import Unavailable
+from athm_core.ath.verification import Unavailable, Unverifiable, amounts_from_ath
 from athm_core.conf import athm_settings
 from athm_core.models import WebhookEvent
-from athm_core.payloads import AthmEvent, PayloadError, parse
+from athm_core.payloads import AmountError, AthmEvent, PayloadError, parse
 from athm_core.text import storable
 
 log = logging.getLogger(__name__)
@@ -70,54 +76,86 @@ class Delivery:
     field: str = ""
     contradicted: bool = False
 
+    @property
+    def warnings(self) -> list[dict]:
+        return self.record.warnings if self.record is not None else []
+
 
 def receive(
     body: bytes,
     *,
     source_ip: str | None = None,
     request_id: str = "",
+    charset: str = "",
     check: Check | None = None,
     keep_invalid: bool = True,
 ) -> Delivery:
     """Take one delivery of a webhook body (its bytes, as received) through parse, check and process.
 
-    ``source_ip`` and ``request_id`` say where it came from (stored on the ``WebhookEvent``). ``check``
-    replaces ``ATHM_VERIFIER`` for this call. With ``keep_invalid=False`` a body that cannot be read raises
+    ``charset`` is the one the request's ``Content-Type`` declared (UTF-8 when empty). ``source_ip`` and
+    ``request_id`` say where it came from (stored on the ``WebhookEvent``). ``check`` replaces
+    ``ATHM_VERIFIER`` for this call. With ``keep_invalid=False`` a body that cannot be read raises
     :class:`~athm_core.payloads.PayloadError` instead of being recorded (a replay of a stored body).
 
     Raises :class:`~athm_core.ath.verification.Unavailable` when ATH Móvil cannot confirm the event now,
     and ``OperationalError`` or ``InterfaceError`` when the database cannot serve; nothing is recorded then.
     """
-    origin = {"source_ip": source_ip, "request_id": request_id}
-    # What is stored: for any body that parses, exactly the text received.
-    raw_body = body.decode("utf-8", errors="replace")
+    kept = {**_kept_body(body, charset), "source_ip": source_ip, "request_id": request_id}
     try:
-        event = parse(body)
+        event = _parse(body, charset)
     except PayloadError as exc:
         if not keep_invalid:
             raise
-        # Text columns cannot hold NUL on every database; the rest is kept as received.
-        kept = storable(raw_body)
-        return _refused(kept, Outcome.INVALID, str(exc), origin, field=exc.field)
+        return _refused(Outcome.INVALID, str(exc), kept, field=exc.field)
     try:
         contradiction = _ask(check or configured_check(), event)
         if contradiction:
             # Recorded before any answer: a database that cannot record it makes the caller retry.
-            rejected = processor.record(
-                raw_body, Outcome.REJECTED, event=event, error=contradiction, **origin
-            )
+            rejected = processor.record(event=event, outcome=Outcome.REJECTED, error=contradiction, **kept)
             return Delivery(Outcome.REJECTED, rejected, event, contradiction, contradicted=True)
-        record = processor.process(event, raw_body=raw_body, **origin)
+        record = processor.process(event, **kept)
+    except Unverifiable as exc:
+        reason = str(exc)
+        kept_unverified = processor.record(event=event, outcome=Outcome.UNVERIFIED, error=reason, **kept)
+        return Delivery(Outcome.UNVERIFIED, kept_unverified, event, reason)
     except (Unavailable, *DATABASE_UNAVAILABLE):
         raise
     except Exception as exc:
         log.error("processing webhook event %s failed: %s", event.idempotency_key, type(exc).__name__)
         # The traceback goes to the database with the delivery: exception texts may quote customer data.
         traceback_text = "".join(traceback.format_exception(exc))
-        return _refused(
-            raw_body, Outcome.FAILED, traceback_text, origin, event=event, summary=type(exc).__name__
-        )
+        return _refused(Outcome.FAILED, traceback_text, kept, event=event, summary=type(exc).__name__)
     return Delivery(record.outcome, record, event, record.error)
+
+
+def _parse(body: bytes, charset: str) -> AthmEvent:
+    """The event; for a body whose amounts cannot be read, with ATH Móvil's amounts where verification
+    can give them. Raises the body's own :class:`PayloadError` otherwise, and ``Unavailable``."""
+    try:
+        return parse(body, charset=charset)
+    except AmountError as exc:
+        if exc.data is None:
+            raise
+        try:
+            event = amounts_from_ath(exc.data)
+        except PayloadError:
+            event = None
+        if event is None:
+            raise
+        return event
+
+
+def _kept_body(body: bytes, charset: str) -> dict:
+    """What is stored of the body: its text (decoded in ``charset``, the undecodable replaced, made
+    storable), and its exact bytes where that text's UTF-8 is not them."""
+    body = bytes(body)
+    try:
+        text = body.decode(charset or "utf-8", errors="replace")
+    except LookupError:  # a charset Python does not know, or not a text encoding
+        text = body.decode("utf-8", errors="replace")
+    text = storable(text)
+    exact = None if text.encode("utf-8") == body else body
+    return {"raw_body": text, "raw_bytes": exact, "charset": charset}
 
 
 def configured_check() -> Check:
@@ -145,10 +183,9 @@ def _import_check(path: str) -> Check:
 
 
 def _refused(
-    raw_body: str,
     outcome: str,
     error: str,
-    origin: dict,
+    kept: dict,
     *,
     event: AthmEvent | None = None,
     field: str = "",
@@ -160,7 +197,7 @@ def _refused(
     ``summary`` stands for ``error`` in the answer when ``error`` is too long or too private to repeat (a
     traceback)."""
     try:
-        record = processor.record(raw_body, outcome, event=event, error=error, **origin)
+        record = processor.record(outcome=outcome, event=event, error=error, **kept)
     except DatabaseError:
         log.warning("could not record a %s delivery: the database is unavailable", outcome)
         record = None

@@ -173,7 +173,8 @@ def _reprocess_one(pk: int, check: Check | None) -> Result:
         return Result(pk, REFUSED, f"it was rejected ({record.error or 'contradicted'}); it is not applied")
     try:
         delivery = receive(
-            record.raw_body.encode("utf-8"),
+            record.body_bytes,
+            charset=record.charset,
             source_ip=record.source_ip,
             request_id=f"reprocess of #{pk}",
             check=check,
@@ -187,7 +188,7 @@ def _reprocess_one(pk: int, check: Check | None) -> Result:
     if delivery.outcome == Outcome.FAILED:
         where = "the traceback is on the new event" if new else "the database could not record it"
         return Result(pk, delivery.outcome, f"{delivery.error}; {where}", new and new.pk)
-    if delivery.outcome == Outcome.REJECTED:
+    if delivery.outcome in (Outcome.REJECTED, Outcome.UNVERIFIED):
         return Result(pk, delivery.outcome, delivery.error, new.pk)
     return Result(pk, delivery.outcome, _receivers_note(new), new.pk)
 

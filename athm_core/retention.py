@@ -85,7 +85,7 @@ def _unpurged_events(cutoff: datetime):
 def _purge_batch(ids: list[int]) -> int:
     # purged_at=None again: a purge running at the same time counts each event once between them.
     return WebhookEvent.objects.filter(pk__in=ids, purged_at=None).update(
-        raw_body="", error="", purged_at=timezone.now()
+        raw_body="", raw_bytes=None, error="", purged_at=timezone.now()
     )
 
 

@@ -44,7 +44,10 @@ def webhook(request: HttpRequest, secret: str) -> JsonResponse:
 
     try:
         delivery = receive(
-            request.body, source_ip=request.META.get("REMOTE_ADDR") or None, request_id=_request_id(request)
+            request.body,
+            source_ip=request.META.get("REMOTE_ADDR") or None,
+            request_id=_request_id(request),
+            charset=request.content_params.get("charset", ""),
         )
     except Unavailable as exc:
         return _unverified(exc)
@@ -56,6 +59,11 @@ def webhook(request: HttpRequest, secret: str) -> JsonResponse:
         return _rejected(delivery)
     if delivery.outcome == Outcome.FAILED:
         return _failed(delivery)
+    if delivery.warnings:
+        # Descriptive fields cleaned to be stored: the admin lists them under "has warnings".
+        count("WebhookWarnings", len(delivery.warnings))
+    if delivery.outcome == Outcome.UNVERIFIED:
+        return _unverifiable(delivery)
 
     record = delivery.record
     count(f"Webhook{record.outcome.capitalize()}")
@@ -73,6 +81,7 @@ def webhook(request: HttpRequest, secret: str) -> JsonResponse:
             "event_type": record.event_type,
             "outcome": record.outcome,
             "duplicate": record.outcome == Outcome.DUPLICATE,
+            "warnings": len(record.warnings),
         }
     )
 
@@ -169,6 +178,24 @@ def _rejected(delivery: Delivery) -> JsonResponse:
             "event_type": delivery.record.event_type,
             "outcome": delivery.outcome,
             "detail": "ATH Móvil does not confirm this event",
+        }
+    )
+
+
+def _unverifiable(delivery: Delivery) -> JsonResponse:
+    count("WebhookUnverifiable")
+    logger.warning(
+        "webhook event kept unverified", extra={"event_type": delivery.event.type, "why": delivery.error}
+    )
+    # 200: the delivery is kept and can be reprocessed once it can be confirmed; a retry would add nothing.
+    return JsonResponse(
+        {
+            "accepted": False,
+            "event_id": delivery.record.pk,
+            "event_type": delivery.record.event_type,
+            "outcome": delivery.outcome,
+            "detail": "verification is on and ATH Móvil cannot confirm this event; it is kept, not applied",
+            "warnings": len(delivery.warnings),
         }
     )
 

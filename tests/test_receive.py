@@ -87,9 +87,9 @@ def test_a_check_given_to_receive_replaces_the_setting(settings, signal_log):
 
 def test_a_body_that_cannot_be_read_is_kept_as_invalid_or_raised_for_a_replay(settings):
     delivery = receive(b'{"transactionType": "ecommerce", "status": "completed"}')
-    assert delivery.outcome == Outcome.INVALID and delivery.field == "ecommerceId"
+    assert delivery.outcome == Outcome.INVALID and delivery.field == "referenceNumber"
     assert WebhookEvent.objects.get(pk=delivery.record.pk).error == delivery.error
-    with pytest.raises(ValueError, match="ecommerceId"):
+    with pytest.raises(ValueError, match="referenceNumber"):
         receive(b'{"transactionType": "ecommerce", "status": "completed"}', keep_invalid=False)
     assert WebhookEvent.objects.count() == 1
 

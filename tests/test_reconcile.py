@@ -236,6 +236,30 @@ def test_a_payment_recorded_by_its_webhook_is_counted_present_and_not_duplicated
     assert summary(out).startswith("created 0, already present 1, amount mismatches 0")
 
 
+def test_rows_in_aths_published_shape_without_an_ecommerce_id_are_found_by_reference(
+    ath, lambda_handler, signal_log, settings
+):
+    settings.ATHM_VERIFY = False
+    legacy = sample_data("ecommerce_completed.legacy")
+    assert lambda_handler.post(json.dumps(legacy)).json()["outcome"] == "applied"
+    lost = {**legacy, "referenceNumber": "402894d5-lost-0001", "metadata1": "order-2047"}
+    ath.answer(PATH, 200, [report_row("ecommerce_completed.legacy"), lost])
+
+    out = reconcile("--from", "2026-11-21", "--to", "2026-11-21")
+
+    assert summary(out).startswith("created 1, already present 1, amount mismatches 0"), out
+    assert set(Payment.objects.values_list("reference_number", flat=True)) == {
+        legacy["referenceNumber"],
+        lost["referenceNumber"],
+    }
+    assert signal_log.names() == ["payment_completed", "payment_completed"]
+    assert (
+        reconcile("--from", "2026-11-21", "--to", "2026-11-21")
+        .splitlines()[1]
+        .startswith("created 0, already present 2")
+    )
+
+
 def test_a_refund_recorded_by_its_webhook_is_present(ath, lambda_handler, signal_log):
     assert lambda_handler.post(json.dumps(sample_data("refund_sent.production"))).status == 200
     ath.answer(PATH, 200, [report_row("refund_sent.production")])

@@ -22,6 +22,9 @@ FIRST_DELIVERY = {
     "refund_sent.documented": ("applied", None, None),
     "refund_sent.production": ("applied", None, None),
     "simulated": ("simulated", None, None),
+    "ecommerce_completed.legacy": ("applied", Payment.Status.COMPLETED, "payment_completed"),
+    "ecommerce_cancelled.legacy": ("applied", Payment.Status.CANCELLED, "payment_cancelled"),
+    "ecommerce_expired.legacy": ("applied", Payment.Status.EXPIRED, "payment_expired"),
 }
 
 
@@ -164,8 +167,8 @@ def test_wrong_secret_opens_no_database_connection(lambda_handler):
             "transactionType: unknown",
         ),
         (
-            json.dumps({**sample_data("ecommerce_completed.production"), "ecommerceId": ""}),
-            "ecommerceId: is required",
+            json.dumps({**sample_data("ecommerce_completed.production"), "referenceNumber": ""}),
+            "referenceNumber: is required",
         ),
         (
             json.dumps({**sample_data("refund_sent.production"), "total": "1.001"}),

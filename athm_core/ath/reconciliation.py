@@ -42,6 +42,8 @@ from athm_core.payloads import PUERTO_RICO, AthmEvent, PayloadError, parse_repor
 REQUEST_ID = "reconcile"
 # Days reconciled by the scheduled run: yesterday and today, Puerto Rico time.
 DEFAULT_DAYS = 2
+# Sorts first: a row whose date cannot be read.
+_LONG_AGO = datetime(2000, 1, 1, tzinfo=PUERTO_RICO)
 
 
 @dataclass(frozen=True)
@@ -159,7 +161,8 @@ def reconcile(
         events.append((event, row))
 
     # Payments before refunds, so that a refund finds the payment that the same run creates.
-    events.sort(key=lambda pair: (pair[0].type == EventType.REFUND_SENT, pair[0].effective_date))
+    # Payments before refunds, each in time order (a row without a readable date first).
+    events.sort(key=lambda pair: (pair[0].type == EventType.REFUND_SENT, pair[0].effective_date or _LONG_AGO))
     seen: set[str] = set()
     for event, row in events:
         if event.idempotency_key in seen:  # the same transaction twice in the report
@@ -222,9 +225,13 @@ def _reconcile_one(event: AthmEvent, row: dict[str, Any], report: Report) -> Non
 def _stored(event: AthmEvent) -> Payment | Refund | None:
     """The row that already records this transaction, if any."""
     if event.type.identity == Identity.CHECKOUT:
-        return Payment.objects.filter(
-            ecommerce_id=event.ecommerce_id, status=Payment.Status.COMPLETED
-        ).first()
+        # A row in ATH's published shape names no ecommerceId: its reference number finds the payment.
+        found = (
+            {"ecommerce_id": event.ecommerce_id}
+            if event.ecommerce_id
+            else {"reference_number": event.reference_number}
+        )
+        return Payment.objects.filter(**found, status=Payment.Status.COMPLETED).first()
     if event.type.identity == Identity.REFERENCE:
         return Payment.objects.filter(reference_number=event.reference_number).first()
     if event.type != EventType.REFUND_SENT:

@@ -16,6 +16,15 @@ reference number; a cancelled or expired one needs CANCEL (ATH reports expired c
 Another check (a callable with the same signature, named by that setting or passed to
 :func:`athm_core.receive.receive`) raises :class:`Unavailable` in the same case.
 
+An eCommerce event without an ``ecommerceId`` (ATH Móvil's published shape) cannot be looked up with
+findPayment. A completed one is confirmed in ATH's transaction report instead, by its reference number and
+total, when ``ATHM_PRIVATE_TOKEN`` is set; otherwise, or when the report does not list it, and for a
+cancelled or expired one (which names no reference number), the check raises :class:`Unverifiable`: the
+delivery is kept as ``unverified``, never applied, and can be reprocessed once it can be confirmed.
+
+With verification on, a body whose amounts cannot be read is not refused outright when findPayment can
+stand in for them: :func:`amounts_from_ath` reads the event again with ATH's amounts.
+
 Refunds, app payments and donations have no lookup by id in ATH's API: findPayment knows eCommerce
 payments only, and the transaction report is a date-range listing meant for reconciliation. They are
 applied unverified; docs/security.md says what limits the damage.
@@ -23,6 +32,8 @@ applied unverified; docs/security.md says what limits the damage.
 
 from __future__ import annotations
 
+from dataclasses import replace
+from datetime import timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -30,22 +41,45 @@ from athm_core import processor
 from athm_core.ath import client
 from athm_core.conf import athm_settings
 from athm_core.events import EventType
-from athm_core.payloads import AthmEvent, PayloadError, read_amount
+from athm_core.payloads import (
+    AMOUNT_FIELDS,
+    AthmEvent,
+    FieldWarning,
+    PayloadError,
+    parse_data,
+    parse_report_row,
+    read_amount,
+)
 
 # What findPayment says before a checkout ends: the event may simply have overtaken ATH's own records.
 _EARLIER_STATES = {"OPEN", "CONFIRM"}
+
+
+# How far from the event's date the transaction report is searched for its reference number, in days.
+REPORT_WINDOW_DAYS = 1
 
 
 class Unavailable(Exception):
     """ATH Móvil cannot confirm or contradict the event now."""
 
 
+class Unverifiable(Exception):
+    """The event cannot be confirmed with what this deployment can ask (an eCommerce event without an
+    ``ecommerceId``); it is kept as ``unverified``, not applied."""
+
+
 def check(event: AthmEvent) -> str | None:
-    """``None`` if the event may be applied, or why ATH Móvil contradicts it. Raises :class:`Unavailable`."""
+    """``None`` if the event may be applied, or why ATH Móvil contradicts it.
+
+    Raises :class:`Unavailable` when ATH cannot answer now, :class:`Unverifiable` when the event cannot be
+    confirmed at all with the settings as they are.
+    """
     if not athm_settings.ATHM_VERIFY or not event.type.is_ecommerce:
         return None
     if processor.already_applied(event):
         return None  # a redelivery: it changes nothing, so there is nothing to verify
+    if not event.ecommerce_id:
+        return _check_in_report(event)
     try:
         answer = client.find_payment(
             event.ecommerce_id,
@@ -105,3 +139,119 @@ def _exact_number(value: Any) -> Decimal | None:
     except InvalidOperation:
         return None
     return number if number.is_finite() else None
+
+
+def _check_in_report(event: AthmEvent) -> str | None:
+    """Confirm an eCommerce event without an ``ecommerceId`` by its reference number in ATH Móvil's
+    transaction report (the days around its date)."""
+    if not event.reference_number:
+        raise Unverifiable(
+            "the event names no ecommerceId and no reference number: ATH Móvil cannot be asked about it"
+        )
+    if not athm_settings.ATHM_PRIVATE_TOKEN:
+        raise Unverifiable(
+            "the event names no ecommerceId, so findPayment cannot confirm it; set ATHM_PRIVATE_TOKEN to "
+            "confirm its reference number in ATH Móvil's transaction report, then reprocess it"
+        )
+    when = event.effective_date
+    if when is None:
+        raise Unverifiable(
+            "the event names no ecommerceId and no date to look it up in the transaction report"
+        )
+    window = timedelta(days=REPORT_WINDOW_DAYS)
+    try:
+        rows = client.transaction_report(
+            when - window,
+            when + window,
+            public_token=athm_settings.ATHM_PUBLIC_TOKEN,
+            private_token=athm_settings.ATHM_PRIVATE_TOKEN,
+        )
+    except client.AthmApiError as exc:
+        raise Unavailable(str(exc)) from None
+    for row in rows:
+        try:
+            listed = parse_report_row(row)
+        except PayloadError:
+            continue
+        if listed.reference_number != event.reference_number:
+            continue
+        if listed.type != event.type:
+            return f"ATH Móvil's transaction report lists this reference number as {listed.type}"
+        if listed.total != event.total:
+            return f"ATH Móvil's transaction report gives a total of {listed.total}, not {event.total}"
+        return None
+    raise Unverifiable(
+        f"ATH Móvil's transaction report does not list reference number {event.reference_number} "
+        f"(searched {REPORT_WINDOW_DAYS} day(s) either side of the event's date)"
+    )
+
+
+def amounts_from_ath(data: dict[str, Any]) -> AthmEvent | None:
+    """The event ``data`` describes, with ATH Móvil's amounts where the body's cannot be read.
+
+    For a body whose amounts are unreadable (an :class:`~athm_core.payloads.AmountError`): with
+    verification on, and an eCommerce ``ecommerceId`` that findPayment can look up, every amount ATH's
+    answer gives for an unreadable one (``total``, ``subtotal``, ``tax``, ``fee``, ``netAmount``,
+    ``totalRefundedAmount``; ``items`` when an item's amount is unreadable) replaces the body's, each
+    replacement a warning; readable amounts stay the body's, for the check to compare.
+    ``None`` when that cannot be done (verification off, no ``ecommerceId``). Raises :class:`Unavailable`
+    when ATH cannot answer, :class:`~athm_core.payloads.PayloadError` when the event is still unreadable.
+    The event is then checked as usual.
+    """
+    if not athm_settings.ATHM_VERIFY:
+        return None
+    kind = str(data.get("transactionType") or "").strip().lower()
+    ecommerce_id = data.get("ecommerceId")
+    if kind != "ecommerce" or not isinstance(ecommerce_id, str) or not ecommerce_id.strip():
+        return None
+    try:
+        answer = client.find_payment(
+            ecommerce_id.strip(),
+            public_token=athm_settings.ATHM_PUBLIC_TOKEN,
+            timeout=athm_settings.ATHM_VERIFY_TIMEOUT,
+        )
+    except client.AthmApiError as exc:
+        if exc.status == 404:
+            return None
+        raise Unavailable(str(exc)) from None
+    found = answer.get("data") if isinstance(answer, dict) else None
+    if not isinstance(found, dict):
+        return None
+    fixed = dict(data)
+    warnings = []
+    for field in AMOUNT_FIELDS:
+        unreadable = _unreadable(data.get(field), field)
+        if not unreadable:
+            continue  # the body's own, which the check then compares with ATH's as usual
+        if field in found:
+            fixed[field] = found[field]
+            warnings.append(FieldWarning(field, f"{unreadable}: ATH Móvil's findPayment amount used"))
+        else:
+            fixed.pop(field)
+            warnings.append(FieldWarning(field, f"{unreadable}: left out (findPayment gives none)"))
+    if _items_unreadable(data.get("items")):
+        fixed["items"] = found.get("items") if isinstance(found.get("items"), list) else []
+        warnings.append(
+            FieldWarning("items", "an item's amount is unreadable: ATH Móvil's findPayment items used")
+        )
+    event = parse_data(fixed)
+    return replace(event, warnings=(*warnings, *event.warnings))
+
+
+def _unreadable(value: Any, field: str) -> str:
+    try:
+        read_amount(value, field)
+    except PayloadError as exc:
+        return exc.problem
+    return ""
+
+
+def _items_unreadable(items: Any) -> bool:
+    if not isinstance(items, list):
+        return False
+    return any(
+        _unreadable(entry.get(name), name)
+        for entry in items
+        if isinstance(entry, dict)
+        for name in ("price", "tax")
+    )
