@@ -385,3 +385,62 @@ def test_an_unknown_charset_is_read_as_utf8_with_a_warning(lambda_handler):
     record = WebhookEvent.objects.get()
     assert record.outcome == "applied"
     assert [warning["field"] for warning in record.warnings] == ["charset"]
+
+
+# --- With verification on, unreadable amounts come from ATH Móvil's findPayment answer ------------------
+
+
+def ath_finds(ath, **data: Any) -> None:
+    found = {
+        "ecommerceStatus": "COMPLETED",
+        "referenceNumber": COMPLETED["referenceNumber"],
+        "total": COMPLETED["total"],
+        "fee": 0.6000000238418579,
+        "netAmount": "25.40",
+        **data,
+    }
+    ath.answer(FIND_PAYMENT_PATH, 200, {"status": "success", "data": found})
+
+
+def test_unreadable_amounts_are_taken_from_find_payment_with_a_warning(lambda_handler, ath, signal_log):
+    ath_finds(ath)
+    body = changed("ecommerce_completed.production", fee="cero", netAmount={"amount": 25.4})
+    response = post(lambda_handler, body)
+    assert response.status == 200, response
+    assert response.json()["outcome"] == "applied"
+    payment = Payment.objects.get()
+    assert (payment.total, payment.fee, payment.net_amount) == (
+        Decimal("26.00"),
+        Decimal("0.60"),
+        Decimal("25.40"),
+    )
+    assert signal_log.names() == ["payment_completed"]
+    record = WebhookEvent.objects.get()
+    assert [warning["field"] for warning in record.warnings] == ["fee", "netAmount"]
+    assert "findPayment" in record.warnings[0]["warning"]
+
+
+def test_an_unreadable_total_from_find_payment_is_still_checked_against_the_body(lambda_handler, ath):
+    ath_finds(ath)
+    response = post(lambda_handler, changed("ecommerce_completed.production", total="veintiséis"))
+    assert response.status == 200 and response.json()["outcome"] == "applied", response
+    assert Payment.objects.get().total == Decimal("26.00")
+    # A readable amount that ATH contradicts is not replaced: the check rejects the event.
+    other = changed("ecommerce_completed.production", fee="cero", ecommerceId="another-checkout")
+    ath_finds(ath, total="20.00")
+    response = post(lambda_handler, other)
+    assert response.json()["outcome"] == "rejected", response
+    assert Payment.objects.count() == 1
+
+
+def test_without_verification_unreadable_amounts_are_refused(lambda_handler):
+    response = post(lambda_handler, changed("ecommerce_completed.production", fee="cero"))
+    assert response.status == 400 and response.json()["detail"].startswith("fee: is not an amount")
+    assert not Payment.objects.exists()
+
+
+def test_find_payment_not_knowing_the_checkout_leaves_the_body_refused(lambda_handler, ath):
+    ath.answer(FIND_PAYMENT_PATH, 200, {"status": "success", "data": None})
+    response = post(lambda_handler, changed("ecommerce_completed.production", fee="cero"))
+    assert response.status == 400 and response.json()["detail"].startswith("fee: ")
+    assert not Payment.objects.exists()
