@@ -26,8 +26,8 @@ from datetime import datetime
 from functools import partial
 from typing import Any
 
-from django.db import IntegrityError, connection, transaction
-from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.db import IntegrityError, OperationalError, connection, transaction
+from django.db.models import Exists, OuterRef, QuerySet
 from django.utils import timezone
 
 from athm_core import dispatch, outbox
@@ -80,6 +80,7 @@ def process(
     they have run. Raises what the database raises before the commit (nothing was written then, or, when
     the commit's answer was lost, it is not known whether it was: a redelivery finishes the job either way).
     """
+    caller_transaction = connection.in_atomic_block
     for attempt in range(1, _ATTEMPTS + 1):
         try:
             with transaction.atomic():
@@ -117,6 +118,13 @@ def process(
             if attempt == _ATTEMPTS:
                 raise
             log.info("event %s lost a race to create its row; trying again", event.idempotency_key)
+        except OperationalError as exc:
+            # Concurrent deliveries of one new checkout can deadlock on MySQL/MariaDB (an insert's unique
+            # check against another's locking read): the database rolled this one back whole, so it can
+            # start again, unless a caller's transaction was rolled back with it.
+            if not _is_deadlock(exc) or caller_transaction or attempt == _ATTEMPTS:
+                raise
+            log.info("event %s was chosen as a deadlock's victim; trying again", event.idempotency_key)
     transaction.on_commit(partial(_after_commit, record, result))
     return record
 
@@ -230,35 +238,33 @@ def _checkout(event: AthmEvent) -> Payment | None:
     By ``ecommerceId`` where it has one; else (ATH Móvil's published shape) by its reference number, or
     for a cancelled or expired checkout in that shape by its fingerprint. A payment recorded from that
     shape is joined by the first event that names both its reference number and an ``ecommerceId``.
+
+    Each lookup is an equality on one unique column: an ``OR`` of two makes MariaDB lock rows that
+    concurrent deliveries of the same new checkout then deadlock on.
     """
-    if event.ecommerce_id and event.reference_number:
-        # One query for both (this runs for every new checkout): the payment with this ecommerceId, or one
-        # recorded without an ecommerceId under this reference number, which the event then joins.
-        found = list(
-            Payment.objects.select_for_update()
-            .filter(
-                Q(ecommerce_id=event.ecommerce_id)
-                | Q(
-                    reference_number=event.reference_number,
-                    ecommerce_id=None,
-                    transaction_type=Payment.TransactionType.ECOMMERCE,
-                )
-            )
-            .order_by()[:2]
-        )
-        payment = next((each for each in found if each.ecommerce_id == event.ecommerce_id), None)
-        if payment is None and found:
-            payment = found[0]
-            payment.ecommerce_id = event.ecommerce_id
-            payment.save(update_fields=["ecommerce_id", "updated_at"])
-        return payment
     if event.ecommerce_id:
-        return _locked_payment(ecommerce_id=event.ecommerce_id)
+        payment = _locked_payment(ecommerce_id=event.ecommerce_id)
+        if payment is None and event.reference_number:
+            payment = _checkout_by_reference(event.reference_number, unjoined=True)
+            if payment is not None:
+                payment.ecommerce_id = event.ecommerce_id
+                payment.save(update_fields=["ecommerce_id", "updated_at"])
+        return payment
     if event.reference_number:
-        return _locked_payment(
-            reference_number=event.reference_number, transaction_type=Payment.TransactionType.ECOMMERCE
-        )
+        return _checkout_by_reference(event.reference_number)
     return _locked_payment(fingerprint=event.fingerprint)
+
+
+def _checkout_by_reference(reference_number: str, *, unjoined: bool = False) -> Payment | None:
+    """The (locked) checkout payment with this reference number; with ``unjoined``, only one that has no
+    ecommerceId yet. Another payment holding the number is left to the unique constraint (and
+    :func:`_reference_conflict`)."""
+    payment = _locked_payment(reference_number=reference_number)
+    if payment is None or payment.transaction_type != Payment.TransactionType.ECOMMERCE:
+        return None
+    if unjoined and payment.ecommerce_id is not None:
+        return None
+    return payment
 
 
 def _new_checkout(event: AthmEvent) -> Payment:
@@ -346,6 +352,17 @@ def _reference_conflict(event: AthmEvent) -> str:
     if same_checkout:
         return ""  # a race that the next attempt sees the end of
     return f"referenceNumber {event.reference_number} already belongs to payment {owner.pk}"
+
+
+# A transaction the database rolled back to break a deadlock or a serialization conflict: MySQL and
+# MariaDB's error 1213, PostgreSQL's SQLSTATE 40P01 and 40001.
+_DEADLOCK_CODES = {1213, "40P01", "40001"}
+
+
+def _is_deadlock(exc: OperationalError) -> bool:
+    cause = exc.__cause__
+    code = getattr(cause, "sqlstate", None) or (cause.args[0] if cause is not None and cause.args else None)
+    return code in _DEADLOCK_CODES
 
 
 def _locked_payment(**lookup: Any) -> Payment | None:

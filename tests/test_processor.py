@@ -301,3 +301,45 @@ def test_an_event_naming_another_checkouts_reference_number_is_rejected(signal_l
     owner.refresh_from_db()
     assert owner.total == Decimal("3.00") and owner.ecommerce_id != "forged-checkout"
     assert signal_log.names() == ["payment_completed"]
+
+
+class Deadlock(Exception):
+    """What a driver raises for a deadlock: MySQL's error 1213 (PostgreSQL's carries ``sqlstate``)."""
+
+    def __init__(self) -> None:
+        super().__init__(1213, "Deadlock found when trying to get lock; try restarting transaction")
+
+
+def deadlock_once(monkeypatch) -> list[int]:
+    """The first transition of the next delivery dies as a deadlock's victim, as MariaDB makes one of two
+    concurrent deliveries of a new checkout do."""
+    from django.db import OperationalError
+
+    calls: list[int] = []
+    real = processor._TRANSITIONS[processor.EventType.ECOMMERCE_COMPLETED]
+
+    def transition(event):
+        calls.append(1)
+        if len(calls) == 1:
+            raise OperationalError(*Deadlock().args) from Deadlock()
+        return real(event)
+
+    monkeypatch.setitem(processor._TRANSITIONS, processor.EventType.ECOMMERCE_COMPLETED, transition)
+    return calls
+
+
+def test_a_deadlocks_victim_starts_again_and_applies_once(monkeypatch, signal_log):
+    calls = deadlock_once(monkeypatch)
+    record = deliver(COMPLETED)
+    assert record.outcome == Outcome.APPLIED and len(calls) == 2
+    assert Payment.objects.count() == 1 and WebhookEvent.objects.count() == 1
+    assert signal_log.names() == ["payment_completed"]
+
+
+def test_a_deadlock_inside_a_callers_transaction_is_the_callers_to_handle(monkeypatch, signal_log):
+    from django.db import OperationalError
+
+    calls = deadlock_once(monkeypatch)
+    with pytest.raises(OperationalError), transaction.atomic():
+        deliver(COMPLETED)
+    assert len(calls) == 1 and not Payment.objects.exists() and signal_log.names() == []
