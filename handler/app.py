@@ -1,5 +1,10 @@
 """The webhook function's entry point, ``handler.app.lambda_handler``: API Gateway (HTTP API 2.0 or REST
-1.0, or a function URL) in, Django's answer out, through Mangum and the one-thread ASGI adapter.
+1.0, named stages and custom-domain base paths included, or a function URL) in, Django's answer out,
+through Mangum and the one-thread ASGI adapter (``handler.asgi``). An invocation that is not an HTTP request
+(a keep-warm schedule, a console test) is answered with a small document, never an error.
+
+The event is never logged, whatever ``POWERTOOLS_LOGGER_LOG_EVENT`` says: its path holds the webhook secret
+and its body the customer's name, phone and email.
 
 Everything that can be done once per container is done at import: Django and the receivers
 (``handler.boot``), the URLconf and its views, the webhook secret (in Lambda, no secret or a short one
@@ -15,11 +20,10 @@ from typing import Any
 from aws_lambda_powertools.logging import correlation_paths
 from django.conf import settings
 from django.urls import get_resolver
-from mangum import Mangum
 
 from athm_core.receive import configured_check
 from handler import webhook_secrets
-from handler.asgi import DjangoOnOneThread
+from handler.asgi import Adapter, DjangoOnOneThread
 from handler.observability import logger, metrics, trace_handler
 from handler.publisher import sns_client
 
@@ -33,10 +37,13 @@ if settings.ATHM_SNS_TOPIC_ARN:
     sns_client()
 
 application = DjangoOnOneThread()
-_adapter = Mangum(application, lifespan="off")
+_adapter = Adapter(application, lifespan="off", api_gateway_base_path=settings.ATHM_API_GATEWAY_BASE_PATH)
 
 
-@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP, clear_state=True)
+# log_event=False, explicitly: Powertools' explicit choice wins over the POWERTOOLS_LOGGER_LOG_EVENT switch.
+@logger.inject_lambda_context(
+    correlation_id_path=correlation_paths.API_GATEWAY_HTTP, clear_state=True, log_event=False
+)
 @trace_handler
 @metrics.log_metrics(capture_cold_start_metric=True)
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:

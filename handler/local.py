@@ -4,13 +4,16 @@
 ``lambda_handler`` with it, one request at a time, as one Lambda container would (what
 ``sam local start-api`` does). ``athm invoke EVENT.json`` makes one invocation (what ``sam local invoke``
 does). The event builders are shared with the tests and the benchmark.
+
+``athm serve`` prints a line per request with the path cut to its route's name (``POST /webhook/…``), and
+nothing of a request line it refuses but the numbers: the webhook secret is in the path, in whatever
+spelling the caller typed.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-import re
 import time
 import uuid
 from collections.abc import Callable
@@ -21,7 +24,10 @@ from typing import Any
 
 LambdaHandler = Callable[[dict[str, Any], Any], dict[str, Any]]
 
-_SECRET_IN_PATH = re.compile(r"/webhook/[^\s/?\"]+")
+# A path's first segment that `athm serve` prints, when it names one of the routes; anything else in a path
+# is elided, because the webhook secret can be anywhere in it, in any spelling (/WEBHOOK/<secret>,
+# /%77ebhook/<secret>, /<secret>, /webhook?<secret>).
+_ROUTES = frozenset({"webhook", "health", "admin"})
 _TEXT_TYPES = ("text/", "application/json", "application/x-www-form-urlencoded")
 
 
@@ -166,7 +172,12 @@ def make_server(lambda_handler: LambdaHandler, host: str, port: int) -> HTTPServ
 
         def _invoke(self) -> None:
             path, _, query = self.path.partition("?")
-            length = int(self.headers.get("Content-Length") or 0)
+            declared = (self.headers.get("Content-Length") or "0").strip()
+            if not (declared.isascii() and declared.isdigit()):
+                # The body cannot be framed: API Gateway refuses such a request itself, before the function.
+                self.send_error(400, "Content-Length is not a number of bytes")
+                return
+            length = int(declared)
             event = http_api_event(
                 self.command,
                 path,
@@ -189,11 +200,28 @@ def make_server(lambda_handler: LambdaHandler, host: str, port: int) -> HTTPServ
 
         do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _invoke
 
+        def log_request(self, code: Any = "-", size: Any = "-") -> None:
+            # The default line is the request line, path and webhook secret included: the route alone.
+            # No path at all when the request line did not parse.
+            path = printable_path(getattr(self, "path", ""))
+            print(f'"{self.command or "-"} {path}" {getattr(code, "value", code)}', flush=True)
+
         def log_message(self, format: str, *args: Any) -> None:
-            # The default line would print the path, and with it the webhook secret.
-            print(_SECRET_IN_PATH.sub("/webhook/…", format % args), flush=True)
+            # What else the server logs are its refusals, which quote the request line: their numbers only.
+            print(format % tuple(arg if isinstance(arg, int) else "…" for arg in args), flush=True)
 
     return HTTPServer((host, port), ApiGateway)
+
+
+def printable_path(path: str) -> str:
+    """``path`` as ``athm serve`` prints it: the route's name, if the first segment is one (in any case), and
+    ``…`` for everything else: ``/webhook/<secret>?a=1`` -> ``/webhook/…?…``."""
+    path, query_mark, _ = path.partition("?")
+    first, slash, rest = path.lstrip("/").partition("/")
+    shown = "/" + (first if first.lower() in _ROUTES or not first else "…")
+    if slash:
+        shown += "/…" if rest else "/"
+    return shown + ("?…" if query_mark else "")
 
 
 def load_event(path: str) -> dict[str, Any]:

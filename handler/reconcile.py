@@ -20,7 +20,7 @@ from athm_core.ath.reconciliation import DEFAULT_DAYS, days_ending_today, reconc
 from handler.observability import count, logger, metrics
 
 
-@logger.inject_lambda_context(clear_state=True)
+@logger.inject_lambda_context(clear_state=True, log_event=False)
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """Reconcile the last ``event["days"]`` days (default 2), or ``event["from"]`` to ``event["to"]``.

@@ -60,7 +60,7 @@ def run(*, deadline: float | None = None, retry_now: bool = False, batch_size: i
     return result
 
 
-@logger.inject_lambda_context(clear_state=True)
+@logger.inject_lambda_context(clear_state=True, log_event=False)
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     remaining = context.get_remaining_time_in_millis() / 1000

@@ -201,6 +201,9 @@ ATHM_WEBHOOK_SECRET = os.environ.get("ATHM_WEBHOOK_SECRET", "")
 # The merchant's receiver modules, imported once per container by handler.boot.
 ATHM_RECEIVERS = tuple(_list("ATHM_RECEIVERS"))
 ATHM_MAX_BODY_BYTES = int(os.environ.get("ATHM_MAX_BODY_BYTES", "65536"))
+# A custom domain's base path (API mapping) that API Gateway leaves in the path, e.g. /athm for
+# https://pay.example.com/athm/webhook/<secret>; "/" is none. Named stages need no setting (handler.asgi).
+ATHM_API_GATEWAY_BASE_PATH = "/" + os.environ.get("ATHM_API_GATEWAY_BASE_PATH", "").strip().strip("/")
 
 # Powertools reads its own POWERTOOLS_* variables too (log level, disabling metrics).
 ATHM_SERVICE_NAME = os.environ.get("POWERTOOLS_SERVICE_NAME", "athm-webhooks")

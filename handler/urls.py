@@ -15,5 +15,8 @@ if settings.ATHM_ADMIN:
 
     urlpatterns.append(path("admin/", admin.site.urls))
 
+# Every error Django answers itself is JSON too, in the shape of the views' own.
+handler400 = views.bad_request
+handler403 = views.forbidden
 handler404 = views.not_found
 handler500 = views.server_error

@@ -13,6 +13,7 @@ with its traceback).
 from __future__ import annotations
 
 from django.conf import settings
+from django.core.exceptions import DisallowedHost, RequestDataTooBig
 from django.db import DatabaseError, connection
 from django.http import HttpRequest, JsonResponse
 
@@ -105,9 +106,34 @@ def not_found(request: HttpRequest, exception: Exception | None = None) -> JsonR
     return _error(404, "not_found", "no such endpoint")
 
 
-def server_error(request: HttpRequest) -> JsonResponse:
+def server_error(request: HttpRequest | None) -> JsonResponse:
     count("InternalError")
     return _error(500, "internal_error", "the request could not be handled")
+
+
+def bad_request(request: HttpRequest | None, exception: Exception | None = None) -> JsonResponse:
+    """Django's 400 (``handler400``: what it refuses around a view) and the edge's (``handler.asgi``).
+    Django's RequestDataTooBig, its own ceiling on a body read, is the 413 it is."""
+    if isinstance(exception, RequestDataTooBig):
+        count("WebhookTooLarge")
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        return _error(413, "payload_too_large", f"the body is over {limit} bytes")
+    if isinstance(exception, DisallowedHost):
+        return unreadable("the Host header names no host this function serves")
+    return unreadable("the request cannot be read")
+
+
+def forbidden(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
+    count("Forbidden")
+    return _error(403, "forbidden", "not allowed")
+
+
+def unreadable(detail: str) -> JsonResponse:
+    """400 for a request that cannot be read. ``detail`` names the part, never quotes it: a header or a path
+    may hold anything, the webhook secret included."""
+    count("BadRequest")
+    logger.warning("request refused: it cannot be read", extra={"why": detail})
+    return _error(400, "bad_request", detail)
 
 
 def _count_notices(report: dispatch.Report | None) -> None:
