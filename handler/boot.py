@@ -9,7 +9,9 @@ receivers imported, once per container.
    relay, reconciliation, the migrations, the ``athm`` commands) has the same receivers; a module that
    cannot be imported fails the cold start with its name, instead of failing later, one event at a time;
 3. gives athm_core's and the receivers' own log records the handler's format (JSON, with the invocation's
-   correlation id), including those of modules imported later.
+   correlation id), including those of modules imported later;
+4. in Lambda, on MySQL/MariaDB, refuses the cold start on a database that is not utf8mb4 (the system check
+   ``athm_core.E002``, one query); nothing is asked of SQLite or PostgreSQL.
 
 The linter keeps this import first (``pyproject.toml``: the ``boot`` import section).
 """
@@ -40,6 +42,12 @@ def load_receivers(modules: Iterable[str]) -> None:
 def _boot() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "handler.settings")
     django.setup()
+    if getattr(settings, "IN_LAMBDA", False):
+        # Refused now, with the fix, rather than a 500 for the first customer message with an emoji.
+        # Outside Lambda, `migrate` runs the same check, and `athm dbshell` stays usable to apply the fix.
+        from athm_core.checks import require_utf8mb4
+
+        require_utf8mb4()
     receivers = getattr(settings, "ATHM_RECEIVERS", ())
     load_receivers(receivers)
 

@@ -4,21 +4,33 @@
 and Update run the migrations and report success, or failure with the reason, which fails the deploy and
 rolls it back before the new code takes traffic. Delete changes nothing: the data outlives the stack.
 Invoked directly (``sam remote invoke MigrateFunction``), it runs the migrations and returns their output.
+
+A function that cannot start (a receiver module that cannot be imported, a MySQL/MariaDB database that is
+not utf8mb4) still answers the custom resource, FAILED with the reason: without an answer, CloudFormation
+would wait an hour for one. ``migrate`` runs the system checks, the database's (``athm_core.E002``) among
+them, before it changes anything.
 """
 
 from __future__ import annotations
 
-import handler.boot  # noqa: F401 - first: Django set up and the receivers imported
+try:
+    import handler.boot  # noqa: F401 - first: Django set up and the receivers imported
+except Exception as exc:  # whatever stops the start is the deploy's failure, said at once
+    BOOT_FAILURE = f"the migration function could not start: {type(exc).__name__}: {exc}"
+else:
+    BOOT_FAILURE = ""
 
 import io
 import json
+import sys
 import threading
 import urllib.request
 from typing import Any
 
 from django.core.management import call_command
 
-from handler.observability import logger
+if not BOOT_FAILURE:  # the logger needs Django's settings
+    from handler.observability import logger
 
 # CloudFormation waits an hour for an answer that never comes: answer FAILED this long before the timeout.
 _MARGIN_SECONDS = 10
@@ -29,12 +41,11 @@ _REASON_LENGTH = 1000
 def migrate() -> str:
     """Run every pending migration; returns what ``migrate`` printed."""
     output = io.StringIO()
-    call_command("migrate", interactive=False, no_color=True, stdout=output)
+    call_command("migrate", interactive=False, no_color=True, skip_checks=False, stdout=output)
     return output.getvalue()
 
 
-@logger.inject_lambda_context(clear_state=True)
-def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+def _migrate_on_deploy(event: dict[str, Any], context: Any) -> dict[str, Any]:
     if "ResponseURL" not in event:
         return {"status": "migrated", "output": migrate()}
     sent: dict[str, str] = {}
@@ -64,6 +75,22 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     timer.cancel()
     answer(status, reason)
     return sent
+
+
+def _refuse_to_start(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """The handler of a function that could not start: FAILED to CloudFormation, an error when invoked."""
+    print(BOOT_FAILURE, file=sys.stderr)
+    if "ResponseURL" not in event:
+        raise RuntimeError(BOOT_FAILURE)
+    _answer(event, "FAILED", BOOT_FAILURE)
+    return {"status": "FAILED", "reason": BOOT_FAILURE[:_REASON_LENGTH]}
+
+
+if BOOT_FAILURE:
+    lambda_handler = _refuse_to_start
+else:
+    # The event is not logged, whatever POWERTOOLS_LOGGER_LOG_EVENT says: its ResponseURL is a pre-signed URL.
+    lambda_handler = logger.inject_lambda_context(clear_state=True, log_event=False)(_migrate_on_deploy)
 
 
 def _answer(event: dict[str, Any], status: str, reason: str) -> None:

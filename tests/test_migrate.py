@@ -144,3 +144,20 @@ def test_a_migration_that_outlasts_the_function_still_gets_an_answer(response_ur
     ]
     assert time.monotonic() - started >= 3
     assert result == {"status": "FAILED", "reason": "the migrations ran out of time"}
+
+
+def test_a_function_that_cannot_start_still_fails_the_deploy_at_once_with_the_reason(
+    child_env, tmp_path, response_url
+):
+    # Without an answer, CloudFormation would wait an hour for the custom resource.
+    env = {
+        **child_env,
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'never.sqlite3'}",
+        "ATHM_RECEIVERS": "shop.no_such_receivers",
+        "AWS_LAMBDA_FUNCTION_NAME": "athm-migrate",
+    }
+    assert invoke(response_url.event("Create"), env)["status"] == "FAILED"
+    [answer] = response_url.received
+    assert answer["Status"] == "FAILED"
+    assert answer["Reason"].startswith("the migration function could not start: ImproperlyConfigured")
+    assert "shop.no_such_receivers" in answer["Reason"]
