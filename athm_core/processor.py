@@ -101,6 +101,8 @@ def process(
                 result.messages = _write_outbox(result.notices, record, occurred_at=occurred_at)
             break
         except IntegrityError:
+            if attempt < _ATTEMPTS and _join_checkout(event):
+                continue  # the next attempt finds the joined payment by its ecommerceId
             conflict = _reference_conflict(event)
             if conflict:
                 # Not a race: the event names a transaction that is another payment's. Kept, not applied.
@@ -236,35 +238,44 @@ def _checkout(event: AthmEvent) -> Payment | None:
     """The (locked) payment of an eCommerce event's checkout, found by what the event names.
 
     By ``ecommerceId`` where it has one; else (ATH Móvil's published shape) by its reference number, or
-    for a cancelled or expired checkout in that shape by its fingerprint. A payment recorded from that
-    shape is joined by the first event that names both its reference number and an ``ecommerceId``.
-
-    Each lookup is an equality on one unique column: an ``OR`` of two makes MariaDB lock rows that
-    concurrent deliveries of the same new checkout then deadlock on.
+    for a cancelled or expired checkout in that shape by its fingerprint. (A payment recorded from that
+    shape and an event that names both its reference number and an ``ecommerceId`` are joined when the
+    new payment's reference number collides with it: :func:`_join_checkout`.)
     """
     if event.ecommerce_id:
-        payment = _locked_payment(ecommerce_id=event.ecommerce_id)
-        if payment is None and event.reference_number:
-            payment = _checkout_by_reference(event.reference_number, unjoined=True)
-            if payment is not None:
-                payment.ecommerce_id = event.ecommerce_id
-                payment.save(update_fields=["ecommerce_id", "updated_at"])
-        return payment
+        return _locked_payment(ecommerce_id=event.ecommerce_id)
     if event.reference_number:
-        return _checkout_by_reference(event.reference_number)
+        payment = _locked_payment(reference_number=event.reference_number)
+        if payment is not None and payment.transaction_type == Payment.TransactionType.ECOMMERCE:
+            return payment
+        return None  # another kind of payment holds the number: the unique constraint says so
     return _locked_payment(fingerprint=event.fingerprint)
 
 
-def _checkout_by_reference(reference_number: str, *, unjoined: bool = False) -> Payment | None:
-    """The (locked) checkout payment with this reference number; with ``unjoined``, only one that has no
-    ecommerceId yet. Another payment holding the number is left to the unique constraint (and
-    :func:`_reference_conflict`)."""
-    payment = _locked_payment(reference_number=reference_number)
-    if payment is None or payment.transaction_type != Payment.TransactionType.ECOMMERCE:
-        return None
-    if unjoined and payment.ecommerce_id is not None:
-        return None
-    return payment
+def _join_checkout(event: AthmEvent) -> bool:
+    """Give the ``ecommerceId`` of ``event`` to the checkout payment recorded without one under its reference
+    number (from ATH Móvil's published shape); whether there was one to join.
+
+    Asked only when the event's new payment collided on its reference number: every new checkout would
+    otherwise pay for a second lookup, which a join needs once in a payment's life.
+    """
+    if not (event.type.is_ecommerce and event.ecommerce_id and event.reference_number):
+        return False
+    try:
+        with transaction.atomic():
+            payment = _locked_payment(reference_number=event.reference_number)
+            if (
+                payment is None
+                or payment.transaction_type != Payment.TransactionType.ECOMMERCE
+                or payment.ecommerce_id is not None
+            ):
+                return False
+            payment.ecommerce_id = event.ecommerce_id
+            payment.save(update_fields=["ecommerce_id", "updated_at"])
+    except IntegrityError:  # another payment holds the ecommerceId: two rows of one checkout, left apart
+        return False
+    log.info("payment %s joined to ecommerceId %s", payment.pk, event.ecommerce_id)
+    return True
 
 
 def _new_checkout(event: AthmEvent) -> Payment:
