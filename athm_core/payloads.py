@@ -45,6 +45,8 @@ MAX_AMOUNT = Decimal("1000000.00")
 _EARLIEST_DATE = datetime(2000, 1, 1, tzinfo=PUERTO_RICO)
 _LATEST_DATE = datetime(2100, 1, 1, tzinfo=PUERTO_RICO)
 _DAILY_ID = re.compile(r"[0-9]{1,9}")
+# A number as text: ASCII digits, an optional sign, fraction and exponent (NaN and Infinity are told apart).
+_NUMBER = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?|[+-]?(NaN|sNaN|Infinity|Inf)", re.I)
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:?\d{2})?")
 
 # Longest accepted id, longest stored text per field (the columns' sizes); ATH's own values are far shorter.
@@ -172,7 +174,7 @@ class AthmEvent:
             return f"{self.type}:{self.reference_number}"
         return (
             f"{self.type}:{self.reference_number}:{self.daily_transaction_id or ''}"
-            f":{self.date.isoformat() if self.date else ''}:{self.total}"
+            f":{self.date.astimezone(PUERTO_RICO).isoformat() if self.date else ''}:{self.total}"
         )
 
     @property
@@ -187,7 +189,10 @@ class AthmEvent:
             return None
         skipped = ("warnings", "items")
         content = {each.name: getattr(self, each.name) for each in fields(self) if each.name not in skipped}
-        content["items"] = [item.as_json() for item in self.items]
+        # In a canonical order: the same checkout's items listed in another order are the same checkout.
+        content["items"] = sorted(
+            (item.as_json() for item in self.items), key=lambda item: json.dumps(item, sort_keys=True)
+        )
         text = json.dumps(content, sort_keys=True, default=str, ensure_ascii=False)
         return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
@@ -208,27 +213,48 @@ def parse(body: str | bytes, *, charset: str = "") -> AthmEvent:
 
 
 def decode(body: str | bytes, charset: str = "") -> tuple[str, tuple[FieldWarning, ...]]:
-    """The body's text: its bytes read in the declared ``charset`` (UTF-8 when none is declared).
+    """The body's text: its bytes read in the declared ``charset`` (UTF-8 when none is declared), and what
+    reading it changed.
 
-    A charset Python does not know is read as UTF-8, with a warning (ATH Móvil sends UTF-8). Raises
-    :class:`PayloadError` when the bytes are not valid in the charset used.
+    A charset Python cannot read text with is read as UTF-8; a UTF-8 byte order mark is dropped; bytes that
+    are not valid in the charset are replaced with U+FFFD. Each is a warning: the body still has to read as
+    an event, and the strict fields (:func:`parse_data`) refuse a U+FFFD.
     """
     if isinstance(body, str):
         return body, ()
-    warnings: tuple[FieldWarning, ...] = ()
-    codec = (charset or "utf-8").strip().strip('"') or "utf-8"
-    try:
-        codec = codecs.lookup(codec).name
-        b"".decode(codec)  # a bytes-to-bytes codec (base64, rot13) is not a text encoding
-    except LookupError:
-        warnings = (FieldWarning("charset", f"unknown character set {charset[:40]!r}; read as UTF-8"),)
+    warnings: list[FieldWarning] = []
+    codec = text_codec(charset)
+    if codec is None:
+        warnings.append(FieldWarning("charset", f"not a character set {charset[:40]!r}; read as UTF-8"))
         codec = "utf-8"
     try:
-        # ATH Móvil sends UTF-8; json.loads would guess UTF-16 or UTF-32 from the first bytes.
-        return body.decode(codec), warnings
-    except UnicodeDecodeError as exc:
-        name = "UTF-8" if codec == "utf-8" else codec
-        raise PayloadError("body", f"is not valid {name}") from exc
+        text = body.decode(codec)
+    except UnicodeDecodeError:
+        text = body.decode(codec, errors="replace")
+        warnings.append(FieldWarning("body", f"bytes that are not valid {codec} replaced with U+FFFD"))
+    if text.startswith("\ufeff"):
+        # json.loads refuses it; RFC 8259 lets a reader ignore it.
+        text = text[1:]
+        warnings.append(FieldWarning("body", "a byte order mark before the JSON, left out"))
+    return text, tuple(warnings)
+
+
+# Codecs that Python looks up by name but that do not read bytes as text (idna reads host names).
+_NOT_TEXT_CODECS = {"idna", "punycode", "undefined"}
+
+
+def text_codec(charset: str) -> str | None:
+    """The Python codec for a declared ``charset`` (``"utf-8"`` when none is declared), or ``None`` when it
+    names no character set that text can be read with (``base64``, ``rot13``, ``klingon``)."""
+    name = charset.strip().strip('"').strip() or "utf-8"
+    try:
+        info = codecs.lookup(name)
+    except LookupError:
+        return None
+    # A bytes-to-bytes codec (base64, zlib, hex) is not a text encoding.
+    if not getattr(info, "_is_text_encoding", True) or info.name in _NOT_TEXT_CODECS:
+        return None
+    return info.name
 
 
 def load_json(body: str | bytes) -> Any:
@@ -237,7 +263,11 @@ def load_json(body: str | bytes) -> Any:
         body = decode(body)[0]
     try:
         return json.loads(
-            body, parse_float=Decimal, parse_constant=_refuse_constant, object_pairs_hook=_unique_keys
+            body,
+            parse_float=Decimal,
+            parse_int=_integer,
+            parse_constant=_refuse_constant,
+            object_pairs_hook=_unique_keys,
         )
     except PayloadError:
         raise
@@ -245,6 +275,12 @@ def load_json(body: str | bytes) -> Any:
         raise PayloadError("body", "is nested too deeply") from exc
     except ValueError as exc:  # JSONDecodeError, and integers too long to convert
         raise PayloadError("body", f"is not valid JSON ({exc})") from exc
+
+
+def _integer(text: str) -> int | Decimal:
+    # Python refuses to turn more than 4,300 digits into an int; as a Decimal, such a number in a text field
+    # is cleaned like any other, and as an amount it is refused for its size, not the body for its JSON.
+    return int(text) if len(text) <= 1000 else Decimal(text)
 
 
 def _refuse_constant(name: str) -> Any:
@@ -378,6 +414,8 @@ class _Reader:
             raise PayloadError(field, f"is longer than {max_length} characters")
         if storable(value) != value:
             raise PayloadError(field, "contains a NUL character or an unpaired surrogate")
+        if "\ufffd" in value:
+            raise PayloadError(field, "contains U+FFFD (bytes that were not valid text)")
         return value
 
     def text(self, field: str, max_length: int = _TEXT_LENGTH) -> str:
@@ -423,6 +461,8 @@ class _Reader:
         value = self.data.get(field)
         if value is None or (isinstance(value, str) and not value.strip()):
             return None
+        if isinstance(value, Decimal) and value.is_finite() and value == value.to_integral_value():
+            value = int(value)  # 8.0
         if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 10**9:
             return value
         if isinstance(value, str) and _DAILY_ID.fullmatch(value.strip()):
@@ -437,7 +477,7 @@ class _Reader:
             return ""
         if isinstance(value, (float, Decimal)) or (isinstance(value, int) and not isinstance(value, bool)):
             if not isinstance(value, int):
-                self.warn("phoneNumber", "a number with decimals, taken as text")
+                self.warn("phoneNumber", "a number, taken as text")
             value = _number_text(value)
         elif not isinstance(value, str):
             self.warn("phoneNumber", f"{_json_type(value)}, not text: left out (the stored body keeps it)")
@@ -518,6 +558,9 @@ def read_amount(value: Any, field: str) -> Decimal | None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float, Decimal, str)):
         raise AmountError(field, f"must be an amount, not {_json_type(value)}")
+    if isinstance(value, str) and not _NUMBER.fullmatch(value.strip()):
+        # Decimal() also reads "12_50", Arabic-Indic and full-width digits: none is an amount ATH sends.
+        raise AmountError(field, f"is not an amount: {value!r:.40}")
     try:
         amount = _decimal(value)
     except (InvalidOperation, ValueError):
@@ -531,7 +574,7 @@ def read_amount(value: Any, field: str) -> Decimal | None:
     cents = amount.quantize(CENT, rounding=ROUND_HALF_UP)
     if abs(cents - amount) >= FLOAT_NOISE:
         raise AmountError(field, f"has more than two decimals: {value!r:.40}")
-    return cents
+    return cents if cents else Decimal("0.00")  # never -0.00
 
 
 def _decimal(value: int | float | Decimal | str) -> Decimal:

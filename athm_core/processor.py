@@ -101,7 +101,13 @@ def process(
                 result.messages = _write_outbox(result.notices, record, occurred_at=occurred_at)
             break
         except IntegrityError:
-            if attempt < _ATTEMPTS and _join_checkout(event):
+            try:
+                joined = attempt < _ATTEMPTS and _join_checkout(event)
+            except OperationalError as exc:
+                if not _is_deadlock(exc) or caller_transaction:
+                    raise
+                joined = True  # rolled back whole: the next attempt looks again
+            if joined:
                 continue  # the next attempt finds the joined payment by its ecommerceId
             conflict = _reference_conflict(event)
             if conflict:
@@ -207,6 +213,13 @@ def _complete_ecommerce(event: AthmEvent) -> Transition:
         payment = _new_checkout(event)
     elif payment.status == Status.COMPLETED:
         return Transition(Outcome.DUPLICATE, payment, link_reference=payment.reference_number)
+    elif event.ecommerce_id and event.reference_number:
+        # The checkout was cancelled or expired under its ecommerceId, and its completion may have been
+        # recorded apart, from ATH's published shape (no ecommerceId), under this reference number: the
+        # money is there already, and its receivers have heard of it.
+        completed = _unjoined_checkout(event.reference_number)
+        if completed is not None and completed.status == Status.COMPLETED:
+            return Transition(Outcome.DUPLICATE, completed, link_reference=completed.reference_number)
     # Money moved: a completion wins over an earlier cancellation or expiry.
     _fill(payment, event)
     payment.status = Status.COMPLETED
@@ -263,12 +276,8 @@ def _join_checkout(event: AthmEvent) -> bool:
         return False
     try:
         with transaction.atomic():
-            payment = _locked_payment(reference_number=event.reference_number)
-            if (
-                payment is None
-                or payment.transaction_type != Payment.TransactionType.ECOMMERCE
-                or payment.ecommerce_id is not None
-            ):
+            payment = _unjoined_checkout(event.reference_number)
+            if payment is None:
                 return False
             payment.ecommerce_id = event.ecommerce_id
             payment.save(update_fields=["ecommerce_id", "updated_at"])
@@ -276,6 +285,14 @@ def _join_checkout(event: AthmEvent) -> bool:
         return False
     log.info("payment %s joined to ecommerceId %s", payment.pk, event.ecommerce_id)
     return True
+
+
+def _unjoined_checkout(reference_number: str) -> Payment | None:
+    """The (locked) checkout payment recorded without an ecommerceId under this reference number."""
+    payment = _locked_payment(reference_number=reference_number)
+    if payment is None or payment.transaction_type != Payment.TransactionType.ECOMMERCE:
+        return None
+    return payment if payment.ecommerce_id is None else None
 
 
 def _new_checkout(event: AthmEvent) -> Payment:

@@ -43,7 +43,7 @@ from athm_core import processor
 from athm_core.ath.verification import Unavailable, Unverifiable, amounts_from_ath
 from athm_core.conf import athm_settings
 from athm_core.models import WebhookEvent
-from athm_core.payloads import AmountError, AthmEvent, PayloadError, parse
+from athm_core.payloads import AmountError, AthmEvent, PayloadError, parse, text_codec
 from athm_core.text import storable
 
 log = logging.getLogger(__name__)
@@ -149,11 +149,7 @@ def _kept_body(body: bytes, charset: str) -> dict:
     """What is stored of the body: its text (decoded in ``charset``, the undecodable replaced, made
     storable), and its exact bytes where that text's UTF-8 is not them."""
     body = bytes(body)
-    try:
-        text = body.decode(charset or "utf-8", errors="replace")
-    except LookupError:  # a charset Python does not know, or not a text encoding
-        text = body.decode("utf-8", errors="replace")
-    text = storable(text)
+    text = storable(body.decode(text_codec(charset) or "utf-8", errors="replace"))
     exact = None if text.encode("utf-8") == body else body
     return {"raw_body": text, "raw_bytes": exact, "charset": charset}
 

@@ -148,7 +148,12 @@ class Adapter(Mangum):
     def __call__(self, event: Any, context: Any) -> dict[str, Any]:
         if not self._is_http(event, context):
             return _not_http(event)
-        return super().__call__(event, context)
+        try:
+            return super().__call__(event, context)
+        except _UNREADABLE_PARTS:
+            # Mangum's own handlers (a load balancer's event) trip over an event they inferred but cannot
+            # read; the app itself never raises (DjangoOnOneThread answers its failures).
+            return _unreadable_event()
 
     def _is_http(self, event: Any, context: Any) -> bool:
         if not isinstance(event, dict):
@@ -160,6 +165,16 @@ class Adapter(Mangum):
             )
         except _UNREADABLE_PARTS:  # a shape Mangum's inference trips over (Records: 7) is no request either
             return False
+
+
+def _unreadable_event() -> dict[str, Any]:
+    response = views.unreadable("the event cannot be read as a request")
+    return {
+        "statusCode": response.status_code,
+        "headers": {"content-type": response["Content-Type"]},
+        "body": response.content.decode(),
+        "isBase64Encoded": False,
+    }
 
 
 def _not_http(event: Any) -> dict[str, Any]:

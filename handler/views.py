@@ -210,6 +210,10 @@ def _rejected(delivery: Delivery) -> JsonResponse:
 
 def _unverifiable(delivery: Delivery) -> JsonResponse:
     count("WebhookUnverifiable")
+    if delivery.event.type.moves_money:
+        # A completion held back (the UnverifiedAlarm); a cancel or expiry in ATH's published shape, which
+        # names no identifier, can never be confirmed and moved no money.
+        count("WebhookUnverifiablePayment")
     logger.warning(
         "webhook event kept unverified", extra={"event_type": delivery.event.type, "why": delivery.error}
     )

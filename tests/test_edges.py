@@ -588,3 +588,26 @@ def test_athm_serve_refuses_a_content_length_it_cannot_frame_as_api_gateway_woul
     output = (printed.out + printed.err).lower()
     assert "400" in output and "traceback" not in output, output
     assert LOCAL_SECRET[:20].lower() not in output, output
+
+
+@pytest.mark.parametrize(
+    "invocation",
+    [
+        {"requestContext": {"elb": {}}},
+        {"requestContext": {"elb": {"targetGroupArn": "arn"}}, "httpMethod": "POST", "path": "/webhook/x"},
+        {
+            "requestContext": {"elb": {}},
+            "httpMethod": "POST",
+            "path": "/health",
+            "headers": {"host": "localhost:abc"},
+            "body": "",
+        },
+    ],
+    ids=["no request", "no headers", "a bad Host"],
+)
+def test_a_load_balancer_event_that_cannot_be_read_is_a_json_400_not_an_exception(lambda_handler, invocation):
+    before = WebhookEvent.objects.count()
+    answer = lambda_handler(invocation)
+    assert answer["statusCode"] == 400, answer
+    assert json.loads(answer["body"])["error"] == "bad_request"
+    assert WebhookEvent.objects.count() == before

@@ -244,7 +244,7 @@ BAD_AMOUNTS = {
 }
 
 ENORMOUS_NUMBERS = {
-    "10 000-digit integer": (with_token("total", "9" * 10_000), "body: is not valid JSON"),
+    "10 000-digit integer": (with_token("total", "9" * 10_000), "total: is not below the limit"),
     "10 000-digit decimal": (with_token("total", "9" * 10_000 + ".5"), "total: is not below the limit"),
     "5 000 decimals": (with_token("total", "0.00" + "5" * 5_000), "total: has more than two decimals"),
     "huge exponent": (with_token("total", "1e400"), "total: is not below the limit"),
@@ -283,7 +283,6 @@ UNKNOWN_TYPES = {
 # given twice (parsers disagree on which one wins), digits that are not ASCII, and dates that overflow on
 # the way to UTC or that MySQL cannot store.
 ODD_TEXT = {
-    "UTF-8 BOM": ("\ufeff" + sample("payment_received"), "body: is not valid JSON"),
     "NUL after the object": (sample("payment_received") + "\x00", "body: is not valid JSON"),
     "NUL alone": ("\x00", "body: is not valid JSON"),
     "raw NUL in a string": (sample("payment_received").replace("Ana", "A\x00na"), "body: is not valid JSON"),
@@ -341,6 +340,7 @@ CLEANED = {
     "escaped NUL in name": (event_json(name="Ana\x00Colón"), ["name"]),
     "escaped NUL in an item": (item(name="Caf\x00é"), ["items[0].name"]),
     "lone surrogate in name": (with_token("name", '"\\ud800"'), ["name"]),
+    "UTF-8 byte order mark": ("\ufeff" + sample("payment_received"), ["body"]),
     "lone surrogate in an item": (
         item(name="@@TOKEN@@").replace('"@@TOKEN@@"', '"Caf\\udfff"'),
         ["items[0].name"],
@@ -356,15 +356,22 @@ NOISE = {
     "single precision as text": (event_json(netAmount="0.10000002384185791"), "net_amount", "0.10"),
 }
 
-# API Gateway sends bodies it takes for binary base64-encoded; these are not UTF-8 once decoded.
+# API Gateway sends bodies it takes for binary base64-encoded; these are not UTF-8 once decoded. Their
+# invalid bytes are replaced with U+FFFD (with a warning), and the rest must still read as an event.
 INVALID_UTF8 = {
-    "broken sequence": (b"\xc3\x28", "body: is not valid UTF-8"),
-    "overlong slash": (b'{"name": "\xc0\xaf"}', "body: is not valid UTF-8"),
-    "encoded surrogate": (b'{"name": "\xed\xa0\x80"}', "body: is not valid UTF-8"),
-    "stray continuation byte": (b'{"total": "8.00"}\x80', "body: is not valid UTF-8"),
-    "Latin-1 event": (sample("payment_received").encode("latin-1"), "body: is not valid UTF-8"),
-    "UTF-16 event": (sample("payment_received").encode("utf-16"), "body: is not valid UTF-8"),
-    "0xff": (b"\xff" * 16, "body: is not valid UTF-8"),
+    "broken sequence": (b"\xc3\x28", "body: is not valid JSON"),
+    "overlong slash": (b'{"name": "\xc0\xaf"}', "transactionType: is required"),
+    "encoded surrogate": (b'{"name": "\xed\xa0\x80"}', "transactionType: is required"),
+    "stray continuation byte": (b'{"total": "8.00"}\x80', "body: is not valid JSON"),
+    "UTF-16 event without its charset": (
+        sample("payment_received").encode("utf-16"),
+        "body: is not valid JSON",
+    ),
+    "0xff": (b"\xff" * 16, "body: is not valid JSON"),
+    "invalid bytes in the referenceNumber": (
+        event_json(referenceNumber="215070-@@").encode().replace(b"@@", b"\xe9"),
+        "referenceNumber: contains U+FFFD",
+    ),
 }
 
 HOSTILE_CLASSES = {

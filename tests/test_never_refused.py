@@ -16,7 +16,7 @@ import pytest
 
 from athm_core import replay
 from athm_core.ath.client import FIND_PAYMENT_PATH, REPORT_PATH
-from athm_core.models import Payment, WebhookEvent
+from athm_core.models import Payment, Refund, WebhookEvent
 from tests.conftest import sample, sample_data
 from tests.fake_athm import fake_athm_fixture  # noqa: F401
 from tests.test_hostile import metrics_emitted
@@ -444,3 +444,127 @@ def test_find_payment_not_knowing_the_checkout_leaves_the_body_refused(lambda_ha
     response = post(lambda_handler, changed("ecommerce_completed.production", fee="cero"))
     assert response.status == 400 and response.json()["detail"].startswith("fee: ")
     assert not Payment.objects.exists()
+
+
+# --- Found by review: kinds of input that were still refused or mishandled ------------------------------
+
+
+def test_a_byte_that_is_not_utf8_in_a_name_is_replaced_with_a_warning(lambda_handler):
+    raw = json.dumps(changed("payment_received", name="Ana Colón"), ensure_ascii=False).encode("latin-1")
+    response = post(lambda_handler, raw)
+    assert response.status == 200 and response.json()["outcome"] == "applied", response
+    assert Payment.objects.get().name == "Ana Col\ufffdn"
+    record = WebhookEvent.objects.get()
+    assert [warning["field"] for warning in record.warnings] == ["body"] and record.body_bytes == raw
+
+
+@pytest.mark.parametrize(
+    "charset", ["base64", "rot13", "zlib", "hex", "idna", "punycode", "undefined", '"x"']
+)
+def test_a_charset_that_reads_no_text_is_read_as_utf8_with_a_warning(lambda_handler, charset):
+    content_type = f"application/json; charset={charset}"
+    response = post(lambda_handler, sample("payment_received"), headers={"content-type": content_type})
+    assert response.status == 200 and response.json()["outcome"] == "applied", response
+    assert [warning["field"] for warning in WebhookEvent.objects.get().warnings] == ["charset"]
+
+
+def test_a_byte_order_mark_is_left_out_with_a_warning_and_kept_in_the_body(lambda_handler):
+    raw = "\ufeff".encode() + sample("payment_received").encode()
+    response = post(lambda_handler, raw)
+    assert response.status == 200 and response.json()["outcome"] == "applied", response
+    record = WebhookEvent.objects.get()
+    assert [warning["field"] for warning in record.warnings] == ["body"] and record.body_bytes == raw
+
+
+# Underscores, Arabic-Indic and full-width digits: Python's Decimal reads them all.
+NOT_ASCII_AMOUNTS = [
+    "12_50",
+    "\u0661\u0662.\u0665\u0660",
+    "\uff11\uff12.\uff15\uff10",
+    "12.50.1",
+    "$12.50",
+    "0x10",
+]
+
+
+@pytest.mark.parametrize("text", NOT_ASCII_AMOUNTS)
+def test_numbers_that_are_not_ascii_amounts_are_refused(lambda_handler, text):
+    response = post(lambda_handler, changed("payment_received", total=text))
+    assert response.status == 400 and response.json()["detail"].startswith("total: is not an amount"), (
+        response
+    )
+    assert not Payment.objects.exists()
+
+
+def test_minus_zero_is_zero(lambda_handler):
+    assert post(lambda_handler, changed("payment_received", fee="-0")).json()["outcome"] == "applied"
+    assert str(Payment.objects.get().fee) == "0.00"
+
+
+def test_one_refund_dated_with_another_offset_is_the_same_refund(lambda_handler, signal_log):
+    local = changed("refund_sent.production", date="2026-11-21 05:14:03")
+    utc = changed("refund_sent.production", date="2026-11-21 09:14:03Z")
+    assert post(lambda_handler, local).json()["outcome"] == "applied"
+    assert post(lambda_handler, utc).json()["outcome"] == "duplicate"
+    assert Refund.objects.count() == 1
+
+
+def test_a_legacy_cancel_with_its_items_in_another_order_is_the_same_checkout(lambda_handler, signal_log):
+    first = {**LEGACY_CANCELLED, "items": [{"name": "A", "price": "1.00"}, {"name": "B", "price": "2.00"}]}
+    again = {**first, "items": list(reversed(first["items"]))}
+    assert post(lambda_handler, first).json()["outcome"] == "applied"
+    assert post(lambda_handler, again).json()["outcome"] == "duplicate"
+    assert Payment.objects.count() == 1 and signal_log.names() == ["payment_cancelled"]
+
+
+def test_numbers_too_long_for_python_are_cleaned_in_text_and_refused_as_amounts(lambda_handler):
+    body = json.dumps(changed("payment_received", name="@@")).replace('"@@"', "7" * 5000)
+    response = post(lambda_handler, body)
+    assert response.status == 200 and Payment.objects.get().name == "7" * 255, response
+    body = json.dumps(changed("donation_received", total="@@")).replace('"@@"', "7" * 5000)
+    response = post(lambda_handler, body)
+    assert response.status == 400 and response.json()["detail"].startswith("total: is not below the limit")
+
+
+def test_a_whole_daily_id_written_as_a_decimal_is_read(lambda_handler):
+    body = json.dumps(changed("payment_received", dailyTransactionID="@@")).replace('"@@"', "8.0")
+    assert post(lambda_handler, body).json()["outcome"] == "applied"
+    assert Payment.objects.get().daily_transaction_id == 8
+
+
+def test_a_completion_naming_a_cancelled_checkout_and_a_legacy_completions_reference_is_a_duplicate(
+    lambda_handler, signal_log
+):
+    """A cancel recorded under its ecommerceId, the completion recorded apart from ATH's published shape
+    (its reference number only), then the completion naming both: the money is recorded once."""
+    cancelled = changed("ecommerce_cancelled.production", ecommerceId="E-9")
+    assert post(lambda_handler, cancelled).json()["outcome"] == "applied"
+    assert post(lambda_handler, LEGACY_COMPLETED).json()["outcome"] == "applied"
+    both = {**LEGACY_COMPLETED, "ecommerceId": "E-9"}
+    response = post(lambda_handler, both)
+    assert response.status == 200 and response.json()["outcome"] == "duplicate", response
+    assert post(lambda_handler, both).json()["outcome"] == "duplicate"
+    assert signal_log.names() == ["payment_cancelled", "payment_completed"]
+    assert (
+        Payment.objects.filter(status="completed").get().reference_number
+        == LEGACY_COMPLETED["referenceNumber"]
+    )
+
+
+def test_the_report_listing_a_refund_with_the_same_reference_first_still_confirms_the_payment(
+    lambda_handler, ath, settings, signal_log
+):
+    settings.ATHM_PRIVATE_TOKEN = "sk_test_private"
+    refund = changed("refund_sent.production", referenceNumber=LEGACY_COMPLETED["referenceNumber"])
+    report_lists(ath, refund, LEGACY_COMPLETED)
+    assert post(lambda_handler, LEGACY_COMPLETED).json()["outcome"] == "applied"
+    assert signal_log.names() == ["payment_completed"]
+
+
+def test_only_an_unverifiable_completion_trips_the_alarms_metric(lambda_handler, ath, capsys):
+    capsys.readouterr()
+    post(lambda_handler, LEGACY_CANCELLED)
+    names = metrics_emitted(capsys)
+    assert "WebhookUnverifiable" in names and "WebhookUnverifiablePayment" not in names
+    post(lambda_handler, LEGACY_COMPLETED)
+    assert "WebhookUnverifiablePayment" in metrics_emitted(capsys)

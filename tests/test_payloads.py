@@ -255,7 +255,7 @@ def test_invalid_fields_are_named(change, field, problem):
         (
             {"phoneNumber": 7875550102.0},
             "phoneNumber",
-            "a number with decimals",
+            "a number, taken as text",
             ("phone_number", "7875550102"),
         ),
         ({"phoneNumber": "7" * 50}, "phoneNumber", "cut from 50 to 40 digits", ("phone_number", "7" * 40)),
@@ -283,7 +283,7 @@ def test_descriptive_fields_are_cleaned_and_the_cleaning_is_a_warning(change, fi
         ('"text"', "must be a JSON object, not a string"),
         ('{"total": NaN}', "NaN is not a number"),
         ("[" * 100000 + "]" * 100000, "nested too deeply"),
-        (b"\xff\xfe{}", "not valid UTF-8"),
+        (b"\xff\xfe{}", "not valid JSON"),  # the bytes replaced with U+FFFD, then read as JSON
     ],
 )
 def test_unreadable_bodies(body, problem):

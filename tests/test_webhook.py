@@ -175,7 +175,7 @@ def test_wrong_secret_opens_no_database_connection(lambda_handler):
             "total: has more than two decimals",
         ),
         ('{"total": Infinity}', "body: Infinity is not a number"),
-        (b"\xc3\x28", "body: is not valid UTF-8"),
+        (b"\xc3\x28", "body: is not valid JSON"),  # the bad byte replaced, then read as JSON
     ],
 )
 def test_invalid_payload_is_400_naming_the_problem_and_writes_no_business_row(

@@ -173,10 +173,9 @@ def _check_in_report(event: AthmEvent) -> str | None:
             listed = parse_report_row(row)
         except PayloadError:
             continue
-        if listed.reference_number != event.reference_number:
+        # A refund may carry its payment's reference number: only a row of the event's own kind counts.
+        if listed.reference_number != event.reference_number or listed.type != event.type:
             continue
-        if listed.type != event.type:
-            return f"ATH Móvil's transaction report lists this reference number as {listed.type}"
         if listed.total != event.total:
             return f"ATH Móvil's transaction report gives a total of {listed.total}, not {event.total}"
         return None
