@@ -183,12 +183,15 @@ class AthmEvent:
         (SHA-256, hex) of everything it says, equal for each delivery of it; ``None`` for any other event.
 
         ATH Móvil's published cancelled and expired events carry no identifier at all, only the metadata,
-        amounts, items and date of the checkout (``../shared`` facts: the 2020 webhooks README).
+        amounts, items and date of the checkout (its 2020 webhooks README; ``tests/samples/*.legacy.json``).
         """
         if not self.type.is_ecommerce or self.ecommerce_id or self.reference_number:
             return None
         skipped = ("warnings", "items")
         content = {each.name: getattr(self, each.name) for each in fields(self) if each.name not in skipped}
+        for name in ("date", "transaction_date"):  # the same instant, whatever offset it was written with
+            if content[name] is not None:
+                content[name] = content[name].astimezone(PUERTO_RICO)
         # In a canonical order: the same checkout's items listed in another order are the same checkout.
         content["items"] = sorted(
             (item.as_json() for item in self.items), key=lambda item: json.dumps(item, sort_keys=True)
@@ -273,7 +276,7 @@ def load_json(body: str | bytes) -> Any:
         raise
     except RecursionError as exc:
         raise PayloadError("body", "is nested too deeply") from exc
-    except ValueError as exc:  # JSONDecodeError, and integers too long to convert
+    except ValueError as exc:  # JSONDecodeError
         raise PayloadError("body", f"is not valid JSON ({exc})") from exc
 
 

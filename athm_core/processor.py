@@ -80,21 +80,20 @@ def process(
     they have run. Raises what the database raises before the commit (nothing was written then, or, when
     the commit's answer was lost, it is not known whether it was: a redelivery finishes the job either way).
     """
+    kept = {
+        "raw_body": raw_body,
+        "raw_bytes": raw_bytes,
+        "charset": charset,
+        "source_ip": source_ip,
+        "request_id": request_id,
+    }
     caller_transaction = connection.in_atomic_block
     for attempt in range(1, _ATTEMPTS + 1):
         try:
             with transaction.atomic():
                 result = _TRANSITIONS[event.type](event)
                 record = _record(
-                    raw_body,
-                    result.outcome,
-                    event=event,
-                    raw_bytes=raw_bytes,
-                    charset=charset,
-                    source_ip=source_ip,
-                    request_id=request_id,
-                    payment=result.payment,
-                    refund=result.refund,
+                    outcome=result.outcome, event=event, payment=result.payment, refund=result.refund, **kept
                 )
                 _write_notices(result.notices, record)
                 occurred_at = event.effective_date or record.received_at
@@ -113,16 +112,7 @@ def process(
             if conflict:
                 # Not a race: the event names a transaction that is another payment's. Kept, not applied.
                 log.warning("event %s rejected: %s", event.idempotency_key, conflict)
-                return _record(
-                    raw_body,
-                    Outcome.REJECTED,
-                    event=event,
-                    error=conflict,
-                    raw_bytes=raw_bytes,
-                    charset=charset,
-                    source_ip=source_ip,
-                    request_id=request_id,
-                )
+                return _record(outcome=Outcome.REJECTED, event=event, error=conflict, **kept)
             if attempt == _ATTEMPTS:
                 raise
             log.info("event %s lost a race to create its row; trying again", event.idempotency_key)
