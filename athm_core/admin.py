@@ -241,7 +241,7 @@ class WebhookEventAdmin(ReadOnlyAdmin):
         "source_ip",
     ]
     list_filter = ["outcome", HasWarningsFilter, "event_type", "received_at"]
-    readonly_fields = ["warning_lines"]
+    readonly_fields = ["warning_lines", "settled_by"]
     search_fields = ["idempotency_key", "request_id"]
     date_hierarchy = "received_at"
     inlines = [NoticeInline]

@@ -23,6 +23,10 @@ setting                         default, and what it does
 ``ATHM_VERIFY_TIMEOUT``         ``4.0`` seconds to wait for findPayment.
 ``ATHM_VERIFIER``               ``"athm_core.ath.verification.check"``: the dotted path of the check every
                                 delivery goes through (:func:`athm_core.receive.receive`).
+``ATHM_APPLY_UNVERIFIED_AFTER`` ``None``: a delivery ATH Móvil could not be asked about stays ``pending``
+                                until ATH answers, however long. A number of seconds: the relay applies it
+                                unverified once it has waited that long, with a ``verification`` warning
+                                on the delivery that applied it (docs/security.md weighs the choice).
 ``ATHM_OUTBOX``                 ``False``. Write an outbox message with every state change, for a
                                 publisher (:mod:`athm_core.outbox`).
 ``ATHM_OUTBOX_CUSTOMER_DATA``   ``False``. Put the customer's name, phone, email and message in those
@@ -44,6 +48,7 @@ DEFAULTS: dict[str, Any] = {
     "ATHM_VERIFY": None,
     "ATHM_VERIFY_TIMEOUT": 4.0,
     "ATHM_VERIFIER": "athm_core.ath.verification.check",
+    "ATHM_APPLY_UNVERIFIED_AFTER": None,
     "ATHM_OUTBOX": False,
     "ATHM_OUTBOX_CUSTOMER_DATA": False,
 }

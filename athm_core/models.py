@@ -125,6 +125,9 @@ class WebhookEvent(models.Model):
         # without an ecommerceId, whose reference number the transaction report does not list or cannot
         # be asked about). Reprocess it once it can be confirmed.
         UNVERIFIED = "unverified", "Unverified (kept, not applied: ATH Móvil cannot confirm it)"
+        # Kept, not applied yet: ATH Móvil could not be asked (unreachable, slow, an error). The relay asks
+        # again (``verify_after``) until it answers, and ``settled_by`` is the delivery that then settled it.
+        PENDING = "pending", "Pending verification (kept: ATH Móvil could not be asked yet)"
 
     received_at = models.DateTimeField(db_index=True)
     request_id = models.CharField("API Gateway request id", max_length=100, blank=True)
@@ -148,6 +151,13 @@ class WebhookEvent(models.Model):
     warnings = models.JSONField(default=list, blank=True)
     # When the retention purge (athm_core.retention) emptied raw_body and error; the rest stays for audits.
     purged_at = models.DateTimeField(null=True, blank=True)
+    # A pending delivery (outcome ``pending``): when the relay asks ATH Móvil again (null once settled), how
+    # many times it has asked, and the delivery that settled it (applied, duplicate, rejected, ...).
+    verify_after = models.DateTimeField(null=True, blank=True, db_index=True)
+    verification_attempts = models.PositiveIntegerField(default=0)
+    settled_by = models.ForeignKey(
+        "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="settled", editable=False
+    )
 
     payment = models.ForeignKey(
         Payment, on_delete=models.SET_NULL, null=True, blank=True, related_name="webhook_events"

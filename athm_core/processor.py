@@ -137,12 +137,14 @@ def record(
     charset: str = "",
     source_ip: str | None = None,
     request_id: str = "",
+    verify_after: datetime | None = None,
 ) -> WebhookEvent:
     """Keep a delivery that changes nothing, with ``outcome`` and why (``error``).
 
     For a body that could not be read (``invalid``), one that ATH Móvil contradicts (``rejected``) or
-    cannot confirm (``unverified``), and one whose processing failed (``failed``, with the traceback), so
-    that each can be looked at and replayed. The body's arguments are :func:`process`'s.
+    cannot confirm (``unverified``), one it could not be asked about yet (``pending``, verified again from
+    ``verify_after``), and one whose processing failed (``failed``, with the traceback), so that each can
+    be looked at and replayed. The body's arguments are :func:`process`'s.
     """
     return _record(
         raw_body,
@@ -153,6 +155,7 @@ def record(
         charset=charset,
         source_ip=source_ip,
         request_id=request_id,
+        verify_after=verify_after,
     )
 
 
@@ -175,8 +178,10 @@ def _record(
     request_id: str = "",
     payment: Payment | None = None,
     refund: Refund | None = None,
+    verify_after: datetime | None = None,
 ) -> WebhookEvent:
     return WebhookEvent.objects.create(
+        verify_after=verify_after,
         received_at=timezone.now(),
         request_id=request_id,
         source_ip=source_ip,

@@ -19,9 +19,10 @@ The steps, each recorded so that nothing accepted is lost:
    ``unverified``, not applied. ``check`` defaults to the callable named
    by ``ATHM_VERIFIER`` (:func:`athm_core.ath.verification.check`, which asks findPayment when
    ``ATHM_VERIFY`` is on). When ATH Móvil cannot answer, the check raises
-   :class:`~athm_core.ath.verification.Unavailable` (an ``OSError``, such as a timeout, counts the same),
-   which reaches the caller with nothing recorded: a redelivery or a replay finishes the job. Any other
-   exception from the check is a bug, kept like one of the processor's.
+   :class:`~athm_core.ath.verification.Unavailable` (an ``OSError``, such as a timeout, counts the same):
+   the delivery is kept as ``pending``, not applied, and the relay asks again until ATH answers
+   (:func:`athm_core.replay.verify_pending`); ATHM Móvil documents no retries, so nothing waits on one. Any
+   other exception from the check is a bug, kept like one of the processor's.
 3. **Process** (:func:`athm_core.processor.process`): one transaction, then the receivers. An unexpected
    error is kept as ``failed`` with its traceback, nothing of it applied; ``OperationalError`` and
    ``InterfaceError`` (the database cannot serve now) reach the caller with nothing recorded.
@@ -40,7 +41,7 @@ from django.db import DatabaseError, InterfaceError, OperationalError
 from django.utils.module_loading import import_string
 
 from athm_core import processor
-from athm_core.ath.verification import Unavailable, Unverifiable, amounts_from_ath
+from athm_core.ath.verification import Unavailable, Unverifiable, amounts_from_ath, next_verification
 from athm_core.conf import athm_settings
 from athm_core.models import WebhookEvent
 from athm_core.payloads import AmountError, AthmEvent, PayloadError, parse, text_codec
@@ -97,8 +98,9 @@ def receive(
     ``ATHM_VERIFIER`` for this call. With ``keep_invalid=False`` a body that cannot be read raises
     :class:`~athm_core.payloads.PayloadError` instead of being recorded (a replay of a stored body).
 
-    Raises :class:`~athm_core.ath.verification.Unavailable` when ATH Móvil cannot confirm the event now,
-    and ``OperationalError`` or ``InterfaceError`` when the database cannot serve; nothing is recorded then.
+    When ATH Móvil cannot be asked now, the delivery is kept as ``pending`` (with ``keep_invalid=False``,
+    a replay, :class:`~athm_core.ath.verification.Unavailable` is raised instead, with nothing recorded).
+    Raises ``OperationalError`` or ``InterfaceError`` when the database cannot serve; nothing is recorded.
     """
     kept = {**_kept_body(body, charset), "source_ip": source_ip, "request_id": request_id}
     try:
@@ -107,6 +109,10 @@ def receive(
         if not keep_invalid:
             raise
         return _refused(Outcome.INVALID, str(exc), kept, field=exc.field)
+    except Unavailable as exc:  # ATH Móvil's amounts could not be asked for
+        if not keep_invalid:
+            raise
+        return _pending(None, exc, kept)
     try:
         contradiction = _ask(check or configured_check(), event)
         if contradiction:
@@ -118,7 +124,11 @@ def receive(
         reason = str(exc)
         kept_unverified = processor.record(event=event, outcome=Outcome.UNVERIFIED, error=reason, **kept)
         return Delivery(Outcome.UNVERIFIED, kept_unverified, event, reason)
-    except (Unavailable, *DATABASE_UNAVAILABLE):
+    except Unavailable as exc:
+        if not keep_invalid:
+            raise
+        return _pending(event, exc, kept)
+    except DATABASE_UNAVAILABLE:
         raise
     except Exception as exc:
         log.error("processing webhook event %s failed: %s", event.idempotency_key, type(exc).__name__)
@@ -126,6 +136,18 @@ def receive(
         traceback_text = "".join(traceback.format_exception(exc))
         return _refused(Outcome.FAILED, traceback_text, kept, event=event, summary=type(exc).__name__)
     return Delivery(record.outcome, record, event, record.error)
+
+
+def _pending(event: AthmEvent | None, exc: Exception, kept: dict) -> Delivery:
+    """Keep a delivery that ATH Móvil could not be asked about, for the relay to verify again (see
+    :func:`~athm_core.ath.verification.next_verification`). A database that cannot record it reaches the
+    caller."""
+    reason = str(exc)
+    log.warning("webhook event kept pending verification: %s", type(exc).__name__)
+    record = processor.record(
+        event=event, outcome=Outcome.PENDING, error=reason, verify_after=next_verification(0), **kept
+    )
+    return Delivery(Outcome.PENDING, record, event, reason)
 
 
 def _parse(body: bytes, charset: str) -> AthmEvent:

@@ -20,17 +20,28 @@ recorded: purged events (their body is gone), rejected ones (ATH Móvil or a rec
 them), bodies that still do not parse, and events ATH Móvil cannot confirm now.
 
 Both return one :class:`Result` per event, in the order given, and record nothing for a refused event.
+
+:func:`verify_pending` is the relay's other work: deliveries kept ``pending`` because ATH Móvil could not be
+asked (unreachable, slow, refusing calls) are verified again, with a backoff, until ATH answers; each is then
+processed once, like a new delivery, and marked settled by the delivery that did it (``settled_by``). With
+``ATHM_APPLY_UNVERIFIED_AFTER`` set, one that has waited that long is applied unverified, and says so.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
+from datetime import timedelta
 from typing import Any
 
+from django.db import transaction
+from django.utils import timezone
+
 from athm_core import dispatch, processor
-from athm_core.ath.verification import Unavailable
+from athm_core.ath.verification import Unavailable, next_verification
+from athm_core.conf import athm_settings
 from athm_core.models import Notice, WebhookEvent
 from athm_core.payloads import PayloadError
 from athm_core.receive import Check, receive
@@ -109,18 +120,22 @@ class PendingReport:
     failed: int = 0  # receivers that raised (or were not connected)
     pending: int = 0  # notices still unfinished afterwards
     oldest_pending_seconds: float = 0.0
+    # What verify_pending did first (VerificationReport.as_dict()).
+    verification: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 def finish_pending(*, retry_now: bool = False, deadline: float | None = None) -> PendingReport:
-    """Finish what deliveries left after their commit: tie waiting refunds to payments now recorded, and
-    deliver the notices unfinished for longer than :data:`athm_core.dispatch.GRACE` and due for another
-    try (``retry_now``: all of them, now). ``deadline`` is a :func:`time.monotonic` value.
+    """Finish what deliveries left: verify again the deliveries pending verification that are due
+    (:func:`verify_pending`), tie waiting refunds to payments now recorded, and deliver the notices
+    unfinished for longer than :data:`athm_core.dispatch.GRACE` and due for another try (``retry_now``: all
+    of them, now). ``deadline`` is a :func:`time.monotonic` value.
 
     Safe to run beside the webhook and other relays: notices are locked while delivered.
     """
+    verification = verify_pending(retry_now=retry_now, deadline=deadline)
     linked = processor.link_waiting_refunds()
     report = dispatch.deliver(linked)
     due = dispatch.deliver_due(retry_now=retry_now, deadline=deadline)
@@ -132,7 +147,119 @@ def finish_pending(*, retry_now: bool = False, deadline: float | None = None) ->
         failed=report.failed + due.failed,
         pending=backlog.pending,
         oldest_pending_seconds=round(backlog.oldest_age().total_seconds(), 3),
+        verification=verification.as_dict(),
     )
+
+
+# --- deliveries pending verification (the relay) --------------------------------------------------------
+
+
+@dataclass
+class VerificationReport:
+    """What :func:`verify_pending` did, and the pending deliveries it left."""
+
+    settled: dict[str, int]  # deliveries settled, by the outcome of the delivery that settled them
+    still_pending: int = 0  # asked again, and ATH Móvil still could not answer
+    applied_unverified: int = 0  # applied without ATH's answer (ATHM_APPLY_UNVERIFIED_AFTER)
+    pending: int = 0  # pending deliveries afterwards
+    oldest_pending_seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def pending_verification():
+    """The deliveries kept ``pending`` and not settled yet, oldest first."""
+    return WebhookEvent.objects.filter(outcome=Outcome.PENDING, settled_by=None, verify_after__isnull=False)
+
+
+def verify_pending(
+    *, retry_now: bool = False, deadline: float | None = None, batch: int = 100
+) -> VerificationReport:
+    """Verify again the pending deliveries that are due (``retry_now``: all of them), up to ``batch``.
+
+    Each is booked for its next try before ATH Móvil is asked, so a relay that dies or hangs on it does not
+    take it first again at once. ``deadline`` is a :func:`time.monotonic` value. Safe beside the webhook and
+    other relays: a delivery is taken under a row lock, and processing is idempotent.
+    """
+    report = VerificationReport(settled={})
+    due = pending_verification()
+    if not retry_now:
+        due = due.filter(verify_after__lte=timezone.now())
+    for pk in list(due.order_by("verify_after", "pk").values_list("pk", flat=True)[:batch]):
+        if deadline is not None and time.monotonic() >= deadline:
+            break
+        _verify_one(pk, report)
+    waiting = pending_verification()
+    report.pending = waiting.count()
+    oldest = waiting.order_by("received_at").values_list("received_at", flat=True).first()
+    if oldest is not None:
+        report.oldest_pending_seconds = round((timezone.now() - oldest).total_seconds(), 3)
+    return report
+
+
+def _verify_one(pk: int, report: VerificationReport) -> None:
+    with transaction.atomic():
+        record = pending_verification().select_for_update(skip_locked=True).filter(pk=pk).first()
+        if record is None:
+            return  # another relay has it, or it was settled meanwhile
+        record.verification_attempts += 1
+        record.verify_after = next_verification(record.verification_attempts)
+        record.save(update_fields=["verification_attempts", "verify_after"])
+    unverified_ok = _waited_long_enough(record)
+    try:
+        delivery = receive(
+            record.body_bytes,
+            charset=record.charset,
+            source_ip=record.source_ip,
+            request_id=f"verification of #{pk}",
+            check=_accept_unverified if unverified_ok else None,
+            keep_invalid=False,
+        )
+    except Unavailable as exc:
+        report.still_pending += 1
+        log.info("pending delivery %s: ATH Móvil still cannot answer (%s)", pk, type(exc).__name__)
+        return
+    except PayloadError as exc:
+        # Its amounts were to come from findPayment, which now knows no such checkout: what it is.
+        invalid = processor.record(
+            record.raw_body,
+            Outcome.INVALID,
+            error=str(exc),
+            raw_bytes=record.raw_bytes,
+            charset=record.charset,
+            source_ip=record.source_ip,
+            request_id=f"verification of #{pk}",
+        )
+        _settle(pk, invalid, report)
+        return
+    new = delivery.record
+    if new is None:  # a failure the database could not record either: the next run tries again
+        report.still_pending += 1
+        return
+    if unverified_ok and delivery.outcome == Outcome.APPLIED:
+        report.applied_unverified += 1
+        waited = athm_settings.ATHM_APPLY_UNVERIFIED_AFTER
+        why = f"applied without ATH Móvil's confirmation after {waited} s (ATHM_APPLY_UNVERIFIED_AFTER)"
+        warning = {"field": "verification", "warning": why}
+        new.warnings = [*new.warnings, warning]
+        WebhookEvent.objects.filter(pk=new.pk).update(warnings=new.warnings)
+    _settle(pk, new, report)
+
+
+def _settle(pk: int, by: WebhookEvent, report: VerificationReport) -> None:
+    report.settled[by.outcome] = report.settled.get(by.outcome, 0) + 1
+    WebhookEvent.objects.filter(pk=pk).update(settled_by=by, verify_after=None)
+    log.info("pending delivery %s settled by delivery %s: %s", pk, by.pk, by.outcome)
+
+
+def _waited_long_enough(record: WebhookEvent) -> bool:
+    after = athm_settings.ATHM_APPLY_UNVERIFIED_AFTER
+    return after is not None and timezone.now() - record.received_at >= timedelta(seconds=float(after))
+
+
+def _accept_unverified(event) -> None:
+    return None
 
 
 # --- reprocess -------------------------------------------------------------------------------------------

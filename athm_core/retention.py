@@ -78,8 +78,13 @@ def purge_events(older_than: timedelta, *, dry_run: bool = False) -> PurgeReport
 
 
 def _unpurged_events(cutoff: datetime):
-    # No ordering: any batch will do, and a sort would make the database read every match first.
-    return WebhookEvent.objects.filter(purged_at=None, received_at__lt=cutoff).order_by()
+    # No ordering: any batch will do, and a sort would make the database read every match first. A delivery
+    # still pending verification keeps its body, however old: it is all there is of it until ATH answers.
+    return (
+        WebhookEvent.objects.filter(purged_at=None, received_at__lt=cutoff)
+        .exclude(outcome=WebhookEvent.Outcome.PENDING, settled_by=None)
+        .order_by()
+    )
 
 
 def _purge_batch(ids: list[int]) -> int:

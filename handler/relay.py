@@ -48,6 +48,19 @@ def run(*, deadline: float | None = None, retry_now: bool = False, batch_size: i
             name="NoticeOldestPendingAge", unit=MetricUnit.Seconds, value=notices.oldest_pending_seconds
         )
         metrics.add_metric(name="NoticesDeliveredLate", unit=MetricUnit.Count, value=notices.late)
+        verification = notices.verification or {}
+        metrics.add_metric(
+            name="VerificationsPending", unit=MetricUnit.Count, value=verification.get("pending", 0)
+        )
+        metrics.add_metric(
+            name="VerificationOldestPendingAge",
+            unit=MetricUnit.Seconds,
+            value=verification.get("oldest_pending_seconds", 0.0),
+        )
+        if verification.get("applied_unverified"):
+            metrics.add_metric(
+                name="AppliedUnverified", unit=MetricUnit.Count, value=verification["applied_unverified"]
+            )
         if notices.failed:
             metrics.add_metric(name="ReceiverFailed", unit=MetricUnit.Count, value=notices.failed)
         logger.info("notices relay run", extra=notices.as_dict())

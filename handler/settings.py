@@ -249,3 +249,6 @@ if ATHM_VERIFY and not ATHM_PUBLIC_TOKEN:
 ATHM_VERIFY_TIMEOUT = float(_athm_core_setting("ATHM_VERIFY_TIMEOUT"))
 # The check every delivery goes through (athm_core.receive): findPayment by default, or the merchant's own.
 ATHM_VERIFIER = _athm_core_setting("ATHM_VERIFIER")
+# Seconds after which the relay applies a delivery ATH Móvil could not verify, unverified; unset: never.
+_apply_unverified_after = os.environ.get("ATHM_APPLY_UNVERIFIED_AFTER", "").strip()
+ATHM_APPLY_UNVERIFIED_AFTER = float(_apply_unverified_after) if _apply_unverified_after else None

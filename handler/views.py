@@ -4,9 +4,10 @@ Answers: 200 for an accepted event (new or duplicate, said in the body) and for 
 rejected (ATH Móvil's findPayment or a recorded payment contradicts it: ``"accepted": false``); 200 means
 the change and its notices are committed, whatever became of the receivers afterwards. 400 names what is
 wrong with the payload, 404 a wrong secret or path (before anything touches the database), 405, 413 over
-``ATHM_MAX_BODY_BYTES``, 415 a body declared as something other than JSON. 503 when the database or ATH
-Móvil's verification is unavailable: nothing was written, or (the commit's answer lost) it is not known
-whether it was; a redelivery finishes the job and does nothing twice. 500 for a bug (the delivery is kept
+``ATHM_MAX_BODY_BYTES``, 415 a body declared as something other than JSON. 503 when the database is
+unavailable: nothing was written, or (the commit's answer lost) it is not known whether it was; a redelivery
+finishes the job and does nothing twice. 503 too when ATH Móvil cannot verify the event now: it is kept
+``pending``, and the relay applies it once ATH answers. 500 for a bug (the delivery is kept
 with its traceback).
 """
 
@@ -65,6 +66,8 @@ def webhook(request: HttpRequest, secret: str) -> JsonResponse:
         count("WebhookWarnings", len(delivery.warnings))
     if delivery.outcome == Outcome.UNVERIFIED:
         return _unverifiable(delivery)
+    if delivery.outcome == Outcome.PENDING:
+        return _pending(delivery)
 
     record = delivery.record
     count(f"Webhook{record.outcome.capitalize()}")
@@ -227,6 +230,18 @@ def _unverifiable(delivery: Delivery) -> JsonResponse:
             "detail": "verification is on and ATH Móvil cannot confirm this event; it is kept, not applied",
             "warnings": len(delivery.warnings),
         }
+    )
+
+
+def _pending(delivery: Delivery) -> JsonResponse:
+    count("WebhookUnverified")
+    logger.error("ATH Móvil could not verify the event: kept pending", extra={"reason": delivery.error})
+    # 503: ATH Móvil may deliver it again, which changes nothing twice; the relay verifies the kept one.
+    return _error(
+        503,
+        "verification_pending",
+        "ATH Móvil cannot confirm the event now; it is kept and will be applied once ATH Móvil confirms it",
+        event_id=delivery.record.pk,
     )
 
 

@@ -239,6 +239,13 @@ def test_the_relay_function_without_a_topic_delivers_the_notices_left_pending(ch
             "failed": 0,
             "pending": 0,
             "oldest_pending_seconds": 0.0,
+            "verification": {
+                "settled": {},
+                "still_pending": 0,
+                "applied_unverified": 0,
+                "pending": 0,
+                "oldest_pending_seconds": 0.0,
+            },
         }
     }
     metrics = next(json.loads(line) for line in lines if '"NoticeOldestPendingAge"' in line)

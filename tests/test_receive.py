@@ -45,8 +45,10 @@ def test_the_setting_names_the_check_the_webhook_applies(lambda_handler, setting
 
     settings.ATHM_VERIFIER = "tests.test_receive.cannot_tell"
     response = lambda_handler.post(sample(COMPLETED))
-    assert response.status == 503 and response.json()["error"] == "verification_unavailable"
-    assert WebhookEvent.objects.count() == 1
+    assert response.status == 503 and response.json()["error"] == "verification_pending"
+    kept = WebhookEvent.objects.get(pk=response.json()["event_id"])
+    assert kept.outcome == Outcome.PENDING and kept.error == "the shop's checker is down"
+    assert WebhookEvent.objects.count() == 2
 
 
 def test_reprocess_takes_the_same_check(settings, signal_log):
@@ -72,9 +74,11 @@ def test_a_check_that_cannot_tell_is_unavailable_and_a_buggy_one_a_kept_failure(
     def times_out(event):
         raise TimeoutError("the shop's checker did not answer")
 
+    # A new delivery is kept pending; a replay (keep_invalid=False) is told, with nothing recorded.
+    assert receive(sample(COMPLETED).encode(), check=times_out).outcome == Outcome.PENDING
     with pytest.raises(Unavailable, match="TimeoutError: the shop's checker did not answer"):
-        receive(sample(COMPLETED).encode(), check=times_out)
-    assert WebhookEvent.objects.count() == 1 and not Payment.objects.exists()
+        receive(sample(COMPLETED).encode(), check=times_out, keep_invalid=False)
+    assert WebhookEvent.objects.count() == 2 and not Payment.objects.exists()
 
 
 def test_a_check_given_to_receive_replaces_the_setting(settings, signal_log):

@@ -173,3 +173,18 @@ def test_the_private_token_comes_from_secrets_manager_in_a_new_process(child_env
         server.stop()
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "sk_private_0123"
+
+
+PRINT_APPLY_UNVERIFIED_AFTER = (
+    "import handler.boot; from athm_core.conf import athm_settings;"
+    " print(athm_settings.ATHM_APPLY_UNVERIFIED_AFTER)"
+)
+
+
+@pytest.mark.parametrize(("value", "printed"), [("", "None"), ("900", "900.0")])
+def test_applying_unverified_is_off_unless_the_environment_gives_seconds(child_env, value, printed):
+    env = {**child_env, "ATHM_APPLY_UNVERIFIED_AFTER": value}
+    command = [sys.executable, "-c", PRINT_APPLY_UNVERIFIED_AFTER]
+    result = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == printed

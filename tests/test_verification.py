@@ -133,7 +133,7 @@ def closed_port() -> int:
         "still-open",
     ],
 )
-def test_when_ath_cannot_say_nothing_is_applied_and_a_redelivery_finishes_later(
+def test_when_ath_cannot_say_nothing_is_applied_it_is_kept_pending_and_a_redelivery_finishes_later(
     lambda_handler, ath, settings, trouble
 ):
     body = json.dumps(COMPLETED)
@@ -157,8 +157,9 @@ def test_when_ath_cannot_say_nothing_is_applied_and_a_redelivery_finishes_later(
     started = time.monotonic()
     response = lambda_handler.post(body)
     assert time.monotonic() - started < 2.5  # the timeout (0.5 s) bounds the wait
-    assert response.status == 503 and response.json()["error"] == "verification_unavailable"
-    assert nothing_changed() and not WebhookEvent.objects.exists()
+    assert response.status == 503 and response.json()["error"] == "verification_pending"
+    assert nothing_changed()
+    assert WebhookEvent.objects.get().outcome == WebhookEvent.Outcome.PENDING  # kept, for the relay
 
     settings.ATHM_PAYMENTS_API_BASE_URL = ath.base_url
     ath_says(ath)

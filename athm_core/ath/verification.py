@@ -9,8 +9,9 @@ reference number; a cancelled or expired one needs CANCEL (ATH reports expired c
 - ATH contradicts it (another final state, another total or reference, or no such payment): the reason;
   the delivery is recorded as ``rejected`` and changes nothing (:mod:`athm_core.receive`).
 - ATH cannot say now (unreachable, slow, an error answer, an answer this code cannot read, or the payment
-  still in an earlier state): :class:`Unavailable`; nothing is applied or recorded, so a redelivery or a
-  replay finishes the job once ATH answers (the webhook answers 503).
+  still in an earlier state): :class:`Unavailable`; nothing is applied, the delivery is kept as ``pending``
+  and the relay verifies it again (:func:`next_verification`) until ATH answers, then applies it once, or
+  rejects it (:func:`athm_core.replay.verify_pending`; the webhook answers 503).
 
 :func:`check` is the default ``ATHM_VERIFIER``: every delivery, reprocessing included, goes through it.
 Another check (a callable with the same signature, named by that setting or passed to
@@ -33,9 +34,11 @@ applied unverified; docs/security.md says what limits the damage.
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
+
+from django.utils import timezone
 
 from athm_core import processor
 from athm_core.ath import client
@@ -57,6 +60,16 @@ _EARLIER_STATES = {"OPEN", "CONFIRM"}
 
 # How far from the event's date the transaction report is searched for its reference number, in days.
 REPORT_WINDOW_DAYS = 1
+# A pending delivery is verified again after a minute, then after twice as long each time, up to 30 minutes
+# between tries; it is never given up (a setting may apply it unverified after a deadline instead).
+VERIFICATION_RETRY = timedelta(minutes=1)
+VERIFICATION_RETRY_MAX = timedelta(minutes=30)
+
+
+def next_verification(attempts: int, *, now: datetime | None = None) -> datetime:
+    """When a pending delivery that has been verified ``attempts`` times is due for another try."""
+    wait = min(VERIFICATION_RETRY * 2 ** min(attempts, 16), VERIFICATION_RETRY_MAX)
+    return (now or timezone.now()) + wait
 
 
 class Unavailable(Exception):

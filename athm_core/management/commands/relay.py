@@ -13,7 +13,8 @@ from athm_core import replay
 
 class Command(BaseCommand):
     help = (
-        "Finish what webhook deliveries left after their commit: tie waiting refunds to payments recorded "
+        "Finish what webhook deliveries left: verify again the deliveries ATH Móvil could not be asked "
+        "about, tie waiting refunds to payments recorded "
         "since, deliver notices unfinished for over a minute, and call failed receivers again once their "
         "backoff is over. Safe to run beside the webhook and other relays."
     )
@@ -46,8 +47,17 @@ class Command(BaseCommand):
 
     @staticmethod
     def describe(notices: dict) -> str:
-        return (
+        text = (
             f"notices: linked {notices['linked']} waiting refund(s), delivered {notices['delivered']}, "
             f"{notices['failed']} receiver failure(s), pending {notices['pending']}"
             f" (oldest waiting {notices['oldest_pending_seconds']:.0f} s)"
         )
+        verification = notices.get("verification")
+        if verification and (verification["pending"] or verification["settled"]):
+            settled = ", ".join(f"{count} {outcome}" for outcome, count in verification["settled"].items())
+            text += (
+                f"\nverification: settled {settled or 'none'}, {verification['still_pending']} still pending"
+                f" now, {verification['pending']} pending (oldest received"
+                f" {verification['oldest_pending_seconds']:.0f} s ago)"
+            )
+        return text
