@@ -316,6 +316,17 @@ def parse_report_row(row: Any) -> AthmEvent:
     return parse_data(row)
 
 
+def read_items(value: Any) -> tuple[Item, ...]:
+    """``items`` as an event's are read (ATH Móvil's findPayment answer carries them in the same shape).
+    Raises :class:`AmountError` for an item's unreadable amount."""
+    return _Reader({"items": value}).items()
+
+
+def read_text(value: Any, field: str) -> str:
+    """A descriptive field (``metadata1``, ``name``) as an event's is read: stripped, cleaned, cut."""
+    return _Reader({field: value}).text(field)
+
+
 def parse_data(data: Any) -> AthmEvent:
     """Normalize decoded JSON (one webhook object) into an :class:`AthmEvent`.
 

@@ -50,9 +50,9 @@ from athm_core.text import storable
 log = logging.getLogger(__name__)
 
 Outcome = WebhookEvent.Outcome
-# ``check(event)``: ``None`` to apply the event, or why ATH Móvil contradicts it; raises ``Unavailable``
-# (or an ``OSError``) when it cannot tell now.
-Check = Callable[[AthmEvent], "str | None"]
+# ``check(event)``: ``None`` to apply the event, the event as ATH Móvil confirms it (to apply that instead),
+# or why ATH Móvil contradicts it; raises ``Unavailable`` (or an ``OSError``) when it cannot tell now.
+Check = Callable[[AthmEvent], "AthmEvent | str | None"]
 
 # The database cannot be reached or cannot serve now, as opposed to a bug.
 DATABASE_UNAVAILABLE = (OperationalError, InterfaceError)
@@ -115,6 +115,8 @@ def receive(
         return _pending(None, exc, kept)
     try:
         contradiction = _ask(check or configured_check(), event)
+        if isinstance(contradiction, AthmEvent):  # confirmed: ATH's values are the record
+            event, contradiction = contradiction, None
         if contradiction:
             # Recorded before any answer: a database that cannot record it makes the caller retry.
             rejected = processor.record(event=event, outcome=Outcome.REJECTED, error=contradiction, **kept)
@@ -188,7 +190,7 @@ def configured_check() -> Check:
     return check
 
 
-def _ask(check: Check, event: AthmEvent) -> str | None:
+def _ask(check: Check, event: AthmEvent) -> AthmEvent | str | None:
     try:
         return check(event)
     except OSError as exc:  # a timeout, a refused connection: the check cannot tell now

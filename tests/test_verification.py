@@ -55,12 +55,12 @@ def test_an_event_ath_confirms_is_applied(lambda_handler, ath, signal_log):
     "says, why",
     [
         ({"status": "CANCEL"}, "ATH Móvil reports the payment as CANCEL, not COMPLETED"),
-        ({"total": "2.60"}, "ATH Móvil reports a total of 2.60, not 26.00"),
-        ({"total": 260}, "ATH Móvil reports a total of 260.00, not 26.00"),
-        ({"reference": "215070999-another"}, "ATH Móvil reports another reference number"),
+        ({"total": "2.60"}, "ATH Móvil's findPayment answer differs: total 26.00, ATH 2.60"),
+        ({"total": 260}, "ATH Móvil's findPayment answer differs: total 26.00, ATH 260.00"),
+        ({"reference": "215070999-another"}, "ATH Móvil's findPayment answer differs: the reference number"),
         # Numbers no webhook total can be: still ATH's answer, and it differs.
-        ({"total": 26.004}, "ATH Móvil reports a total of 26.004, not 26.00"),
-        ({"total": "-26.00"}, "ATH Móvil reports a total of -26.00, not 26.00"),
+        ({"total": 26.004}, "ATH Móvil's findPayment answer differs: total 26.00, ATH 26.004"),
+        ({"total": "-26.00"}, "ATH Móvil's findPayment answer differs: total 26.00, ATH -26.00"),
     ],
     ids=[
         "cancelled",
@@ -196,3 +196,87 @@ def test_verification_is_on_whenever_the_public_token_is_set(child_env):
     assert off.stdout.strip() == "False"
     refused = settings_in_a_new_process(child_env, ATHM_VERIFY="true")
     assert refused.returncode != 0 and "ATHM_VERIFY is on but ATHM_PUBLIC_TOKEN is not set" in refused.stderr
+
+
+# --- ATH's answer is the record: every field it gives that identifies the order or the money -------------
+
+
+def ath_answers_fully(fake, **changes):
+    """findPayment's whole answer for the production sample's checkout, as ATH gives it."""
+    data = {
+        "ecommerceStatus": "COMPLETED",
+        "ecommerceId": COMPLETED["ecommerceId"],
+        "referenceNumber": COMPLETED["referenceNumber"],
+        "total": 26,
+        "subtotal": 24,
+        "tax": 2,
+        "fee": 0.6000000238418579,
+        "netAmount": 25.4,
+        "totalRefundedAmount": 0,
+        "metadata1": "order-1002",
+        "metadata2": "tienda-sj",
+        "items": [
+            {"name": "Pastelillo", "description": "Pastelillo", "quantity": 2, "price": 12, "tax": 1.5}
+        ],
+        **changes,
+    }
+    fake.answer(FIND_PAYMENT_PATH, 200, {"status": "success", "data": data})
+
+
+@pytest.mark.parametrize(
+    "forged, difference",
+    [
+        ({"metadata1": "order-9999"}, "metadata1 'order-9999', ATH 'order-1002'"),
+        ({"metadata2": "otra-tienda"}, "metadata2 'otra-tienda', ATH 'tienda-sj'"),
+        ({"items": [{"name": "Laptop", "quantity": 1, "price": 12}]}, "the items"),
+        ({"items": [{"name": "Pastelillo", "quantity": 20, "price": 12}]}, "the items"),
+        ({"fee": "0.01"}, "fee 0.01, ATH 0.60"),
+        ({"netAmount": "25.99"}, "netAmount 25.99, ATH 25.40"),
+        ({"subTotal": "26.00"}, "subtotal 26.00, ATH 24.00"),
+        ({"tax": "0.00"}, "tax 0.00, ATH 2.00"),
+    ],
+)
+def test_a_body_that_names_the_real_checkout_but_lies_about_the_order_is_rejected(
+    lambda_handler, ath, signal_log, forged, difference
+):
+    ath_answers_fully(ath)
+    response = lambda_handler.post(json.dumps({**COMPLETED, **forged}))
+    assert response.status == 200 and response.json()["outcome"] == "rejected", response
+    record = WebhookEvent.objects.get()
+    assert record.error.startswith("ATH Móvil's findPayment answer differs: ") and difference in record.error
+    assert nothing_changed() and signal_log.names() == []
+    # ATH's own webhook, arriving later, records the genuine payment, with the genuine order.
+    genuine = lambda_handler.post(json.dumps(COMPLETED))
+    assert genuine.json()["outcome"] == "applied", genuine
+    assert Payment.objects.get().metadata_1 == "order-1002" and signal_log.names() == ["payment_completed"]
+
+
+def test_a_forged_cancel_of_another_order_is_rejected(lambda_handler, ath, signal_log):
+    ath.answer(
+        FIND_PAYMENT_PATH,
+        200,
+        {"status": "success", "data": {"ecommerceStatus": "CANCEL", "metadata1": "order-1005"}},
+    )
+    cancel = {**sample_data("ecommerce_cancelled.production"), "metadata1": "order-1002"}
+    assert lambda_handler.post(json.dumps(cancel)).json()["outcome"] == "rejected"
+    assert nothing_changed() and signal_log.names() == []
+
+
+def test_the_payment_is_written_from_aths_answer_where_the_body_says_nothing(lambda_handler, ath):
+    ath_answers_fully(ath, totalRefundedAmount=0)
+    body = {
+        key: value
+        for key, value in COMPLETED.items()
+        if key not in ("fee", "netAmount", "metadata2", "items")
+    }
+    assert lambda_handler.post(json.dumps(body)).json()["outcome"] == "applied"
+    payment = Payment.objects.get()
+    assert (str(payment.fee), str(payment.net_amount), payment.metadata_2) == ("0.60", "25.40", "tienda-sj")
+    assert [(item["name"], item["quantity"], item["price"]) for item in payment.items] == [
+        ("Pastelillo", 2, "12.00")
+    ]
+
+
+def test_float_noise_and_spacing_in_aths_answer_are_no_difference(lambda_handler, ath):
+    ath_answers_fully(ath, netAmount=25.399999618530273, metadata1=" order-1002 ", total="26.00")
+    assert lambda_handler.post(json.dumps(COMPLETED)).json()["outcome"] == "applied"

@@ -3,11 +3,17 @@
 ATH Móvil signs nothing, so anyone who learns the listener URL could post "COMPLETED" for an order that
 was never paid. Before an eCommerce event changes a payment, :func:`check` asks ATH's findPayment for
 that ``ecommerceId`` and compares: a completed event needs ATH to say COMPLETED with the same total and
-reference number; a cancelled or expired one needs CANCEL (ATH reports expired checkouts as CANCEL).
+reference number; a cancelled or expired one needs CANCEL (ATH reports expired checkouts as CANCEL). Every
+field that identifies the order or the money and that ATH's answer carries is compared with the body's,
+where the body claims one: ``metadata1``, ``metadata2``, and for a completion the reference number, ``total``,
+``subtotal``, ``tax``, ``fee``, ``netAmount`` and the items (name, quantity, price). A body can name the real
+checkout, total and reference (the paying customer sees all three) and still lie about the order.
 
-- ATH agrees: ``None``; the event is applied as usual.
-- ATH contradicts it (another final state, another total or reference, or no such payment): the reason;
-  the delivery is recorded as ``rejected`` and changes nothing (:mod:`athm_core.receive`).
+- ATH agrees: the event as ATH confirms it, which the processor writes: ATH's values for every field its
+  answer gives (the body's stand only where ATH gives none).
+- ATH contradicts it (another final state, any difference above, or no such payment): the reason, naming
+  each difference; the delivery is recorded as ``rejected`` and changes nothing (:mod:`athm_core.receive`),
+  and ATH's own webhook, or reconciliation, records the genuine payment.
 - ATH cannot say now (unreachable, slow, an error answer, an answer this code cannot read, or the payment
   still in an earlier state): :class:`Unavailable`; nothing is applied, the delivery is kept as ``pending``
   and the relay verifies it again (:func:`next_verification`) until ATH answers, then applies it once, or
@@ -52,6 +58,8 @@ from athm_core.payloads import (
     parse_data,
     parse_report_row,
     read_amount,
+    read_items,
+    read_text,
 )
 
 # What findPayment says before a checkout ends: the event may simply have overtaken ATH's own records.
@@ -81,8 +89,9 @@ class Unverifiable(Exception):
     ``ecommerceId``); it is kept as ``unverified``, not applied."""
 
 
-def check(event: AthmEvent) -> str | None:
-    """``None`` if the event may be applied, or why ATH Móvil contradicts it.
+def check(event: AthmEvent) -> AthmEvent | str | None:
+    """The event as ATH Móvil confirms it (or ``None``: as it is) if it may be applied, or why ATH Móvil
+    contradicts it.
 
     Raises :class:`Unavailable` when ATH cannot answer now, :class:`Unverifiable` when the event cannot be
     confirmed at all with the settings as they are.
@@ -120,15 +129,88 @@ def _compare(event: AthmEvent, answer: Any) -> str | None:
         raise Unavailable(f"ATH Móvil still reports the payment as {status}")
     if status != expected:
         return f"ATH Móvil reports the payment as {status}, not {expected}"
+    differences = _differences(event, data)
+    if differences:
+        return "ATH Móvil's findPayment answer differs: " + "; ".join(differences)
+    return _as_confirmed(event, data)
+
+
+# (ATH's field, the event's attribute) for the amounts a completion's body and ATH's answer both carry.
+_AMOUNTS = [
+    ("total", "total"),
+    ("subtotal", "subtotal"),
+    ("subTotal", "subtotal"),
+    ("tax", "tax"),
+    ("fee", "fee"),
+    ("netAmount", "net_amount"),
+]
+
+
+def _differences(event: AthmEvent, data: dict[str, Any]) -> list[str]:
+    """Each field the body claims that ATH's answer gives otherwise, with both values."""
+    differences = []
+    for field, attribute in (("metadata1", "metadata_1"), ("metadata2", "metadata_2")):
+        claimed = getattr(event, attribute)
+        if field in data and claimed and read_text(data[field], field) != claimed:
+            differences.append(f"{field} {claimed!r:.40}, ATH {read_text(data[field], field)!r:.40}")
     if event.type != EventType.ECOMMERCE_COMPLETED:
-        return None
+        return differences
     total = _total(data)
     if total != event.total:
-        return f"ATH Móvil reports a total of {total}, not {event.total}"
+        differences.append(f"total {event.total}, ATH {total}")
     reference = str(data.get("referenceNumber") or "").strip()
     if reference != (event.reference_number or ""):
-        return "ATH Móvil reports another reference number"
-    return None
+        differences.append("the reference number")
+    for field, attribute in _AMOUNTS[1:]:
+        claimed = getattr(event, attribute)
+        if field in data and claimed is not None:
+            ath = _amount(data[field], field)
+            if ath is not None and ath != claimed:
+                differences.append(f"{field} {claimed}, ATH {ath}")
+    if event.items and isinstance(data.get("items"), list) and _items_differ(event.items, data["items"]):
+        differences.append("the items")
+    return differences
+
+
+def _as_confirmed(event: AthmEvent, data: dict[str, Any]) -> AthmEvent:
+    """``event`` with ATH's values for what its answer gives: the record is ATH's, not the body's."""
+    confirmed: dict[str, Any] = {}
+    for field, attribute in (("metadata1", "metadata_1"), ("metadata2", "metadata_2")):
+        if isinstance(data.get(field), str):
+            confirmed[attribute] = read_text(data[field], field)
+    if event.type == EventType.ECOMMERCE_COMPLETED:
+        for field, attribute in [*_AMOUNTS[1:], ("totalRefundedAmount", "total_refunded_amount")]:
+            ath = _amount(data.get(field), field)
+            if ath is not None:
+                confirmed[attribute] = ath
+        if isinstance(data.get("items"), list):
+            items = _items(data["items"])
+            if items or not event.items:
+                confirmed["items"] = items
+    return replace(event, **confirmed) if confirmed else event
+
+
+def _amount(value: Any, field: str) -> Decimal | None:
+    try:
+        return read_amount(value, field)
+    except PayloadError:
+        return _exact_number(value)  # not an amount in cents: no body's amount equals it
+
+
+def _items(value: list) -> tuple:
+    try:
+        return read_items(value)
+    except PayloadError:
+        raise Unavailable("findPayment's items cannot be read") from None
+
+
+def _items_differ(claimed: tuple, ath_items: list) -> bool:
+    """Whether the items differ in name, quantity or price, whatever their order."""
+
+    def keys(items) -> list[tuple]:
+        return sorted((item.name, item.quantity or 0, item.price) for item in items)
+
+    return keys(claimed) != keys(_items(ath_items))
 
 
 def _total(data: dict[str, Any]) -> Decimal:
