@@ -165,6 +165,40 @@ class RefundInline(ReadOnlyInline):
     readonly_fields = fields
 
 
+class HasWarningsFilter(admin.SimpleListFilter):
+    """Deliveries whose descriptive fields were cleaned to be stored (``WebhookEvent.warnings``)."""
+
+    title = "warnings"
+    parameter_name = "has_warnings"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "With warnings"), ("no", "Without warnings")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "yes":
+            return queryset.exclude(warnings=[])
+        if self.value() == "no":
+            return queryset.filter(warnings=[])
+        return queryset
+
+
+class HasAnomaliesFilter(HasWarningsFilter):
+    """Deliveries, or payments, flagged with money that cannot be right (``anomalies``)."""
+
+    title = "anomalies"
+    parameter_name = "has_anomalies"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "With anomalies"), ("no", "Without anomalies")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "yes":
+            return queryset.exclude(anomalies=[])
+        if self.value() == "no":
+            return queryset.filter(anomalies=[])
+        return queryset
+
+
 @admin.register(Payment)
 class PaymentAdmin(ReadOnlyAdmin):
     list_display = [
@@ -177,7 +211,7 @@ class PaymentAdmin(ReadOnlyAdmin):
         "metadata_1",
         "transaction_date",
     ]
-    list_filter = ["status", "transaction_type", "transaction_date"]
+    list_filter = ["status", "transaction_type", HasAnomaliesFilter, "transaction_date"]
     search_fields = ["reference_number", "ecommerce_id", "metadata_1", "metadata_2"]
     date_hierarchy = "transaction_date"
     inlines = [RefundInline]
@@ -211,23 +245,6 @@ class NoticeInline(ReadOnlyInline):
         return display_for_value(value, self.get_empty_value_display())
 
 
-class HasWarningsFilter(admin.SimpleListFilter):
-    """Deliveries whose descriptive fields were cleaned to be stored (``WebhookEvent.warnings``)."""
-
-    title = "warnings"
-    parameter_name = "has_warnings"
-
-    def lookups(self, request, model_admin):
-        return [("yes", "With warnings"), ("no", "Without warnings")]
-
-    def queryset(self, request, queryset):
-        if self.value() == "yes":
-            return queryset.exclude(warnings=[])
-        if self.value() == "no":
-            return queryset.filter(warnings=[])
-        return queryset
-
-
 @admin.register(WebhookEvent)
 class WebhookEventAdmin(ReadOnlyAdmin):
     list_display = [
@@ -240,7 +257,7 @@ class WebhookEventAdmin(ReadOnlyAdmin):
         "idempotency_key",
         "source_ip",
     ]
-    list_filter = ["outcome", HasWarningsFilter, "event_type", "received_at"]
+    list_filter = ["outcome", HasWarningsFilter, HasAnomaliesFilter, "event_type", "received_at"]
     readonly_fields = ["warning_lines", "settled_by"]
     search_fields = ["idempotency_key", "request_id"]
     date_hierarchy = "received_at"

@@ -14,6 +14,17 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import InterfaceError, OperationalError, connections, router
 
 UTF8MB4 = "utf8mb4"
+# The columns that hold ATH Móvil's identifiers and the keys made of them, compared exactly: migration
+# 0009_exact_identifiers gives them this collation, and converting a table (the fix below) takes it away.
+EXACT_COLLATION = "utf8mb4_bin"
+EXACT_FIELDS = [
+    ("Payment", "ecommerce_id"),
+    ("Payment", "reference_number"),
+    ("Payment", "fingerprint"),
+    ("Refund", "reference_number"),
+    ("Refund", "idempotency_key"),
+    ("WebhookEvent", "idempotency_key"),
+]
 # What new databases and converted tables should get: the collation Django's MySQL test databases use.
 UTF8MB4_COLLATION = "utf8mb4_unicode_ci"
 
@@ -136,6 +147,7 @@ def utf8mb4_errors(connection) -> list[Error]:
                 id="athm_core.E002",
             )
         )
+    errors += _collation_errors(connection, name)
     wrong = sorted({charset for charset in (client, connection_charset) if charset != UTF8MB4})
     if wrong and configured.lower() == UTF8MB4:
         errors.append(
@@ -149,3 +161,46 @@ def utf8mb4_errors(connection) -> list[Error]:
             )
         )
     return errors
+
+
+def _collation_errors(connection, name: str) -> list[Error]:
+    """The identifier columns that lost their binary collation (``ALTER TABLE ... CONVERT TO`` resets it),
+    once migration 0009 has given it to them; their fix, column by column."""
+    from django.db.migrations.recorder import MigrationRecorder
+
+    try:
+        if ("athm_core", "0009_exact_identifiers") not in MigrationRecorder(connection).applied_migrations():
+            return []
+        app = apps.get_app_config("athm_core")
+        lost = []
+        with connection.cursor() as cursor:
+            for model_name, field_name in EXACT_FIELDS:
+                field = app.get_model(model_name)._meta.get_field(field_name)
+                cursor.execute(
+                    "SELECT COLLATION_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE()"
+                    " AND TABLE_NAME = %s AND COLUMN_NAME = %s",
+                    [field.model._meta.db_table, field.column],
+                )
+                row = cursor.fetchone()
+                if row is not None and row[0] != EXACT_COLLATION:
+                    lost.append(field)
+    except (OperationalError, InterfaceError):
+        return []
+    if not lost:
+        return []
+    quote = connection.ops.quote_name
+    fixes = " ".join(
+        f"ALTER TABLE {quote(field.model._meta.db_table)} MODIFY {quote(field.column)}"
+        f" varchar({field.max_length}) COLLATE {EXACT_COLLATION} {'NULL' if field.null else 'NOT NULL'};"
+        for field in lost
+    )
+    columns = ", ".join(f"{field.model._meta.db_table}.{field.column}" for field in lost)
+    return [
+        Error(
+            f"These columns of ATH Móvil's identifiers in the MySQL/MariaDB database {name!r} lost their "
+            f"binary collation ({EXACT_COLLATION}), so ids that differ only by case or accent would be taken "
+            f"as one: {columns}. Converting a table's character set resets it.",
+            hint=f"Run: {fixes} See docs/deploy.md.",
+            id="athm_core.E002",
+        )
+    ]

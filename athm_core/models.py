@@ -68,6 +68,9 @@ class Payment(models.Model):
     transaction_date = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+    # Money that cannot be right, recorded as ATH Móvil sent it and flagged here (see processor.ANOMALIES):
+    # ``[{"kind": "over_refund", "detail": "...", "at": "2026-11-30T08:00:00-04:00", "event_type": ...}]``.
+    anomalies = models.JSONField(default=list, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
@@ -149,6 +152,9 @@ class WebhookEvent(models.Model):
     # column, a number taken as text): ``[{"field": "name", "warning": "NUL replaced with U+FFFD"}]``. The
     # stored body keeps what was sent.
     warnings = models.JSONField(default=list, blank=True)
+    # What this delivery recorded that cannot be right (an over-refund, a second completion with another
+    # total): ``[{"kind": "over_refund", "detail": "..."}]``, also on its payment's ``anomalies``.
+    anomalies = models.JSONField(default=list, blank=True)
     # When the retention purge (athm_core.retention) emptied raw_body and error; the rest stays for audits.
     purged_at = models.DateTimeField(null=True, blank=True)
     # A pending delivery (outcome ``pending``): when the relay asks ATH Móvil again (null once settled), how

@@ -248,6 +248,10 @@ def _payment(payment: Payment) -> dict[str, Any]:
         "transaction_date": _time(payment.transaction_date),
         "items": list(payment.items),
         "items_complete": True,
+        "anomalies": [
+            {"kind": each.get("kind", ""), "detail": each.get("detail", ""), "at": each.get("at")}
+            for each in payment.anomalies or []
+        ],
     }
 
 

@@ -92,9 +92,17 @@ def process(
         try:
             with transaction.atomic():
                 result = _TRANSITIONS[event.type](event)
+                anomalies = _anomalies(event, result)
                 record = _record(
-                    outcome=result.outcome, event=event, payment=result.payment, refund=result.refund, **kept
+                    outcome=result.outcome,
+                    event=event,
+                    payment=result.payment,
+                    refund=result.refund,
+                    anomalies=anomalies,
+                    **kept,
                 )
+                if anomalies:
+                    _flag(result.payment, anomalies, event.type)
                 _write_notices(result.notices, record)
                 occurred_at = event.effective_date or record.received_at
                 result.messages = _write_outbox(result.notices, record, occurred_at=occurred_at)
@@ -179,9 +187,11 @@ def _record(
     payment: Payment | None = None,
     refund: Refund | None = None,
     verify_after: datetime | None = None,
+    anomalies: list[dict] | None = None,
 ) -> WebhookEvent:
     return WebhookEvent.objects.create(
         verify_after=verify_after,
+        anomalies=anomalies or [],
         received_at=timezone.now(),
         request_id=request_id,
         source_ip=source_ip,
@@ -344,6 +354,79 @@ def _send_refund(event: AthmEvent) -> Transition:
     )
 
 
+# --- anomalies: money that cannot be right, recorded as ATH Móvil sent it (it moved at ATH) and flagged ---
+
+# Each kind of anomaly, and what it means.
+ANOMALIES = {
+    "over_refund": "refunds recorded against the payment add up to more than its total",
+    "refund_of_uncompleted_payment": "a refund of a payment that never completed (cancelled, expired)",
+    "conflicting_redelivery": "another delivery of a recorded transaction with another total or reference",
+    "zero_total": "a payment whose total is 0.00",
+    "fee_above_total": "a payment whose fee is above its total",
+}
+
+
+def _anomalies(event: AthmEvent, result: Transition) -> list[dict]:
+    """What ``event`` and its transition recorded that cannot be right: ``[{"kind", "detail"}]``."""
+    payment = result.payment
+    if payment is None or not event.type.moves_money:
+        return []
+    found = []
+    if event.type == EventType.REFUND_SENT:
+        if result.outcome == Outcome.APPLIED and result.refund is not None:
+            found += _refund_anomalies(payment, [result.refund])
+        return found
+    if result.outcome == Outcome.DUPLICATE:
+        other_reference = event.reference_number and event.reference_number != payment.reference_number
+        if event.total != payment.total or other_reference:
+            said = f"total {event.total}" + (
+                f", reference number {event.reference_number}" if other_reference else ""
+            )
+            found.append(
+                _anomaly(
+                    "conflicting_redelivery", f"{said}; the payment recorded stands (total {payment.total})"
+                )
+            )
+    elif result.outcome == Outcome.APPLIED:
+        if payment.total == 0:
+            found.append(_anomaly("zero_total", "total 0.00"))
+        if payment.fee is not None and payment.fee > payment.total:
+            found.append(_anomaly("fee_above_total", f"fee {payment.fee} above total {payment.total}"))
+    return found
+
+
+def _refund_anomalies(payment: Payment, refunds: list[Refund]) -> list[dict]:
+    found = []
+    if payment.status != Status.COMPLETED:
+        found.append(
+            _anomaly("refund_of_uncompleted_payment", f"refund of a payment that is {payment.status}")
+        )
+    if payment.total_refunded_amount > payment.total:
+        found.append(
+            _anomaly(
+                "over_refund",
+                f"{payment.total_refunded_amount} refunded of a total of {payment.total} "
+                f"(refundable {payment.refundable_amount})",
+            )
+        )
+    return found
+
+
+def _anomaly(kind: str, detail: str) -> dict:
+    return {"kind": kind, "detail": detail}
+
+
+def _flag(payment: Payment, anomalies: list[dict], event_type: str) -> None:
+    """Add ``anomalies`` to the (locked) payment's, in the caller's transaction."""
+    at = timezone.localtime().isoformat()
+    payment.anomalies = [
+        *payment.anomalies,
+        *({**each, "at": at, "event_type": event_type} for each in anomalies),
+    ]
+    payment.save(update_fields=["anomalies", "updated_at"])
+    log.warning("payment %s: %s", payment.pk, ", ".join(each["kind"] for each in anomalies))
+
+
 def _simulated(event: AthmEvent) -> Transition:
     # The "test webhook" button: recorded so the business sees it arrived, never a business row.
     return Transition(Outcome.SIMULATED)
@@ -483,13 +566,6 @@ def _add_refunds(payment: Payment, refunds: list[Refund]) -> None:
     """Count refunds against their (locked) payment, keeping ``total_refunded_amount`` their exact sum."""
     payment.total_refunded_amount += sum(refund.amount for refund in refunds)
     payment.save(update_fields=["total_refunded_amount", "updated_at"])
-    if payment.total_refunded_amount > payment.total:
-        log.warning(
-            "payment %s has %s refunded, more than its total %s",
-            payment.pk,
-            payment.total_refunded_amount,
-            payment.total,
-        )
 
 
 # --- after commit ------------------------------------------------------------------------------------
@@ -565,6 +641,9 @@ def _link_waiting_refunds(
             refund.linked_at = now
         Refund.objects.bulk_update(refunds, ["payment", "linked_at"])
         _add_refunds(payment, refunds)
+        anomalies = _refund_anomalies(payment, refunds)
+        if anomalies:
+            _flag(payment, anomalies, EventType.REFUND_SENT)
         # Each notice goes with its refund's own delivery, where the admin shows it and redispatch finds it.
         applied = WebhookEvent.objects.filter(refund__in=refunds, outcome=Outcome.APPLIED)
         deliveries = dict(applied.values_list("refund", "pk"))

@@ -64,6 +64,10 @@ def webhook(request: HttpRequest, secret: str) -> JsonResponse:
     if delivery.warnings:
         # Descriptive fields cleaned to be stored: the admin lists them under "has warnings".
         count("WebhookWarnings", len(delivery.warnings))
+    anomalies = delivery.record.anomalies if delivery.record is not None else []
+    if anomalies:
+        # Money that cannot be right, recorded as sent: the admin lists them under "has anomalies".
+        count("WebhookAnomalies", len(anomalies))
     if delivery.outcome == Outcome.UNVERIFIED:
         return _unverifiable(delivery)
     if delivery.outcome == Outcome.PENDING:
@@ -86,6 +90,7 @@ def webhook(request: HttpRequest, secret: str) -> JsonResponse:
             "outcome": record.outcome,
             "duplicate": record.outcome == Outcome.DUPLICATE,
             "warnings": len(record.warnings),
+            "anomalies": [anomaly["kind"] for anomaly in record.anomalies],
         }
     )
 

@@ -77,6 +77,7 @@ def test_the_message_carries_the_payment_to_the_cent():
         "transaction_date": "2026-11-20T14:07:37-04:00",
         "items": payment.items,
         "items_complete": True,
+        "anomalies": [],
     }
     assert body["occurred_at"] == "2026-11-20T14:07:37-04:00"
     assert body["refund"] is None
