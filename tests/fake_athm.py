@@ -14,6 +14,9 @@ Use the ``fake_athm`` fixture, which also points ``ATHM_API_BASE_URL`` at it for
         assert fake_athm.requests[0].json["listenerURL"] == ...
 
 For a child process, pass ``ATHM_API_BASE_URL=fake_athm.base_url`` in its environment.
+
+``answer_by(path, choose)`` answers each request to ``path`` from a table the test controls: ``choose`` gets
+the request's JSON body and returns the :class:`Answer` (say, findPayment's answer for that ecommerceId).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -65,6 +68,7 @@ class FakeAthm:
     def __init__(self) -> None:
         self.requests: list[Request] = []
         self._answers: dict[str, Answer] = {}
+        self._choosers: dict[str, Callable[[Any], Answer]] = {}
         self._lock = threading.Lock()
         # Set on close, so that a delayed answer ends at once instead of holding the test's teardown.
         self._closing = threading.Event()
@@ -96,6 +100,13 @@ class FakeAthm:
         )
         with self._lock:
             self._answers[path] = answer
+            self._choosers.pop(path, None)
+
+    def answer_by(self, path: str, choose: Callable[[Any], Answer]) -> None:
+        """Answer every later request to ``path`` with ``choose(the request's JSON body)``."""
+        with self._lock:
+            self._choosers[path] = choose
+            self._answers.pop(path, None)
 
     def requests_to(self, path: str) -> list[Request]:
         with self._lock:
@@ -127,7 +138,10 @@ class FakeAthm:
                 )
                 with fake._lock:
                     fake.requests.append(request)
+                    choose = fake._choosers.get(path)
                     answer = fake._answers.get(path, _NOT_CONFIGURED)
+                if choose is not None:
+                    answer = choose(request.json)
                 if answer.delay and fake._closing.wait(answer.delay):
                     return
                 if answer.close:

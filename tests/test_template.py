@@ -137,6 +137,31 @@ def test_a_notice_stuck_for_ten_minutes_or_a_silent_relay_raises_an_alarm():
     assert relay["Properties"]["Events"]["EveryMinute"]["Properties"]["Schedule"] == "rate(1 minute)"
 
 
+BUSINESS_ALARMS = {
+    "RejectedAlarm": "WebhookRejected",
+    "AnomalyAlarm": "WebhookAnomalies",
+    "ReceiverFailureAlarm": "ReceiverFailed",
+    "PendingVerificationAlarm": "VerificationOldestPendingAge",
+    "UnverifiedAlarm": "WebhookUnverifiablePayment",
+    "ReconcileRecoveredAlarm": "ReconcileCreated",
+    "ReconcileMismatchAlarm": "ReconcileMismatches",
+}
+
+
+def test_the_business_alarms_watch_metrics_the_code_emits_and_are_documented():
+    resources = load_template(TEMPLATE)["Resources"]
+    code = "\n".join(
+        path.read_text() for folder in ("handler", "athm_core") for path in (ROOT / folder).rglob("*.py")
+    )
+    operations = (ROOT / "docs" / "operations.md").read_text()
+    for name, metric in BUSINESS_ALARMS.items():
+        alarm = resources[name]["Properties"]
+        assert alarm["MetricName"] == metric, name
+        assert f'"{metric}"' in code, f"{name} watches {metric}, which nothing emits"
+        assert alarm["Namespace"] == {"Ref": "MetricsNamespace"}
+        assert f"| `{name}` |" in operations, f"docs/operations.md does not say what to do about {name}"
+
+
 @pytest.mark.django_db
 def test_the_relay_reports_the_metric_the_alarm_watches_in_seconds(settings):
     from handler import relay
