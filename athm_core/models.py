@@ -71,6 +71,9 @@ class Payment(models.Model):
     # Money that cannot be right, recorded as ATH Móvil sent it and flagged here (see processor.ANOMALIES):
     # ``[{"kind": "over_refund", "detail": "...", "at": "2026-11-30T08:00:00-04:00", "event_type": ...}]``.
     anomalies = models.JSONField(default=list, blank=True)
+    # When ATH Móvil last confirmed this payment (findPayment, or the transaction report); null: recorded
+    # from a body nobody could check. A confirmed event wins over an unconfirmed payment's reference number.
+    verified_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]

@@ -153,6 +153,8 @@ class AthmEvent:
     business_name: str
     items: tuple[Item, ...]
     warnings: tuple[FieldWarning, ...] = field(default=(), compare=False)
+    # When ATH Móvil confirmed the event (set by the check, athm_core.ath.verification); None: unconfirmed.
+    verified_at: datetime | None = field(default=None, compare=False)
 
     @property
     def idempotency_key(self) -> str:
@@ -187,7 +189,7 @@ class AthmEvent:
         """
         if not self.type.is_ecommerce or self.ecommerce_id or self.reference_number:
             return None
-        skipped = ("warnings", "items")
+        skipped = ("warnings", "items", "verified_at")
         content = {each.name: getattr(self, each.name) for each in fields(self) if each.name not in skipped}
         for name in ("date", "transaction_date"):  # the same instant, whatever offset it was written with
             if content[name] is not None:

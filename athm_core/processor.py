@@ -88,11 +88,12 @@ def process(
         "request_id": request_id,
     }
     caller_transaction = connection.in_atomic_block
+    evicted: list[dict] = []  # a confirmed event took its reference number back from an unconfirmed payment
     for attempt in range(1, _ATTEMPTS + 1):
         try:
             with transaction.atomic():
                 result = _TRANSITIONS[event.type](event)
-                anomalies = _anomalies(event, result)
+                anomalies = evicted + _anomalies(event, result)
                 record = _record(
                     outcome=result.outcome,
                     event=event,
@@ -116,6 +117,9 @@ def process(
                 joined = True  # rolled back whole: the next attempt looks again
             if joined:
                 continue  # the next attempt finds the joined payment by its ecommerceId
+            if attempt < _ATTEMPTS and not evicted and (eviction := _evict_squatter(event)):
+                evicted.append(eviction)
+                continue  # the next attempt records the confirmed payment under its reference number
             conflict = _reference_conflict(event)
             if conflict:
                 # Not a race: the event names a transaction that is another payment's. Kept, not applied.
@@ -363,6 +367,7 @@ ANOMALIES = {
     "conflicting_redelivery": "another delivery of a recorded transaction with another total or reference",
     "zero_total": "a payment whose total is 0.00",
     "fee_above_total": "a payment whose fee is above its total",
+    "reference_conflict": "an unconfirmed payment held a reference number ATH Móvil confirms for another",
 }
 
 
@@ -460,6 +465,29 @@ def _reference_conflict(event: AthmEvent) -> str:
     return f"referenceNumber {event.reference_number} already belongs to payment {owner.pk}"
 
 
+def _evict_squatter(event: AthmEvent) -> dict | None:
+    """For an event ATH Móvil confirmed whose reference number an unconfirmed payment of another
+    transaction holds (a forged app payment that arrived first, say): take the number from that payment,
+    flag it ``reference_conflict``, and return the anomaly for the confirmed event's delivery."""
+    if event.verified_at is None or not event.reference_number or _reference_conflict(event) == "":
+        return None
+    with transaction.atomic():
+        squatter = _locked_payment(reference_number=event.reference_number)
+        if squatter is None or squatter.verified_at is not None:
+            return None
+        detail = (
+            f"payment {squatter.pk} held reference number {event.reference_number}, which ATH Móvil confirms "
+            f"for this {event.type}; the number was taken from it"
+        )
+        squatter.reference_number = None
+        at = timezone.localtime().isoformat()
+        flagged = _anomaly("reference_conflict", detail)
+        squatter.anomalies = [*squatter.anomalies, {**flagged, "at": at, "event_type": event.type}]
+        squatter.save(update_fields=["reference_number", "anomalies", "updated_at"])
+    log.warning("payment %s: reference_conflict with a confirmed %s", squatter.pk, event.type)
+    return flagged
+
+
 # A transaction the database rolled back to break a deadlock or a serialization conflict: MySQL and
 # MariaDB's error 1213, PostgreSQL's SQLSTATE 40P01 and 40001.
 _DEADLOCK_CODES = {1213, "40P01", "40001"}
@@ -518,6 +546,8 @@ def _fill(payment: Payment, event: AthmEvent) -> None:
     payment.email = event.email
     payment.message = event.message
     payment.transaction_date = event.effective_date
+    if event.verified_at is not None:
+        payment.verified_at = event.verified_at
 
 
 def _write_notices(notices: list[Notice], record: WebhookEvent | None) -> None:

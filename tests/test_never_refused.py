@@ -173,18 +173,17 @@ def test_the_report_contradicting_the_total_rejects_it(lambda_handler, ath, sett
     assert not Payment.objects.exists() and signal_log.names() == []
 
 
-def test_a_reference_the_report_does_not_list_is_kept_unverified_and_reprocessed_later(
+def test_a_reference_the_report_does_not_list_yet_is_pending_and_applied_when_it_does(
     lambda_handler, ath, settings, signal_log
 ):
     settings.ATHM_PRIVATE_TOKEN = "sk_test_private"
     report_lists(ath)
     response = post(lambda_handler, LEGACY_COMPLETED)
-    assert response.json()["outcome"] == "unverified"
+    assert response.status == 503 and response.json()["error"] == "verification_pending", response
     assert not Payment.objects.exists()
-    # Once ATH's report lists it, a reprocess applies it.
+    # Once ATH's report lists it, the relay applies it.
     report_lists(ath, LEGACY_COMPLETED)
-    [result] = replay.reprocess([WebhookEvent.objects.get()])
-    assert result.status == "applied", result
+    assert replay.finish_pending(retry_now=True).verification["settled"] == {"applied": 1}
     assert Payment.objects.get().status == "completed" and signal_log.names() == ["payment_completed"]
 
 

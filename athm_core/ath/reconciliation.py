@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
@@ -213,7 +213,9 @@ def _reconcile_one(event: AthmEvent, row: dict[str, Any], report: Report) -> Non
     if report.dry_run:
         report.created.append(description)
         return
-    record = processor.process(event, raw_body=json.dumps(row), request_id=REQUEST_ID)
+    # ATH Móvil's own report: what it lists is confirmed.
+    confirmed = replace(event, verified_at=timezone.now())
+    record = processor.process(confirmed, raw_body=json.dumps(row), request_id=REQUEST_ID)
     if record.outcome == WebhookEvent.Outcome.APPLIED:
         report.created.append(description)
     elif record.outcome == WebhookEvent.Outcome.DUPLICATE:

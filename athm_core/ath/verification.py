@@ -32,15 +32,21 @@ delivery is kept as ``unverified``, never applied, and can be reprocessed once i
 With verification on, a body whose amounts cannot be read is not refused outright when findPayment can
 stand in for them: :func:`amounts_from_ath` reads the event again with ATH's amounts.
 
-Refunds, app payments and donations have no lookup by id in ATH's API: findPayment knows eCommerce
-payments only, and the transaction report is a date-range listing meant for reconciliation. They are
-applied unverified; docs/security.md says what limits the damage.
+Refunds, app payments and donations have no lookup by id in ATH's API (findPayment knows eCommerce
+payments only). With ``ATHM_PRIVATE_TOKEN`` set, the transaction report confirms them by reference number
+(and a refund by its amount): one call per day's window, its rows used again for
+:data:`REPORT_CACHE_SECONDS`; one the report does not list yet waits ``pending``. Without the private token
+they are applied unverified; docs/security.md says what limits the damage. Every confirmed event carries
+``verified_at``, stored on its payment: a confirmed event takes its reference number back from an
+unconfirmed payment that holds it (:mod:`athm_core.processor`, ``reference_conflict``).
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
+from datetime import time as dt_time
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -52,6 +58,7 @@ from athm_core.conf import athm_settings
 from athm_core.events import EventType
 from athm_core.payloads import (
     AMOUNT_FIELDS,
+    PUERTO_RICO,
     AthmEvent,
     FieldWarning,
     PayloadError,
@@ -96,10 +103,13 @@ def check(event: AthmEvent) -> AthmEvent | str | None:
     Raises :class:`Unavailable` when ATH cannot answer now, :class:`Unverifiable` when the event cannot be
     confirmed at all with the settings as they are.
     """
-    if not athm_settings.ATHM_VERIFY or not event.type.is_ecommerce:
+    if not athm_settings.ATHM_VERIFY or not event.type.signal:  # the test button: never a business row
         return None
     if processor.already_applied(event):
         return None  # a redelivery: it changes nothing, so there is nothing to verify
+    if not event.type.is_ecommerce:
+        # App payments, donations and refunds: the transaction report confirms them, with the private token.
+        return _check_in_report(event) if athm_settings.ATHM_PRIVATE_TOKEN else None
     if not event.ecommerce_id:
         return _check_in_report(event)
     try:
@@ -132,7 +142,7 @@ def _compare(event: AthmEvent, answer: Any) -> str | None:
     differences = _differences(event, data)
     if differences:
         return "ATH Móvil's findPayment answer differs: " + "; ".join(differences)
-    return _as_confirmed(event, data)
+    return replace(_as_confirmed(event, data), verified_at=timezone.now())
 
 
 # (ATH's field, the event's attribute) for the amounts a completion's body and ATH's answer both carry.
@@ -236,9 +246,11 @@ def _exact_number(value: Any) -> Decimal | None:
     return number if number.is_finite() else None
 
 
-def _check_in_report(event: AthmEvent) -> str | None:
-    """Confirm an eCommerce event without an ``ecommerceId`` by its reference number in ATH Móvil's
-    transaction report (the days around its date)."""
+def _check_in_report(event: AthmEvent) -> AthmEvent | str:
+    """Confirm an event by its reference number (and for a refund its amount) in ATH Móvil's transaction
+    report, the days around its date: an app payment, a donation, a refund, or an eCommerce event without an
+    ``ecommerceId``. Raises :class:`Unavailable` when the report does not list it yet (the delivery waits,
+    ``pending``, for the relay to look again)."""
     if not event.reference_number:
         raise Unverifiable(
             "the event names no ecommerceId and no reference number: ATH Móvil cannot be asked about it"
@@ -253,31 +265,59 @@ def _check_in_report(event: AthmEvent) -> str | None:
         raise Unverifiable(
             "the event names no ecommerceId and no date to look it up in the transaction report"
         )
+    for fresh in (False, True):
+        # A row of the event's own kind: a refund carries its payment's reference number.
+        listed = [
+            row
+            for row in _report(when.astimezone(PUERTO_RICO).date(), fresh=fresh)
+            if row.reference_number == event.reference_number and row.type == event.type
+        ]
+        if event.type == EventType.REFUND_SENT:
+            # Partial refunds share a reference number: the one of this amount.
+            listed = [row for row in listed if row.total == event.total] or listed
+        if listed:
+            break
+    else:
+        raise Unavailable(
+            f"ATH Móvil's transaction report does not list reference number {event.reference_number} yet "
+            f"(searched {REPORT_WINDOW_DAYS} day(s) either side of the event's date)"
+        )
+    if listed[0].total != event.total:
+        return f"ATH Móvil's transaction report gives a total of {listed[0].total}, not {event.total}"
+    return replace(event, verified_at=timezone.now())
+
+
+# How long a day's transaction report is used again before it is asked for anew: a burst of deliveries of
+# one day costs one call. A reference number not in the cached copy is always asked for anew.
+REPORT_CACHE_SECONDS = 60.0
+_report_cache: dict[tuple[str, str, date], tuple[float, list[AthmEvent]]] = {}
+
+
+def _report(day: date, *, fresh: bool) -> list[AthmEvent]:
+    """The readable rows of ATH Móvil's transaction report for ``day`` and the days around it."""
+    key = (athm_settings.ATHM_API_BASE_URL, athm_settings.ATHM_PUBLIC_TOKEN, day)
+    cached = _report_cache.get(key)
+    if not fresh and cached is not None and time.monotonic() - cached[0] < REPORT_CACHE_SECONDS:
+        return cached[1]
     window = timedelta(days=REPORT_WINDOW_DAYS)
+    start = datetime.combine(day, dt_time.min, tzinfo=PUERTO_RICO)
     try:
         rows = client.transaction_report(
-            when - window,
-            when + window,
+            start - window,
+            start + window + timedelta(days=1, seconds=-1),
             public_token=athm_settings.ATHM_PUBLIC_TOKEN,
             private_token=athm_settings.ATHM_PRIVATE_TOKEN,
         )
     except client.AthmApiError as exc:
         raise Unavailable(str(exc)) from None
+    events = []
     for row in rows:
         try:
-            listed = parse_report_row(row)
+            events.append(parse_report_row(row))
         except PayloadError:
             continue
-        # A refund may carry its payment's reference number: only a row of the event's own kind counts.
-        if listed.reference_number != event.reference_number or listed.type != event.type:
-            continue
-        if listed.total != event.total:
-            return f"ATH Móvil's transaction report gives a total of {listed.total}, not {event.total}"
-        return None
-    raise Unverifiable(
-        f"ATH Móvil's transaction report does not list reference number {event.reference_number} "
-        f"(searched {REPORT_WINDOW_DAYS} day(s) either side of the event's date)"
-    )
+    _report_cache[key] = (time.monotonic(), events)
+    return events
 
 
 def amounts_from_ath(data: dict[str, Any]) -> AthmEvent | None:

@@ -1,0 +1,154 @@
+"""With the private token, ATH Móvil's transaction report confirms what findPayment cannot: app payments,
+donations and refunds. A confirmed event wins over an unconfirmed payment that holds its reference number
+(the squatter is flagged ``reference_conflict``). Against the fake ATH Móvil on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from athm_core import replay
+from athm_core.ath.client import FIND_PAYMENT_PATH, REPORT_PATH
+from athm_core.models import Payment, Refund, WebhookEvent
+from tests.conftest import sample_data
+from tests.fake_athm import fake_athm_fixture  # noqa: F401
+
+APP_PAYMENT = sample_data("payment_received")
+DONATION = sample_data("donation_received")
+COMPLETED = sample_data("ecommerce_completed.production")
+REFUND = {
+    **sample_data("refund_sent.production"),
+    "referenceNumber": COMPLETED["referenceNumber"],
+    "total": "6.00",
+}
+
+
+@pytest.fixture
+def ath(fake_athm, settings):
+    settings.ATHM_VERIFY = True
+    settings.ATHM_PUBLIC_TOKEN = "pk_test_0123456789"
+    settings.ATHM_PRIVATE_TOKEN = "sk_test_private"
+    settings.ATHM_VERIFY_TIMEOUT = 0.5
+    return fake_athm
+
+
+def report_lists(ath, *rows) -> None:
+    ath.answer(REPORT_PATH, 200, list(rows))
+
+
+def post(lambda_handler, data):
+    return lambda_handler.post(json.dumps(data))
+
+
+@pytest.mark.parametrize("data", [APP_PAYMENT, DONATION], ids=["app payment", "donation"])
+def test_an_app_payment_or_donation_the_report_lists_is_applied_and_marked_confirmed(
+    lambda_handler, ath, signal_log, data
+):
+    report_lists(ath, data)
+    assert post(lambda_handler, data).json()["outcome"] == "applied"
+    assert Payment.objects.get().verified_at is not None
+    [request] = ath.requests_to(REPORT_PATH)
+    assert request.json["privateToken"] == "sk_test_private"
+
+
+def test_a_forged_amount_is_rejected_and_one_not_listed_yet_waits(lambda_handler, ath, signal_log):
+    report_lists(ath, {**APP_PAYMENT, "total": "1.00"})
+    assert post(lambda_handler, APP_PAYMENT).json()["outcome"] == "rejected"
+    report_lists(ath)
+    other = {**APP_PAYMENT, "referenceNumber": "215070-not-yet"}
+    assert post(lambda_handler, other).json()["error"] == "verification_pending"
+    assert not Payment.objects.exists() and signal_log.names() == []
+    report_lists(ath, other)
+    assert replay.finish_pending(retry_now=True).verification["settled"] == {"applied": 1}
+    assert signal_log.names() == ["payment_received"]
+
+
+def test_a_refund_is_confirmed_by_its_reference_and_amount(lambda_handler, ath, signal_log):
+    ath.answer(
+        FIND_PAYMENT_PATH,
+        200,
+        {
+            "status": "success",
+            "data": {
+                "ecommerceStatus": "COMPLETED",
+                "referenceNumber": COMPLETED["referenceNumber"],
+                "total": 26,
+            },
+        },
+    )
+    post(lambda_handler, COMPLETED)
+    # The report lists the payment and two partial refunds under the same reference number.
+    report_lists(ath, COMPLETED, {**REFUND, "total": "4.00"}, REFUND)
+    assert post(lambda_handler, REFUND).json()["outcome"] == "applied"
+    assert Refund.objects.get().amount == 6
+    forged = {**REFUND, "total": "20.00", "dailyTransactionID": "99"}
+    assert post(lambda_handler, forged).json()["outcome"] == "rejected"
+    assert signal_log.names() == ["payment_completed", "refund_sent"]
+
+
+def test_one_report_call_serves_a_burst_of_one_days_deliveries(lambda_handler, ath):
+    second = {**APP_PAYMENT, "referenceNumber": "215070-second"}
+    report_lists(ath, APP_PAYMENT, second, DONATION)
+    for data in (APP_PAYMENT, second):
+        assert post(lambda_handler, data).json()["outcome"] == "applied"
+    assert len(ath.requests_to(REPORT_PATH)) == 1
+
+
+def test_without_the_private_token_they_are_applied_unverified_as_before(lambda_handler, ath, settings):
+    settings.ATHM_PRIVATE_TOKEN = ""
+    assert post(lambda_handler, APP_PAYMENT).json()["outcome"] == "applied"
+    assert Payment.objects.get().verified_at is None and ath.requests == []
+
+
+def test_a_confirmed_checkout_takes_its_reference_number_from_an_unconfirmed_squatter(
+    lambda_handler, ath, settings, signal_log
+):
+    # A forged app payment names the checkout's reference number first, while nothing could confirm it.
+    settings.ATHM_PRIVATE_TOKEN = ""
+    squat = {**APP_PAYMENT, "referenceNumber": COMPLETED["referenceNumber"], "total": "1.00"}
+    assert post(lambda_handler, squat).json()["outcome"] == "applied"
+    # ATH's genuine, verified completion still gets its payment, and the squatter is flagged.
+    ath.answer(
+        FIND_PAYMENT_PATH,
+        200,
+        {
+            "status": "success",
+            "data": {
+                "ecommerceStatus": "COMPLETED",
+                "referenceNumber": COMPLETED["referenceNumber"],
+                "total": 26,
+            },
+        },
+    )
+    response = post(lambda_handler, COMPLETED)
+    assert response.status == 200 and response.json()["outcome"] == "applied", response
+    assert response.json()["anomalies"] == ["reference_conflict"]
+    genuine = Payment.objects.get(ecommerce_id=COMPLETED["ecommerceId"])
+    assert genuine.reference_number == COMPLETED["referenceNumber"] and genuine.verified_at is not None
+    squatter = Payment.objects.get(transaction_type="payment")
+    assert squatter.reference_number is None and [a["kind"] for a in squatter.anomalies] == [
+        "reference_conflict"
+    ]
+    assert signal_log.names() == ["payment_received", "payment_completed"]
+    assert WebhookEvent.objects.filter(outcome="rejected").count() == 0
+
+
+def test_a_confirmed_payment_is_never_evicted(lambda_handler, ath, signal_log):
+    report_lists(ath, APP_PAYMENT)
+    assert post(lambda_handler, APP_PAYMENT).json()["outcome"] == "applied"
+    clash = {**COMPLETED, "referenceNumber": APP_PAYMENT["referenceNumber"]}
+    ath.answer(
+        FIND_PAYMENT_PATH,
+        200,
+        {
+            "status": "success",
+            "data": {
+                "ecommerceStatus": "COMPLETED",
+                "referenceNumber": APP_PAYMENT["referenceNumber"],
+                "total": 26,
+            },
+        },
+    )
+    assert post(lambda_handler, clash).json()["outcome"] == "rejected"
+    assert Payment.objects.get().reference_number == APP_PAYMENT["referenceNumber"]
