@@ -20,6 +20,7 @@ Money that moved is never refused for a reason that is not what happened, so the
 from __future__ import annotations
 
 import codecs
+import contextlib
 import hashlib
 import json
 import re
@@ -322,6 +323,27 @@ def read_items(value: Any) -> tuple[Item, ...]:
     """``items`` as an event's are read (ATH Móvil's findPayment answer carries them in the same shape).
     Raises :class:`AmountError` for an item's unreadable amount."""
     return _Reader({"items": value}).items()
+
+
+def read_answer_fields(data: dict) -> dict[str, Any]:
+    """The fields of ATH Móvil's answer (findPayment's) that describe a transaction beyond its order and
+    money, read as an event's are: ``{"daily_transaction_id", "transaction_date", "name", "email",
+    "phone_number"}`` for those the answer gives and that can be read."""
+    reader = _Reader(data)
+    found: dict[str, Any] = {}
+    if any(data.get(name) not in (None, "") for name in ("dailyTransactionId", "dailyTransactionID")):
+        with contextlib.suppress(PayloadError):  # unreadable: the body's stands
+            found["daily_transaction_id"] = reader.daily_id()
+    if data.get("transactionDate"):
+        transaction_date = reader.date("transactionDate", strict=False)
+        if transaction_date is not None:
+            found["transaction_date"] = transaction_date
+    for name in ("name", "email"):
+        if isinstance(data.get(name), str) and data[name].strip():
+            found[name] = reader.text(name)
+    if data.get("phoneNumber") not in (None, ""):
+        found["phone_number"] = reader.phone()
+    return found
 
 
 def read_text(value: Any, field: str) -> str:

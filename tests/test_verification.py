@@ -280,3 +280,24 @@ def test_the_payment_is_written_from_aths_answer_where_the_body_says_nothing(lam
 def test_float_noise_and_spacing_in_aths_answer_are_no_difference(lambda_handler, ath):
     ath_answers_fully(ath, netAmount=25.399999618530273, metadata1=" order-1002 ", total="26.00")
     assert lambda_handler.post(json.dumps(COMPLETED)).json()["outcome"] == "applied"
+
+
+def test_the_date_daily_id_and_customer_are_aths_too(lambda_handler, ath):
+    ath_answers_fully(
+        ath,
+        dailyTransactionId=31,
+        transactionDate="2026-11-20 14:07:39",
+        name="Luis A. Ortiz",
+        email="luis.ortiz@example.com",
+        phoneNumber="(787) 555-0199",
+    )
+    body = {**COMPLETED, "name": "Someone Else", "email": "forged@example.com", "dailyTransactionId": "0001"}
+    assert lambda_handler.post(json.dumps(body)).json()["outcome"] == "applied"
+    payment = Payment.objects.get()
+    assert (payment.name, payment.email, payment.phone_number) == (
+        "Luis A. Ortiz",
+        "luis.ortiz@example.com",
+        "7875550199",
+    )
+    assert payment.daily_transaction_id == 31
+    assert payment.transaction_date.isoformat() == "2026-11-20T18:07:39+00:00"

@@ -65,6 +65,7 @@ from athm_core.payloads import (
     parse_data,
     parse_report_row,
     read_amount,
+    read_answer_fields,
     read_items,
     read_text,
 )
@@ -184,7 +185,8 @@ def _differences(event: AthmEvent, data: dict[str, Any]) -> list[str]:
 
 def _as_confirmed(event: AthmEvent, data: dict[str, Any]) -> AthmEvent:
     """``event`` with ATH's values for what its answer gives: the record is ATH's, not the body's."""
-    confirmed: dict[str, Any] = {}
+    completed = event.type == EventType.ECOMMERCE_COMPLETED
+    confirmed: dict[str, Any] = read_answer_fields(data) if completed else {}
     for field, attribute in (("metadata1", "metadata_1"), ("metadata2", "metadata_2")):
         if isinstance(data.get(field), str):
             confirmed[attribute] = read_text(data[field], field)
