@@ -566,7 +566,7 @@ class _Reader:
         if value is None or value == "":
             return 1
         quantity = None
-        if not isinstance(value, bool) and isinstance(value, (int, Decimal, str)):
+        if not isinstance(value, bool) and isinstance(value, (int, float, Decimal, str)):
             try:
                 quantity = _decimal(value)
             except (InvalidOperation, ValueError):

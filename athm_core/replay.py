@@ -186,10 +186,14 @@ def verify_pending(
     due = pending_verification()
     if not retry_now:
         due = due.filter(verify_after__lte=timezone.now())
+    if not athm_settings.ATHM_VERIFY and athm_settings.ATHM_APPLY_UNVERIFIED_AFTER is None:
+        # A process that cannot ask ATH Móvil (no public token) must not apply what ATH was to confirm.
+        log.error("pending deliveries are not verified here: ATHM_VERIFY is off in this process")
+        due = due.none()
     for pk in list(due.order_by("verify_after", "pk").values_list("pk", flat=True)[:batch]):
         if deadline is not None and time.monotonic() >= deadline:
             break
-        _verify_one(pk, report)
+        _verify_one(pk, report, retry_now=retry_now)
     waiting = pending_verification()
     report.pending = waiting.count()
     oldest = waiting.order_by("received_at").values_list("received_at", flat=True).first()
@@ -198,24 +202,28 @@ def verify_pending(
     return report
 
 
-def _verify_one(pk: int, report: VerificationReport) -> None:
+def _verify_one(pk: int, report: VerificationReport, *, retry_now: bool = False) -> None:
     with transaction.atomic():
-        record = pending_verification().select_for_update(skip_locked=True).filter(pk=pk).first()
+        still_due = pending_verification().select_for_update(skip_locked=True).filter(pk=pk)
+        if not retry_now:  # another relay may have taken it since it was listed, and booked its next try
+            still_due = still_due.filter(verify_after__lte=timezone.now())
+        record = still_due.first()
         if record is None:
             return  # another relay has it, or it was settled meanwhile
         record.verification_attempts += 1
         record.verify_after = next_verification(record.verification_attempts)
         record.save(update_fields=["verification_attempts", "verify_after"])
-    unverified_ok = _waited_long_enough(record)
+    unverified_ok = False
     try:
-        delivery = receive(
-            record.body_bytes,
-            charset=record.charset,
-            source_ip=record.source_ip,
-            request_id=f"verification of #{pk}",
-            check=_accept_unverified if unverified_ok else None,
-            keep_invalid=False,
-        )
+        try:
+            delivery = _receive_again(record, check=None)
+        except Unavailable:
+            # ATH Móvil was asked, and still cannot answer: after the deadline the merchant chose, applied
+            # unverified; otherwise it waits.
+            if not _waited_long_enough(record):
+                raise
+            unverified_ok = True
+            delivery = _receive_again(record, check=_accept_unverified)
     except Unavailable as exc:
         report.still_pending += 1
         log.info("pending delivery %s: ATH Móvil still cannot answer (%s)", pk, type(exc).__name__)
@@ -245,6 +253,17 @@ def _verify_one(pk: int, report: VerificationReport) -> None:
         new.warnings = [*new.warnings, warning]
         WebhookEvent.objects.filter(pk=new.pk).update(warnings=new.warnings)
     _settle(pk, new, report)
+
+
+def _receive_again(record: WebhookEvent, *, check):
+    return receive(
+        record.body_bytes,
+        charset=record.charset,
+        source_ip=record.source_ip,
+        request_id=f"verification of #{record.pk}",
+        check=check,
+        keep_invalid=False,
+    )
 
 
 def _settle(pk: int, by: WebhookEvent, report: VerificationReport) -> None:

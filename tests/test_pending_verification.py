@@ -188,3 +188,38 @@ def test_the_retention_purge_keeps_the_body_of_a_delivery_still_pending(lambda_h
     assert replay.finish_pending(retry_now=True).verification["settled"] == {"applied": 1}
     purge_events(older_than=timedelta(days=30))
     assert WebhookEvent.objects.get(outcome=Outcome.PENDING).raw_body == ""  # settled: purged as usual
+
+
+def test_a_relay_that_cannot_ask_ath_leaves_pending_deliveries_pending(
+    lambda_handler, ath, settings, signal_log
+):
+    """As a relay deployed without the public token would run: it never applies what ATH was to confirm."""
+    ath_is_down(ath, settings)
+    lambda_handler.post(BODY)
+    settings.ATHM_VERIFY = False
+    report = replay.finish_pending(retry_now=True).verification
+    assert report["settled"] == {} and report["pending"] == 1
+    assert not Payment.objects.exists() and signal_log.names() == []
+
+
+def test_after_the_deadline_ath_is_still_asked_first_and_its_no_stands(
+    lambda_handler, ath, settings, signal_log
+):
+    settings.ATHM_APPLY_UNVERIFIED_AFTER = 900
+    ath_is_down(ath, settings)
+    forged = json.dumps({**COMPLETED, "total": "2600.00"})
+    lambda_handler.post(forged)
+    WebhookEvent.objects.update(received_at=timezone.now() - timedelta(seconds=901))
+    ath_is_back(ath, settings)  # ATH says 26.00
+    report = replay.finish_pending(retry_now=True).verification
+    assert report["settled"] == {"rejected": 1} and report["applied_unverified"] == 0
+    assert not Payment.objects.exists() and signal_log.names() == []
+
+
+def test_the_relay_deployment_asks_ath_with_the_webhooks_tokens():
+    from tests.conftest import ROOT, load_template
+
+    relay = load_template(ROOT / "template.yaml")["Resources"]["RelayFunction"]["Properties"]
+    variables = relay["Environment"]["Variables"]
+    assert variables["ATHM_PUBLIC_TOKEN"] == {"Ref": "AthmPublicToken"}
+    assert "ATHM_PRIVATE_TOKEN_SECRET_ARN" in variables

@@ -82,8 +82,9 @@ def test_a_refund_is_confirmed_by_its_reference_and_amount(lambda_handler, ath, 
     report_lists(ath, COMPLETED, {**REFUND, "total": "4.00"}, REFUND)
     assert post(lambda_handler, REFUND).json()["outcome"] == "applied"
     assert Refund.objects.get().amount == 6
+    # A refund of an amount the report does not list waits for it (the report may lag), never applied.
     forged = {**REFUND, "total": "20.00", "dailyTransactionID": "99"}
-    assert post(lambda_handler, forged).json()["outcome"] == "rejected"
+    assert post(lambda_handler, forged).json()["error"] == "verification_pending"
     assert signal_log.names() == ["payment_completed", "refund_sent"]
 
 
@@ -152,3 +153,27 @@ def test_a_confirmed_payment_is_never_evicted(lambda_handler, ath, signal_log):
     )
     assert post(lambda_handler, clash).json()["outcome"] == "rejected"
     assert Payment.objects.get().reference_number == APP_PAYMENT["referenceNumber"]
+
+
+def test_a_second_partial_refund_is_not_taken_for_the_first(lambda_handler, ath, signal_log):
+    ath.answer(
+        FIND_PAYMENT_PATH,
+        200,
+        {
+            "status": "success",
+            "data": {
+                "ecommerceStatus": "COMPLETED",
+                "referenceNumber": COMPLETED["referenceNumber"],
+                "total": 26,
+            },
+        },
+    )
+    post(lambda_handler, COMPLETED)
+    first = {**REFUND, "total": "4.00", "dailyTransactionID": "1"}
+    report_lists(ath, COMPLETED, first)
+    assert post(lambda_handler, first).json()["outcome"] == "applied"
+    # The report, asked again within the cache's minute, now lists the second refund too.
+    second = {**REFUND, "dailyTransactionID": "2"}
+    report_lists(ath, COMPLETED, first, second)
+    assert post(lambda_handler, second).json()["outcome"] == "applied"
+    assert signal_log.names() == ["payment_completed", "refund_sent", "refund_sent"]

@@ -301,3 +301,16 @@ def test_the_date_daily_id_and_customer_are_aths_too(lambda_handler, ath):
     )
     assert payment.daily_transaction_id == 31
     assert payment.transaction_date.isoformat() == "2026-11-20T18:07:39+00:00"
+
+
+def test_aths_answer_shapes_that_say_nothing_are_no_difference(lambda_handler, ath):
+    ath_answers_fully(
+        ath,
+        items=[{"name": "Pastelillo", "quantity": 2.0, "price": "12.00"}],
+        metadata1=None,
+        metadata2="",
+    )
+    assert lambda_handler.post(json.dumps(COMPLETED)).json()["outcome"] == "applied"
+    ath_answers_fully(ath, items=[], referenceNumber=None)
+    other = {**COMPLETED, "ecommerceId": "another-checkout", "referenceNumber": "215070444-another"}
+    assert lambda_handler.post(json.dumps(other)).json()["outcome"] == "applied"

@@ -25,9 +25,10 @@ Another check (a callable with the same signature, named by that setting or pass
 
 An eCommerce event without an ``ecommerceId`` (ATH Móvil's published shape) cannot be looked up with
 findPayment. A completed one is confirmed in ATH's transaction report instead, by its reference number and
-total, when ``ATHM_PRIVATE_TOKEN`` is set; otherwise, or when the report does not list it, and for a
-cancelled or expired one (which names no reference number), the check raises :class:`Unverifiable`: the
-delivery is kept as ``unverified``, never applied, and can be reprocessed once it can be confirmed.
+total, when ``ATHM_PRIVATE_TOKEN`` is set (one the report does not list yet waits ``pending``); without the
+token, and for a cancelled or expired one (which names no reference number), the check raises
+:class:`Unverifiable`: the delivery is kept as ``unverified``, never applied, and can be reprocessed once it
+can be confirmed.
 
 With verification on, a body whose amounts cannot be read is not refused outright when findPayment can
 stand in for them: :func:`amounts_from_ath` reads the event again with ATH's amounts.
@@ -162,7 +163,8 @@ def _differences(event: AthmEvent, data: dict[str, Any]) -> list[str]:
     differences = []
     for field, attribute in (("metadata1", "metadata_1"), ("metadata2", "metadata_2")):
         claimed = getattr(event, attribute)
-        if field in data and claimed and read_text(data[field], field) != claimed:
+        given = data.get(field)
+        if isinstance(given, str) and given.strip() and claimed and read_text(given, field) != claimed:
             differences.append(f"{field} {claimed!r:.40}, ATH {read_text(data[field], field)!r:.40}")
     if event.type != EventType.ECOMMERCE_COMPLETED:
         return differences
@@ -170,7 +172,7 @@ def _differences(event: AthmEvent, data: dict[str, Any]) -> list[str]:
     if total != event.total:
         differences.append(f"total {event.total}, ATH {total}")
     reference = str(data.get("referenceNumber") or "").strip()
-    if reference != (event.reference_number or ""):
+    if reference and reference != (event.reference_number or ""):
         differences.append("the reference number")
     for field, attribute in _AMOUNTS[1:]:
         claimed = getattr(event, attribute)
@@ -178,7 +180,12 @@ def _differences(event: AthmEvent, data: dict[str, Any]) -> list[str]:
             ath = _amount(data[field], field)
             if ath is not None and ath != claimed:
                 differences.append(f"{field} {claimed}, ATH {ath}")
-    if event.items and isinstance(data.get("items"), list) and _items_differ(event.items, data["items"]):
+    if (
+        event.items
+        and isinstance(data.get("items"), list)
+        and data["items"]
+        and _items_differ(event.items, data["items"])
+    ):
         differences.append("the items")
     return differences
 
@@ -275,8 +282,8 @@ def _check_in_report(event: AthmEvent) -> AthmEvent | str:
             if row.reference_number == event.reference_number and row.type == event.type
         ]
         if event.type == EventType.REFUND_SENT:
-            # Partial refunds share a reference number: the one of this amount.
-            listed = [row for row in listed if row.total == event.total] or listed
+            # Partial refunds share a reference number: only one of this amount is this refund.
+            listed = [row for row in listed if row.total == event.total]
         if listed:
             break
     else:
