@@ -603,6 +603,8 @@ def _add_refunds(payment: Payment, refunds: list[Refund]) -> None:
 
 def _after_commit(record: WebhookEvent, result: Transition) -> None:
     report = record.dispatch_report = dispatch.Report()
+    # Anomalies that tying waiting refunds to the payment found, for the caller to count.
+    record.linked_anomalies = []
     messages = list(result.messages)
     try:
         if result.outcome == Outcome.DUPLICATE and result.payment is not None:
@@ -610,7 +612,9 @@ def _after_commit(record: WebhookEvent, result: Transition) -> None:
             dispatch.deliver_pending_of(result.payment, report)
         dispatch.deliver(result.notices, report)
         if result.link_reference:
-            linked, linked_messages = _link_waiting_refunds(result.link_reference, record)
+            linked, linked_messages, record.linked_anomalies = _link_waiting_refunds(
+                result.link_reference, record
+            )
             messages += linked_messages
             dispatch.deliver(linked, report)
     except Exception as exc:
@@ -636,25 +640,26 @@ def link_waiting_refunds() -> list[Notice]:
     )
     notices: list[Notice] = []
     for reference_number in set(waiting.values_list("reference_number", flat=True)):
-        notices += _link_waiting_refunds(reference_number, None)[0]
+        notices += _link_waiting_refunds(reference_number, None)[0]  # its anomalies: on the payment
     return notices
 
 
 def _link_waiting_refunds(
     reference_number: str, record: WebhookEvent | None
-) -> tuple[list[Notice], list[OutboxMessage]]:
-    """Tie refunds that arrived before their payment to it, writing their notices and messages.
+) -> tuple[list[Notice], list[OutboxMessage], list[dict]]:
+    """Tie refunds that arrived before their payment to it, writing their notices and messages; returns
+    them, and the anomalies the link found (flagged on the payment).
 
     This runs after the commit that created the payment or the refund, so whichever of two racing
     transactions commits last sees the other's row; the payment's row lock makes the link happen once.
     """
     if not _has_waiting_refunds(reference_number):
-        return [], []
+        return [], [], []
     waiting = Refund.objects.filter(reference_number=reference_number, payment__isnull=True)
     with transaction.atomic():
         payment = _locked_payment(reference_number=reference_number)
         if payment is None:
-            return [], []
+            return [], [], []
         # Locked by primary key: through the payment index, MariaDB would lock other payments' waiting
         # refunds too, and two linkings of different payments could deadlock.
         ids = list(waiting.values_list("pk", flat=True))
@@ -664,7 +669,7 @@ def _link_waiting_refunds(
             .order_by("transaction_date", "pk")
         )
         if not refunds:
-            return [], []
+            return [], [], []
         now = timezone.now()
         for refund in refunds:
             refund.payment = payment
@@ -683,4 +688,4 @@ def _link_waiting_refunds(
         _write_notices(notices, None)
         messages = _write_outbox(notices, record, occurred_at=now)
     log.info("linked %d waiting refund(s) to payment %s", len(refunds), payment.pk)
-    return notices, messages
+    return notices, messages, anomalies

@@ -161,6 +161,7 @@ class VerificationReport:
     settled: dict[str, int]  # deliveries settled, by the outcome of the delivery that settled them
     still_pending: int = 0  # asked again, and ATH Móvil still could not answer
     applied_unverified: int = 0  # applied without ATH's answer (ATHM_APPLY_UNVERIFIED_AFTER)
+    anomalies: int = 0  # money that cannot be right, recorded by the deliveries that settled them
     pending: int = 0  # pending deliveries afterwards
     oldest_pending_seconds: float = 0.0
 
@@ -245,6 +246,7 @@ def _verify_one(pk: int, report: VerificationReport, *, retry_now: bool = False)
     if new is None:  # a failure the database could not record either: the next run tries again
         report.still_pending += 1
         return
+    report.anomalies += len(new.anomalies) + len(getattr(new, "linked_anomalies", []))
     if unverified_ok and delivery.outcome == Outcome.APPLIED:
         report.applied_unverified += 1
         waited = athm_settings.ATHM_APPLY_UNVERIFIED_AFTER

@@ -57,6 +57,10 @@ def run(*, deadline: float | None = None, retry_now: bool = False, batch_size: i
             unit=MetricUnit.Seconds,
             value=verification.get("oldest_pending_seconds", 0.0),
         )
+        if verification.get("anomalies"):
+            metrics.add_metric(
+                name="WebhookAnomalies", unit=MetricUnit.Count, value=verification["anomalies"]
+            )
         if verification.get("applied_unverified"):
             metrics.add_metric(
                 name="AppliedUnverified", unit=MetricUnit.Count, value=verification["applied_unverified"]

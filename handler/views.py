@@ -64,7 +64,7 @@ def webhook(request: HttpRequest, secret: str) -> JsonResponse:
     if delivery.warnings:
         # Descriptive fields cleaned to be stored: the admin lists them under "has warnings".
         count("WebhookWarnings", len(delivery.warnings))
-    anomalies = delivery.record.anomalies if delivery.record is not None else []
+    anomalies = all_anomalies(delivery.record)
     if anomalies:
         # Money that cannot be right, recorded as sent: the admin lists them under "has anomalies".
         count("WebhookAnomalies", len(anomalies))
@@ -90,7 +90,7 @@ def webhook(request: HttpRequest, secret: str) -> JsonResponse:
             "outcome": record.outcome,
             "duplicate": record.outcome == Outcome.DUPLICATE,
             "warnings": len(record.warnings),
-            "anomalies": [anomaly["kind"] for anomaly in record.anomalies],
+            "anomalies": [anomaly["kind"] for anomaly in all_anomalies(record)],
         }
     )
 
@@ -142,6 +142,13 @@ def unreadable(detail: str) -> JsonResponse:
     count("BadRequest")
     logger.warning("request refused: it cannot be read", extra={"why": detail})
     return _error(400, "bad_request", detail)
+
+
+def all_anomalies(record) -> list[dict]:
+    """The delivery's anomalies, and those tying its payment's waiting refunds found after its commit."""
+    if record is None:
+        return []
+    return [*record.anomalies, *getattr(record, "linked_anomalies", [])]
 
 
 def _count_notices(report: dispatch.Report | None) -> None:

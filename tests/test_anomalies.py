@@ -158,3 +158,11 @@ def test_the_admin_lists_the_flagged_deliveries_and_payments(child_env, tmp_path
     script = f"COMPLETED = {COMPLETED!r}\nREFUND = {dict(REFUND, total='500.00')!r}\n" + ADMIN_SCRIPT
     result = run_with_the_admin(script, child_env, tmp_path)
     assert result == {"events": True, "payment": True, "page": True}
+
+
+def test_an_anomaly_found_when_a_waiting_refund_is_linked_is_answered_and_counted(lambda_handler, capsys):
+    post(lambda_handler, {**REFUND, "total": "30.00"})
+    capsys.readouterr()
+    response = post(lambda_handler, COMPLETED)
+    assert response.json()["anomalies"] == ["over_refund"]
+    assert "WebhookAnomalies" in metrics_emitted(capsys)

@@ -243,6 +243,7 @@ def test_the_relay_function_without_a_topic_delivers_the_notices_left_pending(ch
                 "settled": {},
                 "still_pending": 0,
                 "applied_unverified": 0,
+                "anomalies": 0,
                 "pending": 0,
                 "oldest_pending_seconds": 0.0,
             },

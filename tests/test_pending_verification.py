@@ -223,3 +223,38 @@ def test_the_relay_deployment_asks_ath_with_the_webhooks_tokens():
     variables = relay["Environment"]["Variables"]
     assert variables["ATHM_PUBLIC_TOKEN"] == {"Ref": "AthmPublicToken"}
     assert "ATHM_PRIVATE_TOKEN_SECRET_ARN" in variables
+
+
+def test_anomalies_of_deliveries_the_relay_applies_are_reported(lambda_handler, ath, settings):
+    from handler import relay
+
+    ath_is_down(ath, settings)
+    lambda_handler.post(json.dumps({**COMPLETED, "fee": "30.00"}))
+    ath_is_back(ath, settings)
+    ath_says(ath)  # ATH gives fee 0.6: the body's 30.00 differs, so it is rejected, no anomaly
+    assert relay.run(retry_now=True)["notices"]["verification"]["anomalies"] == 0
+    zero = {
+        **COMPLETED,
+        "ecommerceId": "zero-checkout",
+        "total": 0,
+        "subTotal": 0,
+        "tax": 0,
+        "fee": 0,
+        "netAmount": 0,
+    }
+    ath_is_down(ath, settings)
+    lambda_handler.post(json.dumps(zero))
+    settings.ATHM_PAYMENTS_API_BASE_URL = ath.base_url
+    ath.answer(
+        FIND_PAYMENT_PATH,
+        200,
+        {
+            "status": "success",
+            "data": {
+                "ecommerceStatus": "COMPLETED",
+                "referenceNumber": COMPLETED["referenceNumber"],
+                "total": 0,
+            },
+        },
+    )
+    assert relay.run(retry_now=True)["notices"]["verification"]["anomalies"] == 1
