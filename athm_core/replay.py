@@ -217,6 +217,8 @@ def _verify_one(pk: int, report: VerificationReport, *, retry_now: bool = False)
     unverified_ok = False
     try:
         try:
+            if not athm_settings.ATHM_VERIFY:  # this process cannot ask ATH: only the deadline may apply it
+                raise Unavailable("verification is off in this process")
             delivery = _receive_again(record, check=None)
         except Unavailable:
             # ATH Móvil was asked, and still cannot answer: after the deadline the merchant chose, applied

@@ -258,3 +258,16 @@ def test_anomalies_of_deliveries_the_relay_applies_are_reported(lambda_handler, 
         },
     )
     assert relay.run(retry_now=True)["notices"]["verification"]["anomalies"] == 1
+
+
+def test_a_relay_that_cannot_ask_ath_applies_only_after_the_merchants_deadline(lambda_handler, ath, settings):
+    settings.ATHM_APPLY_UNVERIFIED_AFTER = 900
+    ath_is_down(ath, settings)
+    lambda_handler.post(BODY)
+    settings.ATHM_VERIFY = False
+    assert replay.finish_pending(retry_now=True).verification["still_pending"] == 1
+    assert not Payment.objects.exists()
+    WebhookEvent.objects.update(received_at=timezone.now() - timedelta(seconds=901))
+    assert replay.finish_pending(retry_now=True).verification["applied_unverified"] == 1
+    applied = WebhookEvent.objects.get(outcome=Outcome.APPLIED)
+    assert [warning["field"] for warning in applied.warnings] == ["verification"]
