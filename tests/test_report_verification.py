@@ -9,10 +9,11 @@ import json
 import pytest
 
 from athm_core import replay
-from athm_core.ath.client import FIND_PAYMENT_PATH, REPORT_PATH
+from athm_core.ath.client import REPORT_PATH
 from athm_core.models import Payment, Refund, WebhookEvent
 from tests.conftest import sample_data
 from tests.fake_athm import fake_athm_fixture  # noqa: F401
+from tests.test_verification import ath_says
 
 APP_PAYMENT = sample_data("payment_received")
 DONATION = sample_data("donation_received")
@@ -65,18 +66,7 @@ def test_a_forged_amount_is_rejected_and_one_not_listed_yet_waits(lambda_handler
 
 
 def test_a_refund_is_confirmed_by_its_reference_and_amount(lambda_handler, ath, signal_log):
-    ath.answer(
-        FIND_PAYMENT_PATH,
-        200,
-        {
-            "status": "success",
-            "data": {
-                "ecommerceStatus": "COMPLETED",
-                "referenceNumber": COMPLETED["referenceNumber"],
-                "total": 26,
-            },
-        },
-    )
+    ath_says(ath)
     post(lambda_handler, COMPLETED)
     # The report lists the payment and two partial refunds under the same reference number.
     report_lists(ath, COMPLETED, {**REFUND, "total": "4.00"}, REFUND)
@@ -110,18 +100,7 @@ def test_a_confirmed_checkout_takes_its_reference_number_from_an_unconfirmed_squ
     squat = {**APP_PAYMENT, "referenceNumber": COMPLETED["referenceNumber"], "total": "1.00"}
     assert post(lambda_handler, squat).json()["outcome"] == "applied"
     # ATH's genuine, verified completion still gets its payment, and the squatter is flagged.
-    ath.answer(
-        FIND_PAYMENT_PATH,
-        200,
-        {
-            "status": "success",
-            "data": {
-                "ecommerceStatus": "COMPLETED",
-                "referenceNumber": COMPLETED["referenceNumber"],
-                "total": 26,
-            },
-        },
-    )
+    ath_says(ath)
     response = post(lambda_handler, COMPLETED)
     assert response.status == 200 and response.json()["outcome"] == "applied", response
     assert response.json()["anomalies"] == ["reference_conflict"]
@@ -139,35 +118,13 @@ def test_a_confirmed_payment_is_never_evicted(lambda_handler, ath, signal_log):
     report_lists(ath, APP_PAYMENT)
     assert post(lambda_handler, APP_PAYMENT).json()["outcome"] == "applied"
     clash = {**COMPLETED, "referenceNumber": APP_PAYMENT["referenceNumber"]}
-    ath.answer(
-        FIND_PAYMENT_PATH,
-        200,
-        {
-            "status": "success",
-            "data": {
-                "ecommerceStatus": "COMPLETED",
-                "referenceNumber": APP_PAYMENT["referenceNumber"],
-                "total": 26,
-            },
-        },
-    )
+    ath_says(ath, reference=APP_PAYMENT["referenceNumber"])
     assert post(lambda_handler, clash).json()["outcome"] == "rejected"
     assert Payment.objects.get().reference_number == APP_PAYMENT["referenceNumber"]
 
 
 def test_a_second_partial_refund_is_not_taken_for_the_first(lambda_handler, ath, signal_log):
-    ath.answer(
-        FIND_PAYMENT_PATH,
-        200,
-        {
-            "status": "success",
-            "data": {
-                "ecommerceStatus": "COMPLETED",
-                "referenceNumber": COMPLETED["referenceNumber"],
-                "total": 26,
-            },
-        },
-    )
+    ath_says(ath)
     post(lambda_handler, COMPLETED)
     first = {**REFUND, "total": "4.00", "dailyTransactionID": "1"}
     report_lists(ath, COMPLETED, first)
