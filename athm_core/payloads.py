@@ -342,7 +342,9 @@ def read_answer_fields(data: dict) -> dict[str, Any]:
         if isinstance(data.get(name), str) and data[name].strip():
             found[name] = reader.text(name)
     if data.get("phoneNumber") not in (None, ""):
-        found["phone_number"] = reader.phone()
+        phone = reader.phone()
+        if phone:  # unreadable (an object, no digits): the body's stands
+            found["phone_number"] = phone
     return found
 
 

@@ -314,3 +314,40 @@ def test_aths_answer_shapes_that_say_nothing_are_no_difference(lambda_handler, a
     ath_answers_fully(ath, items=[], referenceNumber=None)
     other = {**COMPLETED, "ecommerceId": "another-checkout", "referenceNumber": "215070444-another"}
     assert lambda_handler.post(json.dumps(other)).json()["outcome"] == "applied"
+
+
+# --- shapes of ATH's answer that must neither reject a genuine event nor keep it pending for ever ---------
+
+
+def test_aths_items_without_names_are_compared_by_quantity_and_price(lambda_handler, ath, signal_log):
+    ath_answers_fully(ath, items=[{"quantity": 2, "price": 12}])
+    assert lambda_handler.post(json.dumps(COMPLETED)).json()["outcome"] == "applied"
+    # ATH says nothing of the names: the body's stand, since quantity and price agree.
+    assert [item["name"] for item in Payment.objects.get().items] == ["Pastelillo"]
+    forged = {
+        **COMPLETED,
+        "ecommerceId": "another-checkout",
+        "referenceNumber": "215070444-another",
+        "items": [{"name": "Pastelillo", "quantity": 20, "price": 12}],
+    }
+    ath_answers_fully(ath, items=[{"quantity": 2, "price": 12}], referenceNumber="215070444-another")
+    assert lambda_handler.post(json.dumps(forged)).json()["outcome"] == "rejected"
+
+
+def test_aths_items_it_cannot_read_leave_the_body_s_and_say_so(lambda_handler, ath):
+    ath_answers_fully(
+        ath, items=[{"name": "Pastelillo", "quantity": 2, "price": "$12.00", "formattedPrice": "$12.00"}]
+    )
+    answer = lambda_handler.post(json.dumps(COMPLETED)).json()
+    assert answer["outcome"] == "applied", answer  # not pending until ATH's items read otherwise
+    items = Payment.objects.get().items
+    assert [(item["name"], item["price"]) for item in items] == [("Pastelillo", "12.00")]
+    warnings = WebhookEvent.objects.get().warnings
+    assert any(warning["field"] == "items" and "findPayment" in warning["warning"] for warning in warnings)
+
+
+@pytest.mark.parametrize("phone", [{"number": "7875550199"}, ["787"], True, "no phone"])
+def test_an_unreadable_phone_in_aths_answer_leaves_the_body_s(lambda_handler, ath, phone):
+    ath_answers_fully(ath, phoneNumber=phone)
+    assert lambda_handler.post(json.dumps(COMPLETED)).json()["outcome"] == "applied"
+    assert Payment.objects.get().phone_number == "7875550102"

@@ -6,8 +6,9 @@ that ``ecommerceId`` and compares: a completed event needs ATH to say COMPLETED 
 reference number; a cancelled or expired one needs CANCEL (ATH reports expired checkouts as CANCEL). Every
 field that identifies the order or the money and that ATH's answer carries is compared with the body's,
 where the body claims one: ``metadata1``, ``metadata2``, and for a completion the reference number, ``total``,
-``subtotal``, ``tax``, ``fee``, ``netAmount`` and the items (name, quantity, price). A body can name the real
-checkout, total and reference (the paying customer sees all three) and still lie about the order.
+``subtotal``, ``tax``, ``fee``, ``netAmount`` and the items (their number; name, quantity and price where ATH
+gives them; items ATH's answer gives unreadably are not compared, with a warning). A body can name the
+real checkout, total and reference (the paying customer sees all three) and still lie about the order.
 
 - ATH agrees: the event as ATH confirms it, which the processor writes: ATH's values for every field its
   answer gives (the body's stand only where ATH gives none).
@@ -180,12 +181,8 @@ def _differences(event: AthmEvent, data: dict[str, Any]) -> list[str]:
             ath = _amount(data[field], field)
             if ath is not None and ath != claimed:
                 differences.append(f"{field} {claimed}, ATH {ath}")
-    if (
-        event.items
-        and isinstance(data.get("items"), list)
-        and data["items"]
-        and _items_differ(event.items, data["items"])
-    ):
+    ath_items = _ath_items(data)
+    if event.items and ath_items and _items_differ(event.items, ath_items, data["items"]):
         differences.append("the items")
     return differences
 
@@ -202,10 +199,14 @@ def _as_confirmed(event: AthmEvent, data: dict[str, Any]) -> AthmEvent:
             ath = _amount(data.get(field), field)
             if ath is not None:
                 confirmed[attribute] = ath
-        if isinstance(data.get("items"), list):
-            items = _items(data["items"])
-            if items or not event.items:
-                confirmed["items"] = items
+        items = _ath_items(data)
+        if items is None and data.get("items"):
+            warning = FieldWarning("items", "findPayment's items cannot be read: the body's kept, uncompared")
+            confirmed["warnings"] = (*event.warnings, warning)
+        elif items is not None and (not event.items or (items and _complete(data["items"]))):
+            confirmed["items"] = items
+        # Otherwise ATH's items leave out a name, a quantity or a price: the body's, which agree with them
+        # on everything they give, stand.
     return replace(event, **confirmed) if confirmed else event
 
 
@@ -216,20 +217,41 @@ def _amount(value: Any, field: str) -> Decimal | None:
         return _exact_number(value)  # not an amount in cents: no body's amount equals it
 
 
-def _items(value: list) -> tuple:
+def _ath_items(data: dict[str, Any]) -> tuple | None:
+    """The items of ATH's answer, read as a body's are; ``None`` when it gives no list, or one with an
+    amount that cannot be read (``"$12.00"``): then its items say nothing either way."""
+    if not isinstance(data.get("items"), list):
+        return None
     try:
-        return read_items(value)
+        return read_items(data["items"])
     except PayloadError:
-        raise Unavailable("findPayment's items cannot be read") from None
+        return None
 
 
-def _items_differ(claimed: tuple, ath_items: list) -> bool:
-    """Whether the items differ in name, quantity or price, whatever their order."""
+# What an item is compared on, each only where ATH's answer gives it for every item.
+_ITEM_FIELDS = {"name": "name", "quantity": "quantity", "price": "price"}
+
+
+def _given(entries: list, field: str) -> bool:
+    return all(isinstance(entry, dict) and entry.get(field) not in (None, "") for entry in entries)
+
+
+def _complete(entries: list) -> bool:
+    """Whether ATH's answer gives each item's name, quantity and price."""
+    return all(_given(entries, field) for field in _ITEM_FIELDS)
+
+
+def _items_differ(claimed: tuple, ath_items: tuple, entries: list) -> bool:
+    """Whether the items differ in number, or in name, quantity or price (each compared where ATH gives it
+    for every item), whatever their order."""
+    if len(claimed) != len(ath_items):
+        return True
+    compared = [attribute for field, attribute in _ITEM_FIELDS.items() if _given(entries, field)]
 
     def keys(items) -> list[tuple]:
-        return sorted((item.name, item.quantity or 0, item.price) for item in items)
+        return sorted(tuple(str(getattr(item, attribute) or "") for attribute in compared) for item in items)
 
-    return keys(claimed) != keys(_items(ath_items))
+    return keys(claimed) != keys(ath_items)
 
 
 def _total(data: dict[str, Any]) -> Decimal:
