@@ -629,8 +629,9 @@ def _after_commit(record: WebhookEvent, result: Transition) -> None:
         outbox.notify_publishers(outbox.groups_of(messages))
 
 
-def link_waiting_refunds() -> list[Notice]:
-    """Tie every refund that waits for a payment now recorded to it; returns the notices written.
+def link_waiting_refunds() -> tuple[list[Notice], list[dict]]:
+    """Tie every refund that waits for a payment now recorded to it; returns the notices written and the
+    anomalies found (each also flagged on its payment, like a delivery's).
 
     The relay's sweep, for links that the delivery which made them possible did not make (it died after its
     commit). The notices are left for the caller to deliver; outbox messages are written as usual.
@@ -639,9 +640,12 @@ def link_waiting_refunds() -> list[Notice]:
         Exists(Payment.objects.filter(reference_number=OuterRef("reference_number")))
     )
     notices: list[Notice] = []
+    anomalies: list[dict] = []
     for reference_number in set(waiting.values_list("reference_number", flat=True)):
-        notices += _link_waiting_refunds(reference_number, None)[0]  # its anomalies: on the payment
-    return notices
+        linked, _, found = _link_waiting_refunds(reference_number, None)
+        notices += linked
+        anomalies += found
+    return notices, anomalies
 
 
 def _link_waiting_refunds(

@@ -120,6 +120,7 @@ class PendingReport:
     failed: int = 0  # receivers that raised (or were not connected)
     pending: int = 0  # notices still unfinished afterwards
     oldest_pending_seconds: float = 0.0
+    anomalies: int = 0  # money that cannot be right, found by tying waiting refunds to their payment
     # What verify_pending did first (VerificationReport.as_dict()).
     verification: dict[str, Any] | None = None
 
@@ -136,7 +137,7 @@ def finish_pending(*, retry_now: bool = False, deadline: float | None = None) ->
     Safe to run beside the webhook and other relays: notices are locked while delivered.
     """
     verification = verify_pending(retry_now=retry_now, deadline=deadline)
-    linked = processor.link_waiting_refunds()
+    linked, anomalies = processor.link_waiting_refunds()
     report = dispatch.deliver(linked)
     due = dispatch.deliver_due(retry_now=retry_now, deadline=deadline)
     backlog = dispatch.backlog()
@@ -147,6 +148,7 @@ def finish_pending(*, retry_now: bool = False, deadline: float | None = None) ->
         failed=report.failed + due.failed,
         pending=backlog.pending,
         oldest_pending_seconds=round(backlog.oldest_age().total_seconds(), 3),
+        anomalies=len(anomalies),
         verification=verification.as_dict(),
     )
 

@@ -5,7 +5,9 @@ refunds tied to payments recorded since, notices whose delivery did not finish, 
 are due for another try), then, when ``ATHM_SNS_TOPIC_ARN`` is set, publishes the pending outbox messages
 (:func:`handler.publisher.relay`), stopping well before the function's timeout. It reports both backlogs in
 metrics: ``NoticesPending`` and ``NoticeOldestPendingAge`` (watched by the stuck-notices alarm),
-``NoticesDeliveredLate``, ``ReceiverFailed``, and ``OutboxPending`` and ``OutboxOldestPendingAge``.
+``NoticesDeliveredLate``, ``ReceiverFailed``, ``WebhookAnomalies`` (found by what it verified or linked),
+``VerificationsPending``, ``VerificationOldestPendingAge``, ``AppliedUnverified``, and ``OutboxPending`` and
+``OutboxOldestPendingAge``.
 ``athm relay`` does the same from a shell.
 """
 
@@ -57,10 +59,9 @@ def run(*, deadline: float | None = None, retry_now: bool = False, batch_size: i
             unit=MetricUnit.Seconds,
             value=verification.get("oldest_pending_seconds", 0.0),
         )
-        if verification.get("anomalies"):
-            metrics.add_metric(
-                name="WebhookAnomalies", unit=MetricUnit.Count, value=verification["anomalies"]
-            )
+        anomalies = notices.anomalies + verification.get("anomalies", 0)
+        if anomalies:
+            metrics.add_metric(name="WebhookAnomalies", unit=MetricUnit.Count, value=anomalies)
         if verification.get("applied_unverified"):
             metrics.add_metric(
                 name="AppliedUnverified", unit=MetricUnit.Count, value=verification["applied_unverified"]

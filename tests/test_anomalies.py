@@ -166,3 +166,31 @@ def test_an_anomaly_found_when_a_waiting_refund_is_linked_is_answered_and_counte
     response = post(lambda_handler, COMPLETED)
     assert response.json()["anomalies"] == ["over_refund"]
     assert "WebhookAnomalies" in metrics_emitted(capsys)
+
+
+def relay_metrics(capsys) -> list[str]:
+    """One run of the relay's Lambda entry point; the metric names it emitted."""
+    from handler import relay
+    from handler.local import invoke
+
+    capsys.readouterr()
+    invoke(relay.lambda_handler, {})
+    return metrics_emitted(capsys)
+
+
+def test_an_anomaly_the_relay_finds_when_it_links_a_waiting_refund_is_counted(
+    lambda_handler, monkeypatch, capsys
+):
+    from athm_core import processor, replay
+
+    post(lambda_handler, {**REFUND, "total": "30.00"})
+    # The payment's delivery dies after its commit, before it ties the refund: the relay's sweep does.
+    monkeypatch.setattr(processor, "_link_waiting_refunds", lambda *args: ([], [], []))
+    post(lambda_handler, COMPLETED)
+    monkeypatch.undo()
+    assert kinds(Payment.objects.get().anomalies) == []
+    assert "WebhookAnomalies" in relay_metrics(capsys)
+    assert kinds(Payment.objects.get().anomalies) == ["over_refund"]
+    post(lambda_handler, {**REFUND, "total": "1.00", "date": "2026-11-29 10:00:00"})
+    monkeypatch.setattr(processor, "_link_waiting_refunds", lambda *args: ([], [], []))
+    assert replay.finish_pending().anomalies == 0  # nothing linked by the sweep: nothing counted

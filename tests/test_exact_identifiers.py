@@ -66,7 +66,7 @@ def test_a_refund_is_not_tied_to_a_payment_whose_reference_differs_only_by_case(
         deliver(PAYMENT, referenceNumber="REF-ABC-1")
         refund_record = deliver(REFUND, referenceNumber="ref-abc-1")
     # The relay's sweep for refunds left waiting does not tie it either.
-    assert processor.link_waiting_refunds() == []
+    assert processor.link_waiting_refunds() == ([], [])
 
     assert refund_record.outcome == Outcome.APPLIED
     refund = Refund.objects.get()
