@@ -40,7 +40,14 @@ from django.db import transaction
 from django.utils import timezone
 
 from athm_core import dispatch, processor
-from athm_core.ath.verification import Unavailable, next_verification
+from athm_core.ath.verification import (
+    CONFIRMATION_DEADLINE,
+    NotConfirmedYet,
+    Unavailable,
+    Unverifiable,
+    next_verification,
+    one_report_call_per_day,
+)
 from athm_core.conf import athm_settings
 from athm_core.models import Notice, WebhookEvent
 from athm_core.payloads import PayloadError
@@ -163,6 +170,7 @@ class VerificationReport:
     settled: dict[str, int]  # deliveries settled, by the outcome of the delivery that settled them
     still_pending: int = 0  # asked again, and ATH Móvil still could not answer
     applied_unverified: int = 0  # applied without ATH's answer (ATHM_APPLY_UNVERIFIED_AFTER)
+    unverified_payments: int = 0  # payments or refunds kept unverified: ATH never confirmed them
     anomalies: int = 0  # money that cannot be right, recorded by the deliveries that settled them
     pending: int = 0  # pending deliveries afterwards
     oldest_pending_seconds: float = 0.0
@@ -193,10 +201,11 @@ def verify_pending(
         # A process that cannot ask ATH Móvil (no public token) must not apply what ATH was to confirm.
         log.error("pending deliveries are not verified here: ATHM_VERIFY is off in this process")
         due = due.none()
-    for pk in list(due.order_by("verify_after", "pk").values_list("pk", flat=True)[:batch]):
-        if deadline is not None and time.monotonic() >= deadline:
-            break
-        _verify_one(pk, report, retry_now=retry_now)
+    with one_report_call_per_day():
+        for pk in list(due.order_by("verify_after", "pk").values_list("pk", flat=True)[:batch]):
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+            _verify_one(pk, report, retry_now=retry_now)
     waiting = pending_verification()
     report.pending = waiting.count()
     oldest = waiting.order_by("received_at").values_list("received_at", flat=True).first()
@@ -222,6 +231,14 @@ def _verify_one(pk: int, report: VerificationReport, *, retry_now: bool = False)
             if not athm_settings.ATHM_VERIFY:  # this process cannot ask ATH: only the deadline may apply it
                 raise Unavailable("verification is off in this process")
             delivery = _receive_again(record, check=None)
+        except NotConfirmedYet as exc:
+            # ATH Móvil answers, and does not confirm it: never applied by the deadline below. After
+            # CONFIRMATION_DEADLINE it stops costing calls, kept unverified (reprocessed if ATH lists it).
+            if timezone.now() - record.received_at < CONFIRMATION_DEADLINE:
+                raise
+            delivery = _receive_again(
+                record, check=_unconfirmed(f"{exc}, {CONFIRMATION_DEADLINE.days} days on")
+            )
         except Unavailable:
             # ATH Móvil was asked, and still cannot answer: after the deadline the merchant chose, applied
             # unverified; otherwise it waits.
@@ -251,6 +268,8 @@ def _verify_one(pk: int, report: VerificationReport, *, retry_now: bool = False)
         report.still_pending += 1
         return
     report.anomalies += len(new.anomalies) + len(getattr(new, "linked_anomalies", []))
+    if delivery.outcome == Outcome.UNVERIFIED and delivery.event.type.moves_money:
+        report.unverified_payments += 1
     if unverified_ok and delivery.outcome == Outcome.APPLIED:
         report.applied_unverified += 1
         waited = athm_settings.ATHM_APPLY_UNVERIFIED_AFTER
@@ -285,6 +304,13 @@ def _waited_long_enough(record: WebhookEvent) -> bool:
 
 def _accept_unverified(event) -> None:
     return None
+
+
+def _unconfirmed(reason: str):
+    def check(event):
+        raise Unverifiable(f"{reason}: kept unverified; `athm reprocess` applies it if ATH Móvil lists it")
+
+    return check
 
 
 # --- reprocess -------------------------------------------------------------------------------------------

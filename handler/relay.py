@@ -62,6 +62,16 @@ def run(*, deadline: float | None = None, retry_now: bool = False, batch_size: i
         anomalies = notices.anomalies + verification.get("anomalies", 0)
         if anomalies:
             metrics.add_metric(name="WebhookAnomalies", unit=MetricUnit.Count, value=anomalies)
+        settled = verification.get("settled", {})
+        for outcome, metric in (("rejected", "WebhookRejected"), ("unverified", "WebhookUnverifiable")):
+            if settled.get(outcome):
+                metrics.add_metric(name=metric, unit=MetricUnit.Count, value=settled[outcome])
+        if verification.get("unverified_payments"):
+            metrics.add_metric(
+                name="WebhookUnverifiablePayment",
+                unit=MetricUnit.Count,
+                value=verification["unverified_payments"],
+            )
         if verification.get("applied_unverified"):
             metrics.add_metric(
                 name="AppliedUnverified", unit=MetricUnit.Count, value=verification["applied_unverified"]

@@ -5,8 +5,11 @@ donations and refunds. A confirmed event wins over an unconfirmed payment that h
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 
 import pytest
+from django.db.models import F
+from django.utils import timezone
 
 from athm_core import replay
 from athm_core.ath.client import REPORT_PATH
@@ -134,3 +137,57 @@ def test_a_second_partial_refund_is_not_taken_for_the_first(lambda_handler, ath,
     report_lists(ath, COMPLETED, first, second)
     assert post(lambda_handler, second).json()["outcome"] == "applied"
     assert signal_log.names() == ["payment_completed", "refund_sent", "refund_sent"]
+
+
+# --- a reference number ATH never lists: bounded, and never applied by the deadline ---------------------
+
+
+def waited(**delta) -> None:
+    """As if every kept delivery had been received ``delta`` earlier, and were due for the relay now."""
+    WebhookEvent.objects.update(
+        received_at=F("received_at") - timedelta(**delta), verify_after=timezone.now() - timedelta(seconds=1)
+    )
+
+
+def test_a_made_up_reference_number_waits_two_days_at_most_then_is_kept_unverified(
+    lambda_handler, ath, signal_log, capsys
+):
+    from tests.test_anomalies import relay_metrics
+
+    report_lists(ath)
+    forged = {**APP_PAYMENT, "referenceNumber": "215070-made-up"}
+    assert post(lambda_handler, forged).json()["error"] == "verification_pending"
+    assert replay.finish_pending(retry_now=True).verification["still_pending"] == 1
+    waited(days=2, minutes=1)
+    assert "WebhookUnverifiablePayment" in relay_metrics(capsys)
+    pending = WebhookEvent.objects.get(outcome="pending")
+    kept = pending.settled_by
+    assert kept.outcome == "unverified" and "does not list reference number 215070-made-up" in kept.error
+    assert not Payment.objects.exists() and signal_log.names() == []
+    # Kept, not lost: once ATH lists it after all, reprocessing applies it.
+    report_lists(ath, forged)
+    [result] = replay.reprocess([kept])
+    assert result.status == "applied" and signal_log.names() == ["payment_received"]
+
+
+def test_the_apply_unverified_deadline_never_applies_what_ath_answers_it_does_not_list(
+    lambda_handler, ath, settings, signal_log
+):
+    settings.ATHM_APPLY_UNVERIFIED_AFTER = 60
+    report_lists(ath)
+    assert post(lambda_handler, {**APP_PAYMENT, "referenceNumber": "215070-made-up"}).status == 503
+    waited(minutes=5)
+    verification = replay.finish_pending().verification
+    assert (verification["applied_unverified"], verification["still_pending"]) == (0, 1)
+    assert not Payment.objects.exists() and signal_log.names() == []
+
+
+def test_a_relay_run_asks_for_a_days_report_once_however_many_deliveries_wait_on_it(lambda_handler, ath):
+    report_lists(ath)
+    for n in range(5):
+        assert post(lambda_handler, {**APP_PAYMENT, "referenceNumber": f"215070-made-up-{n}"}).status == 503
+    # Each delivery asks once more than its cached copy: a genuine one may have been listed since.
+    assert len(ath.requests_to(REPORT_PATH)) <= 5
+    before = len(ath.requests_to(REPORT_PATH))
+    assert replay.finish_pending(retry_now=True).verification["still_pending"] == 5
+    assert len(ath.requests_to(REPORT_PATH)) - before == 1

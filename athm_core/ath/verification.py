@@ -45,7 +45,10 @@ unconfirmed payment that holds it (:mod:`athm_core.processor`, ``reference_confl
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import date, datetime, timedelta
 from datetime import time as dt_time
@@ -94,6 +97,18 @@ class Unavailable(Exception):
     """ATH Móvil cannot confirm or contradict the event now."""
 
 
+class NotConfirmedYet(Unavailable):
+    """ATH Móvil answered, and does not confirm the event yet: its transaction report does not list it, or
+    findPayment still reports the checkout ``OPEN`` or ``CONFIRM``. Waits like :class:`Unavailable`, but is
+    never applied unverified (``ATHM_APPLY_UNVERIFIED_AFTER`` is for an ATH that cannot be asked): after
+    :data:`CONFIRMATION_DEADLINE` it is kept ``unverified`` instead (see ``replay.verify_pending``)."""
+
+
+# How long a delivery that ATH Móvil answers about but does not confirm (a reference number its report never
+# lists: made up, most likely) waits pending before it is kept ``unverified``: a bound on the relay's calls.
+CONFIRMATION_DEADLINE = timedelta(days=2)
+
+
 class Unverifiable(Exception):
     """The event cannot be confirmed with what this deployment can ask (an eCommerce event without an
     ``ecommerceId``); it is kept as ``unverified``, not applied."""
@@ -139,7 +154,7 @@ def _compare(event: AthmEvent, answer: Any) -> str | None:
     status = data["ecommerceStatus"].strip().upper()
     expected = "COMPLETED" if event.type == EventType.ECOMMERCE_COMPLETED else "CANCEL"
     if status in _EARLIER_STATES:
-        raise Unavailable(f"ATH Móvil still reports the payment as {status}")
+        raise NotConfirmedYet(f"ATH Móvil still reports the payment as {status}")
     if status != expected:
         return f"ATH Móvil reports the payment as {status}, not {expected}"
     differences = _differences(event, data)
@@ -296,40 +311,62 @@ def _check_in_report(event: AthmEvent) -> AthmEvent | str:
         raise Unverifiable(
             "the event names no ecommerceId and no date to look it up in the transaction report"
         )
-    for fresh in (False, True):
-        # A row of the event's own kind: a refund carries its payment's reference number.
-        listed = [
-            row
-            for row in _report(when.astimezone(PUERTO_RICO).date(), fresh=fresh)
-            if row.reference_number == event.reference_number and row.type == event.type
-        ]
-        if event.type == EventType.REFUND_SENT:
-            # Partial refunds share a reference number: only one of this amount is this refund.
-            listed = [row for row in listed if row.total == event.total]
-        if listed:
-            break
-    else:
-        raise Unavailable(
-            f"ATH Móvil's transaction report does not list reference number {event.reference_number} yet "
-            f"(searched {REPORT_WINDOW_DAYS} day(s) either side of the event's date)"
+    day = when.astimezone(PUERTO_RICO).date()
+    rows, fetched = _report(day, fresh=False)
+    listed = _listed(event, rows)
+    if not listed and not fetched:  # not in a copy kept from before: it may have been listed since
+        listed = _listed(event, _report(day, fresh=True)[0])
+    if not listed:
+        raise NotConfirmedYet(
+            f"ATH Móvil's transaction report does not list reference number {event.reference_number} "
+            f"({REPORT_WINDOW_DAYS} day(s) either side of the event's date)"
         )
     if listed[0].total != event.total:
         return f"ATH Móvil's transaction report gives a total of {listed[0].total}, not {event.total}"
     return replace(event, verified_at=timezone.now())
 
 
+def _listed(event: AthmEvent, rows: list[AthmEvent]) -> list[AthmEvent]:
+    """The report's rows that are ``event``: of its own kind (a refund carries its payment's reference
+    number) and reference number; for a refund, of its amount too (partial refunds share a reference)."""
+    listed = [
+        row for row in rows if row.reference_number == event.reference_number and row.type == event.type
+    ]
+    if event.type == EventType.REFUND_SENT:
+        listed = [row for row in listed if row.total == event.total]
+    return listed
+
+
 # How long a day's transaction report is used again before it is asked for anew: a burst of deliveries of
-# one day costs one call. A reference number not in the cached copy is always asked for anew.
+# one day costs one call. A reference number not in the cached copy is asked for anew, except within
+# :func:`one_report_call_per_day` (the relay's run), where a day's report is asked for once.
 REPORT_CACHE_SECONDS = 60.0
 _report_cache: dict[tuple[str, str, date], tuple[float, list[AthmEvent]]] = {}
+_fetched_since: contextvars.ContextVar[float | None] = contextvars.ContextVar("fetched_since", default=None)
 
 
-def _report(day: date, *, fresh: bool) -> list[AthmEvent]:
-    """The readable rows of ATH Móvil's transaction report for ``day`` and the days around it."""
+@contextlib.contextmanager
+def one_report_call_per_day() -> Iterator[None]:
+    """Within this block, each day's transaction report is asked for at most once: deliveries that the
+    report does not list share one answer, however many of them wait on the same day."""
+    token = _fetched_since.set(time.monotonic())
+    try:
+        yield
+    finally:
+        _fetched_since.reset(token)
+
+
+def _report(day: date, *, fresh: bool) -> tuple[list[AthmEvent], bool]:
+    """The readable rows of ATH Móvil's transaction report for ``day`` and the days around it, and
+    whether they were asked for now."""
     key = (athm_settings.ATHM_API_BASE_URL, athm_settings.ATHM_PUBLIC_TOKEN, day)
     cached = _report_cache.get(key)
-    if not fresh and cached is not None and time.monotonic() - cached[0] < REPORT_CACHE_SECONDS:
-        return cached[1]
+    if cached is not None:
+        since = _fetched_since.get()
+        if since is not None and cached[0] >= since:
+            return cached[1], False  # asked for in this run already
+        if not fresh and time.monotonic() - cached[0] < REPORT_CACHE_SECONDS:
+            return cached[1], False
     window = timedelta(days=REPORT_WINDOW_DAYS)
     start = datetime.combine(day, dt_time.min, tzinfo=PUERTO_RICO)
     try:
@@ -348,7 +385,7 @@ def _report(day: date, *, fresh: bool) -> list[AthmEvent]:
         except PayloadError:
             continue
     _report_cache[key] = (time.monotonic(), events)
-    return events
+    return events, True
 
 
 def amounts_from_ath(data: dict[str, Any]) -> AthmEvent | None:
