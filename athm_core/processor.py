@@ -23,6 +23,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from functools import partial
 from typing import Any
 
@@ -58,6 +59,8 @@ class Transition:
     link_reference: str | None = None
     # The outbox messages written with the change.
     messages: list[OutboxMessage] = field(default_factory=list)
+    # Anomalies the transition itself found (a squatter evicted), beside those :func:`_anomalies` finds.
+    anomalies: list[dict] = field(default_factory=list)
 
 
 def process(
@@ -93,7 +96,7 @@ def process(
         try:
             with transaction.atomic():
                 result = _TRANSITIONS[event.type](event)
-                anomalies = evicted + _anomalies(event, result)
+                anomalies = evicted + result.anomalies + _anomalies(event, result)
                 record = _record(
                     outcome=result.outcome,
                     event=event,
@@ -109,6 +112,9 @@ def process(
                 result.messages = _write_outbox(result.notices, record, occurred_at=occurred_at)
             break
         except IntegrityError:
+            if attempt < _ATTEMPTS and not evicted and (eviction := _evict_squatter(event)):
+                evicted.append(eviction)
+                continue  # the next attempt records the confirmed payment under its reference number
             try:
                 joined = attempt < _ATTEMPTS and _join_checkout(event)
             except OperationalError as exc:
@@ -117,9 +123,6 @@ def process(
                 joined = True  # rolled back whole: the next attempt looks again
             if joined:
                 continue  # the next attempt finds the joined payment by its ecommerceId
-            if attempt < _ATTEMPTS and not evicted and (eviction := _evict_squatter(event)):
-                evicted.append(eviction)
-                continue  # the next attempt records the confirmed payment under its reference number
             conflict = _reference_conflict(event)
             if conflict:
                 # Not a race: the event names a transaction that is another payment's. Kept, not applied.
@@ -178,6 +181,16 @@ def already_applied(event: AthmEvent) -> bool:
     ).exists()
 
 
+def applied_confirmed(event: AthmEvent) -> bool | None:
+    """``None`` when no delivery of ``event`` has been applied; else whether one of those that were applied
+    it to a payment ATH Móvil confirmed (``verified_at``). One query, like :func:`already_applied`."""
+    applied = WebhookEvent.objects.filter(idempotency_key=event.idempotency_key, outcome=Outcome.APPLIED)
+    confirmed = list(applied.order_by().values_list("payment__verified_at", flat=True))
+    if not confirmed:
+        return None
+    return any(when is not None for when in confirmed)
+
+
 def _record(
     raw_body: str,
     outcome: str,
@@ -218,10 +231,16 @@ def _record(
 
 def _complete_ecommerce(event: AthmEvent) -> Transition:
     payment = _checkout(event)
+    anomalies = []
     if payment is None:
         payment = _new_checkout(event)
     elif payment.status == Status.COMPLETED:
-        return Transition(Outcome.DUPLICATE, payment, link_reference=payment.reference_number)
+        if event.ecommerce_id is not None or not _squatted(event, payment, Payment.TransactionType.ECOMMERCE):
+            _confirm_recorded(payment, event)
+            return Transition(Outcome.DUPLICATE, payment, link_reference=payment.reference_number)
+        # Found by reference number (ATH's published shape), and ATH confirms another total for it.
+        anomalies.append(_evict(payment, event))
+        payment = _new_checkout(event)
     elif event.ecommerce_id and event.reference_number:
         # The checkout was cancelled or expired under its ecommerceId, and its completion may have been
         # recorded apart, from ATH's published shape (no ecommerceId), under this reference number: the
@@ -238,6 +257,7 @@ def _complete_ecommerce(event: AthmEvent) -> Transition:
         payment,
         notices=[payment_notice(event.type, payment)],
         link_reference=payment.reference_number,
+        anomalies=anomalies,
     )
 
 
@@ -314,8 +334,15 @@ def _new_checkout(event: AthmEvent) -> Payment:
 
 def _receive_payment(event: AthmEvent, transaction_type: str) -> Transition:
     payment = _one(Payment.objects.filter(reference_number=event.reference_number))
+    anomalies = []
+    if payment is not None and event.verified_at is not None and payment.verified_at is None:
+        # ATH confirms the event: it may take the number back, under the holder's row lock.
+        payment = _locked_payment(reference_number=event.reference_number)
     if payment is not None:
-        return Transition(Outcome.DUPLICATE, payment, link_reference=payment.reference_number)
+        if not _squatted(event, payment, transaction_type):
+            _confirm_recorded(payment, event)
+            return Transition(Outcome.DUPLICATE, payment, link_reference=payment.reference_number)
+        anomalies.append(_evict(payment, event))
     payment = Payment(transaction_type=transaction_type, status=Status.COMPLETED)
     _fill(payment, event)
     payment.save()
@@ -324,6 +351,7 @@ def _receive_payment(event: AthmEvent, transaction_type: str) -> Transition:
         payment,
         notices=[payment_notice(event.type, payment)],
         link_reference=payment.reference_number,
+        anomalies=anomalies,
     )
 
 
@@ -465,25 +493,69 @@ def _reference_conflict(event: AthmEvent) -> str:
     return f"referenceNumber {event.reference_number} already belongs to payment {owner.pk}"
 
 
+def _squatted(event: AthmEvent, payment: Payment, transaction_type: str) -> bool:
+    """Whether the (locked) ``payment`` that holds the reference number of ``event``, which ATH Móvil
+    confirmed, is not that transaction: unconfirmed, and of another kind or total than ATH confirms."""
+    if event.verified_at is None or payment.verified_at is not None:
+        return False
+    return payment.transaction_type != transaction_type or payment.total != event.total
+
+
+def _confirm_recorded(payment: Payment, event: AthmEvent) -> None:
+    """Mark an unconfirmed (locked) payment confirmed by ``event``, which ATH confirmed with the same total:
+    its redeliveries need not ask again. (Another total stays a ``conflicting_redelivery``.)"""
+    if event.verified_at is not None and payment.verified_at is None and payment.total == event.total:
+        payment.verified_at = event.verified_at
+        payment.save(update_fields=["verified_at", "updated_at"])
+
+
 def _evict_squatter(event: AthmEvent) -> dict | None:
-    """For an event ATH Móvil confirmed whose reference number an unconfirmed payment of another
-    transaction holds (a forged app payment that arrived first, say): take the number from that payment,
-    flag it ``reference_conflict``, and return the anomaly for the confirmed event's delivery."""
-    if event.verified_at is None or not event.reference_number or _reference_conflict(event) == "":
+    """For an event ATH Móvil confirmed whose reference number an unconfirmed payment holds that is not
+    its transaction (a forged app payment that arrived first, another checkout, or a completion recorded
+    in ATH's published shape with another total): :func:`_evict` it, and return the anomaly for the
+    confirmed event's delivery. A completion recorded in that shape with the same total is the same
+    checkout, joined instead (:func:`_join_checkout`)."""
+    if event.verified_at is None or not event.reference_number:
         return None
+    other_transaction = _reference_conflict(event) != ""
     with transaction.atomic():
         squatter = _locked_payment(reference_number=event.reference_number)
         if squatter is None or squatter.verified_at is not None:
             return None
-        detail = (
-            f"payment {squatter.pk} held reference number {event.reference_number}, which ATH Móvil confirms "
-            f"for this {event.type}; the number was taken from it"
-        )
-        squatter.reference_number = None
-        at = timezone.localtime().isoformat()
-        flagged = _anomaly("reference_conflict", detail)
-        squatter.anomalies = [*squatter.anomalies, {**flagged, "at": at, "event_type": event.type}]
-        squatter.save(update_fields=["reference_number", "anomalies", "updated_at"])
+        if not other_transaction and not _squatted(event, squatter, _kind_of(event)):
+            return None
+        return _evict(squatter, event)
+
+
+def _kind_of(event: AthmEvent) -> str:
+    """The ``Payment.transaction_type`` of the payment an event records."""
+    if event.type == EventType.PAYMENT_RECEIVED:
+        return Payment.TransactionType.PAYMENT
+    if event.type == EventType.DONATION_RECEIVED:
+        return Payment.TransactionType.DONATION
+    return Payment.TransactionType.ECOMMERCE
+
+
+def _evict(squatter: Payment, event: AthmEvent) -> dict:
+    """Take the reference number of ``event`` (confirmed by ATH Móvil) from the unconfirmed, locked payment
+    that holds it, with the refunds tied to it through that number: they wait for the confirmed payment,
+    which ties them to itself after its commit (with their ``refund_sent`` again, now naming it). The
+    squatter is flagged ``reference_conflict``; returns the anomaly for the confirmed event's delivery."""
+    refunds = list(Refund.objects.select_for_update().filter(payment=squatter).order_by("pk"))
+    moved = sum((refund.amount for refund in refunds), Decimal("0.00"))
+    detail = (
+        f"payment {squatter.pk} held reference number {event.reference_number}, which ATH Móvil confirms "
+        f"for this {event.type}; the number was taken from it"
+    )
+    if refunds:
+        detail += f", and its {len(refunds)} refund(s) of {moved} moved to the confirmed payment"
+        Refund.objects.filter(pk__in=[refund.pk for refund in refunds]).update(payment=None, linked_at=None)
+        squatter.total_refunded_amount -= moved
+    squatter.reference_number = None
+    at = timezone.localtime().isoformat()
+    flagged = _anomaly("reference_conflict", detail)
+    squatter.anomalies = [*squatter.anomalies, {**flagged, "at": at, "event_type": event.type}]
+    squatter.save(update_fields=["reference_number", "anomalies", "total_refunded_amount", "updated_at"])
     log.warning("payment %s: reference_conflict with a confirmed %s", squatter.pk, event.type)
     return flagged
 

@@ -239,10 +239,12 @@ def test_the_relay_function_without_a_topic_delivers_the_notices_left_pending(ch
             "failed": 0,
             "pending": 0,
             "oldest_pending_seconds": 0.0,
+            "anomalies": 0,
             "verification": {
                 "settled": {},
                 "still_pending": 0,
                 "applied_unverified": 0,
+                "unverified_payments": 0,
                 "anomalies": 0,
                 "pending": 0,
                 "oldest_pending_seconds": 0.0,

@@ -191,3 +191,135 @@ def test_a_relay_run_asks_for_a_days_report_once_however_many_deliveries_wait_on
     before = len(ath.requests_to(REPORT_PATH))
     assert replay.finish_pending(retry_now=True).verification["still_pending"] == 5
     assert len(ath.requests_to(REPORT_PATH)) - before == 1
+
+
+# --- squatting within one kind: an unconfirmed payment holding the reference number of a confirmed one ----
+
+
+def unconfirmed(settings, lambda_handler, data) -> None:
+    """``data`` applied while nothing could confirm it (no private token)."""
+    token, settings.ATHM_PRIVATE_TOKEN = settings.ATHM_PRIVATE_TOKEN, ""
+    assert post(lambda_handler, data).json()["outcome"] == "applied"
+    settings.ATHM_PRIVATE_TOKEN = token
+
+
+@pytest.mark.parametrize("data", [APP_PAYMENT, DONATION], ids=["app payment", "donation"])
+def test_a_confirmed_payment_takes_its_reference_number_from_an_unconfirmed_one_of_its_own_kind(
+    lambda_handler, ath, settings, signal_log, data
+):
+    unconfirmed(settings, lambda_handler, {**data, "total": "1.00", "message": "forged"})
+    report_lists(ath, data)
+    response = post(lambda_handler, data)
+    assert response.json()["outcome"] == "applied", response
+    assert response.json()["anomalies"] == ["reference_conflict"]
+    genuine = Payment.objects.get(reference_number=data["referenceNumber"])
+    assert str(genuine.total) == data["total"] and genuine.verified_at is not None
+    squatter = Payment.objects.get(reference_number=None)
+    assert [a["kind"] for a in squatter.anomalies] == ["reference_conflict"] and squatter.total == 1
+    assert signal_log.names() == [data["transactionType"] + "_received"] * 2
+    # ATH's later redeliveries are duplicates of the genuine payment.
+    assert post(lambda_handler, data).json()["outcome"] == "duplicate"
+    assert Payment.objects.count() == 2 and len(signal_log.names()) == 2
+
+
+def test_an_unconfirmed_payment_that_ath_confirms_as_recorded_is_marked_confirmed_not_evicted(
+    lambda_handler, ath, settings, signal_log
+):
+    unconfirmed(settings, lambda_handler, APP_PAYMENT)
+    report_lists(ath, APP_PAYMENT)
+    response = post(lambda_handler, APP_PAYMENT)
+    assert response.json()["outcome"] == "duplicate" and response.json().get("anomalies", []) == []
+    payment = Payment.objects.get()
+    assert payment.verified_at is not None and payment.anomalies == []
+    assert signal_log.names() == ["payment_received"]
+    # Confirmed now: later redeliveries ask ATH nothing.
+    calls = len(ath.requests_to(REPORT_PATH))
+    assert post(lambda_handler, APP_PAYMENT).json()["outcome"] == "duplicate"
+    assert len(ath.requests_to(REPORT_PATH)) == calls
+
+
+def test_a_redelivery_of_an_unconfirmed_payment_asks_nothing_without_the_private_token(
+    lambda_handler, ath, settings
+):
+    unconfirmed(settings, lambda_handler, APP_PAYMENT)
+    settings.ATHM_PRIVATE_TOKEN = ""
+    assert post(lambda_handler, APP_PAYMENT).json()["outcome"] == "duplicate" and ath.requests == []
+
+
+def test_the_refunds_of_an_evicted_squatter_move_to_the_confirmed_payment(
+    lambda_handler, ath, settings, signal_log
+):
+    refund = {**REFUND, "referenceNumber": APP_PAYMENT["referenceNumber"], "total": "2.00"}
+    unconfirmed(settings, lambda_handler, {**APP_PAYMENT, "total": "1.00"})
+    unconfirmed(settings, lambda_handler, refund)
+    squatter = Payment.objects.get()
+    assert squatter.total_refunded_amount == 2  # flagged over_refund on the forged 1.00
+    report_lists(ath, APP_PAYMENT)
+    assert post(lambda_handler, APP_PAYMENT).json()["outcome"] == "applied"
+    genuine = Payment.objects.get(reference_number=APP_PAYMENT["referenceNumber"])
+    squatter.refresh_from_db()
+    assert squatter.total_refunded_amount == 0 and not squatter.refunds.exists()
+    assert Refund.objects.get().payment == genuine and genuine.total_refunded_amount == 2
+    assert "1 refund(s) of 2.00 moved" in squatter.anomalies[-1]["detail"]
+    # The receivers hear of the refund with the payment it belongs to.
+    assert signal_log.names() == ["payment_received", "refund_sent", "payment_received", "refund_sent"]
+    assert signal_log.calls[-1][2]["payment"] == genuine
+
+
+def test_the_refunds_of_a_squatter_of_another_kind_move_too(lambda_handler, ath, settings, signal_log):
+    squat = {**APP_PAYMENT, "referenceNumber": COMPLETED["referenceNumber"], "total": "1.00"}
+    unconfirmed(settings, lambda_handler, squat)
+    unconfirmed(settings, lambda_handler, {**REFUND, "total": "6.00"})
+    ath_says(ath)
+    assert post(lambda_handler, COMPLETED).json()["outcome"] == "applied"
+    genuine = Payment.objects.get(ecommerce_id=COMPLETED["ecommerceId"])
+    assert Refund.objects.get().payment == genuine and genuine.total_refunded_amount == 6
+    assert Payment.objects.get(transaction_type="payment").total_refunded_amount == 0
+
+
+def test_a_completion_in_aths_published_shape_takes_its_reference_number_back_too(
+    lambda_handler, ath, settings, signal_log
+):
+    legacy = sample_data("ecommerce_completed.legacy")
+    # Before verification was on, a forged completion in that shape named the reference with another total.
+    settings.ATHM_VERIFY = False
+    assert post(lambda_handler, {**legacy, "total": "1.00"}).json()["outcome"] == "applied"
+    settings.ATHM_VERIFY = True
+    report_lists(ath, legacy)
+    response = post(lambda_handler, legacy)
+    assert response.json()["outcome"] == "applied" and response.json()["anomalies"] == ["reference_conflict"]
+    genuine = Payment.objects.get(reference_number=legacy["referenceNumber"])
+    assert str(genuine.total) == "12.50" and genuine.verified_at is not None
+    assert signal_log.names() == ["payment_completed", "payment_completed"]
+
+
+def test_a_confirmed_checkout_is_not_joined_to_an_unconfirmed_one_with_another_total(
+    lambda_handler, ath, settings, signal_log
+):
+    # A forged completion in ATH's published shape (no ecommerceId) names the checkout's reference number.
+    settings.ATHM_VERIFY = False
+    forged = {**sample_data("ecommerce_completed.legacy"), "referenceNumber": COMPLETED["referenceNumber"]}
+    assert post(lambda_handler, {**forged, "total": "1.00"}).json()["outcome"] == "applied"
+    settings.ATHM_VERIFY = True
+    ath_says(ath)
+    response = post(lambda_handler, COMPLETED)
+    assert response.json()["outcome"] == "applied" and response.json()["anomalies"] == ["reference_conflict"]
+    genuine = Payment.objects.get(ecommerce_id=COMPLETED["ecommerceId"])
+    assert genuine.reference_number == COMPLETED["referenceNumber"] and str(genuine.total) == "26.00"
+    assert genuine.verified_at is not None
+    assert Payment.objects.get(ecommerce_id=None).reference_number is None
+
+
+def test_a_confirmed_checkout_is_joined_to_the_same_one_recorded_unconfirmed(
+    lambda_handler, ath, settings, signal_log
+):
+    settings.ATHM_VERIFY = False
+    legacy = {**sample_data("ecommerce_completed.legacy"), "referenceNumber": COMPLETED["referenceNumber"]}
+    assert post(lambda_handler, {**legacy, "total": COMPLETED["total"]}).json()["outcome"] == "applied"
+    settings.ATHM_VERIFY = True
+    ath_says(ath)
+    response = post(lambda_handler, COMPLETED)
+    assert response.json()["outcome"] == "duplicate" and not response.json()["anomalies"], response
+    payment = Payment.objects.get()
+    assert payment.ecommerce_id == COMPLETED["ecommerceId"] and payment.verified_at is not None
+    assert signal_log.names() == ["payment_completed"]

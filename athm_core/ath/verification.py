@@ -123,7 +123,8 @@ def check(event: AthmEvent) -> AthmEvent | str | None:
     """
     if not athm_settings.ATHM_VERIFY or not event.type.signal:  # the test button: never a business row
         return None
-    if processor.already_applied(event):
+    applied = processor.applied_confirmed(event)
+    if applied is not None and (applied or not _confirmable_again(event)):
         return None  # a redelivery: it changes nothing, so there is nothing to verify
     if not event.type.is_ecommerce:
         # App payments, donations and refunds: the transaction report confirms them, with the private token.
@@ -141,6 +142,17 @@ def check(event: AthmEvent) -> AthmEvent | str | None:
             return "ATH Móvil knows no payment with this ecommerceId"
         raise Unavailable(str(exc)) from None
     return _compare(event, answer)
+
+
+def _confirmable_again(event: AthmEvent) -> bool:
+    """Whether a redelivery of an event applied unconfirmed (before verification, or by the deadline) is
+    asked about again: one keyed by its reference number, which an unconfirmed payment may hold with a
+    forged total, when the transaction report can confirm it. The processor then marks that payment
+    confirmed, or takes the number back from it (``reference_conflict``)."""
+    keyed_by_reference = event.type in (EventType.PAYMENT_RECEIVED, EventType.DONATION_RECEIVED) or (
+        event.type == EventType.ECOMMERCE_COMPLETED and not event.ecommerce_id
+    )
+    return keyed_by_reference and bool(athm_settings.ATHM_PRIVATE_TOKEN)
 
 
 def _compare(event: AthmEvent, answer: Any) -> str | None:
