@@ -39,7 +39,10 @@ from athm_core.text import storable
 
 log = logging.getLogger(__name__)
 
+# The body's major version (a change that could break a consumer gets a new one; subscriptions filter on
+# it), and its revision within it, one more for each compatible addition: 1 added ``payment.anomalies``.
 SCHEMA_VERSION = 1
+SCHEMA_REVISION = 1
 # SNS takes 262,144 bytes per message, attributes included; the attributes need far less than the rest.
 MAX_BODY_BYTES = 256 * 1024 - 2048
 
@@ -90,6 +93,7 @@ def message(
     )
     document = {
         "schema_version": SCHEMA_VERSION,
+        "schema_revision": SCHEMA_REVISION,
         "id": str(outbox_message.event_id),
         "type": kind.sns_type,
         "occurred_at": _time(occurred_at),

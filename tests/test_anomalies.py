@@ -127,6 +127,12 @@ def test_the_sns_message_carries_the_anomalies_and_keeps_to_the_schema(lambda_ha
     first = json.loads(OutboxMessage.objects.order_by("pk").first().body)
     event_schema.validate(first)
     assert first["payment"]["anomalies"] == []
+    # A compatible change: the revision says so, the version (which subscriptions filter on) stays 1, and a
+    # message from before (no revision, no anomalies) still keeps to the schema.
+    assert (message["schema_version"], message["schema_revision"]) == (1, 1)
+    older = {key: value for key, value in first.items() if key != "schema_revision"}
+    older["payment"] = {key: value for key, value in first["payment"].items() if key != "anomalies"}
+    event_schema.validate(older)
 
 
 ADMIN_SCRIPT = """
