@@ -94,7 +94,9 @@ def test_a_look_alike_checkout_is_still_verified_with_ath(lambda_handler, fake_a
     assert lambda_handler.post(json.dumps(genuine)).json()["outcome"] == "applied"
 
     # ATH knows no checkout "abc123": a body that claims it completed is refused, not taken as a duplicate.
-    fake_athm.answer(FIND_PAYMENT_PATH, 404, {"status": "error", "message": "not found"})
+    fake_athm.answer(
+        FIND_PAYMENT_PATH, 404, {"status": "error", "message": "not found", "errorcode": "BTRA_0031"}
+    )
     forged = {**genuine, "ecommerceId": "abc123", "referenceNumber": "215070443-forged"}
     answer = lambda_handler.post(json.dumps(forged)).json()
     assert (answer["accepted"], answer["outcome"]) == (False, "rejected")

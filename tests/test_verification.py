@@ -85,17 +85,43 @@ def test_an_event_ath_contradicts_is_rejected_and_changes_nothing(lambda_handler
     assert record.raw_body == json.dumps(COMPLETED) and record.payment is None
 
 
-@pytest.mark.parametrize(
-    "status, body",
-    [(200, {"status": "success", "data": None}), (200, {"status": "success", "data": {}}), (404, {})],
-    ids=["data-null", "data-empty", "http-404"],
-)
-def test_an_ecommerce_id_ath_does_not_know_is_rejected(lambda_handler, ath, status, body):
-    ath.answer(FIND_PAYMENT_PATH, status, body)
+UNKNOWN = {"status": "error", "message": "ecommerceId does not exist", "errorcode": "BTRA_0031", "data": None}
+
+
+@pytest.mark.parametrize("status", [400, 404, 200])
+def test_an_ecommerce_id_ath_does_not_know_is_rejected(lambda_handler, ath, status):
+    ath.answer(FIND_PAYMENT_PATH, status, UNKNOWN)
     response = lambda_handler.post(json.dumps(COMPLETED))
     assert response.status == 200 and response.json()["outcome"] == "rejected"
-    assert WebhookEvent.objects.get().error == "ATH Móvil knows no payment with this ecommerceId"
+    assert WebhookEvent.objects.get().error == "ATH Móvil knows no payment with this ecommerceId (BTRA_0031)"
     assert nothing_changed()
+
+
+@pytest.mark.parametrize(
+    "status, body",
+    [
+        (404, None),  # a proxy's HTML page, a wrong ATHM_PAYMENTS_API_BASE_URL
+        (404, {"status": "error", "message": "not found"}),
+        *((200, {"status": "success", "data": data}) for data in (None, {}, [], "", 0, False)),
+    ],
+    ids=["404-html", "404-json", "data-null", "data-empty", "data-list", "data-text", "data-0", "data-false"],
+)
+def test_answers_that_do_not_name_the_payment_keep_it_pending_not_rejected(
+    lambda_handler, ath, signal_log, status, body
+):
+    if body is None:
+        ath.answer(FIND_PAYMENT_PATH, status, raw=b"<html><body>Not Found</body></html>")
+    else:
+        ath.answer(FIND_PAYMENT_PATH, status, body)
+    response = lambda_handler.post(json.dumps(COMPLETED))
+    assert response.status == 503 and response.json()["error"] == "verification_pending", response
+    assert nothing_changed()
+    # Once ATH answers, the relay applies it.
+    ath_says(ath)
+    from athm_core import replay
+
+    assert replay.finish_pending(retry_now=True).verification["settled"] == {"applied": 1}
+    assert signal_log.names() == ["payment_completed"]
 
 
 @pytest.mark.parametrize(

@@ -77,6 +77,9 @@ from athm_core.payloads import (
 
 # What findPayment says before a checkout ends: the event may simply have overtaken ATH's own records.
 _EARLIER_STATES = {"OPEN", "CONFIRM"}
+# ATH Móvil's error code for an ecommerceId it does not know (its Payment Button API guide): the one answer
+# that contradicts an event for good. Any other error, a 404 without it included, is ATH not answering.
+UNKNOWN_ECOMMERCE_ID = "BTRA_0031"
 
 
 # How far from the event's date the transaction report is searched for its reference number, in days.
@@ -138,8 +141,9 @@ def check(event: AthmEvent) -> AthmEvent | str | None:
             timeout=athm_settings.ATHM_VERIFY_TIMEOUT,
         )
     except client.AthmApiError as exc:
-        if exc.status == 404:
-            return "ATH Móvil knows no payment with this ecommerceId"
+        if exc.code == UNKNOWN_ECOMMERCE_ID:
+            return f"ATH Móvil knows no payment with this ecommerceId ({UNKNOWN_ECOMMERCE_ID})"
+        # Anything else (a 404 from a proxy or a wrong base URL included) says nothing of the payment.
         raise Unavailable(str(exc)) from None
     return _compare(event, answer)
 
@@ -159,10 +163,9 @@ def _compare(event: AthmEvent, answer: Any) -> str | None:
     if not isinstance(answer, dict) or "data" not in answer:
         raise Unavailable("findPayment's answer has no data")
     data = answer["data"]
-    if not data:
-        return "ATH Móvil knows no payment with this ecommerceId"
     if not isinstance(data, dict) or not isinstance(data.get("ecommerceStatus"), str):
-        raise Unavailable("findPayment's answer has no ecommerceStatus")
+        # ATH answered, without the payment (``null``, ``{}``): it waits, and is kept unverified in the end.
+        raise NotConfirmedYet("findPayment's answer has no ecommerceStatus")
     status = data["ecommerceStatus"].strip().upper()
     expected = "COMPLETED" if event.type == EventType.ECOMMERCE_COMPLETED else "CANCEL"
     if status in _EARLIER_STATES:
@@ -425,7 +428,7 @@ def amounts_from_ath(data: dict[str, Any]) -> AthmEvent | None:
             timeout=athm_settings.ATHM_VERIFY_TIMEOUT,
         )
     except client.AthmApiError as exc:
-        if exc.status == 404:
+        if exc.code == UNKNOWN_ECOMMERCE_ID:
             return None
         raise Unavailable(str(exc)) from None
     found = answer.get("data") if isinstance(answer, dict) else None
