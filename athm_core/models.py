@@ -164,6 +164,10 @@ class WebhookEvent(models.Model):
     # many times it has asked, and the delivery that settled it (applied, duplicate, rejected, ...).
     verify_after = models.DateTimeField(null=True, blank=True, db_index=True)
     verification_attempts = models.PositiveIntegerField(default=0)
+    # When ATH Móvil first answered about this pending delivery without confirming it (its transaction report
+    # does not list it, findPayment still says OPEN): such a delivery is never applied unverified by the
+    # ATHM_APPLY_UNVERIFIED_AFTER deadline, and is kept ``unverified`` two days on.
+    not_confirmed_at = models.DateTimeField(null=True, blank=True)
     settled_by = models.ForeignKey(
         "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="settled", editable=False
     )

@@ -153,13 +153,15 @@ def record(
     source_ip: str | None = None,
     request_id: str = "",
     verify_after: datetime | None = None,
+    not_confirmed_at: datetime | None = None,
 ) -> WebhookEvent:
     """Keep a delivery that changes nothing, with ``outcome`` and why (``error``).
 
     For a body that could not be read (``invalid``), one that ATH Móvil contradicts (``rejected``) or
     cannot confirm (``unverified``), one it could not be asked about yet (``pending``, verified again from
-    ``verify_after``), and one whose processing failed (``failed``, with the traceback), so that each can
-    be looked at and replayed. The body's arguments are :func:`process`'s.
+    ``verify_after``; ``not_confirmed_at`` when ATH answered without confirming it), and one whose
+    processing failed (``failed``, with the traceback), so that each can be looked at and replayed. The
+    body's arguments are :func:`process`'s.
     """
     return _record(
         raw_body,
@@ -171,6 +173,7 @@ def record(
         source_ip=source_ip,
         request_id=request_id,
         verify_after=verify_after,
+        not_confirmed_at=not_confirmed_at,
     )
 
 
@@ -204,10 +207,12 @@ def _record(
     payment: Payment | None = None,
     refund: Refund | None = None,
     verify_after: datetime | None = None,
+    not_confirmed_at: datetime | None = None,
     anomalies: list[dict] | None = None,
 ) -> WebhookEvent:
     return WebhookEvent.objects.create(
         verify_after=verify_after,
+        not_confirmed_at=not_confirmed_at,
         anomalies=anomalies or [],
         received_at=timezone.now(),
         request_id=request_id,

@@ -38,10 +38,17 @@ from dataclasses import dataclass
 
 from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError, InterfaceError, OperationalError
+from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from athm_core import processor
-from athm_core.ath.verification import Unavailable, Unverifiable, amounts_from_ath, next_verification
+from athm_core.ath.verification import (
+    NotConfirmedYet,
+    Unavailable,
+    Unverifiable,
+    amounts_from_ath,
+    next_verification,
+)
 from athm_core.conf import athm_settings
 from athm_core.models import WebhookEvent
 from athm_core.payloads import AmountError, AthmEvent, PayloadError, parse, text_codec
@@ -147,7 +154,12 @@ def _pending(event: AthmEvent | None, exc: Exception, kept: dict) -> Delivery:
     reason = str(exc)
     log.warning("webhook event kept pending verification: %s", type(exc).__name__)
     record = processor.record(
-        event=event, outcome=Outcome.PENDING, error=reason, verify_after=next_verification(0), **kept
+        event=event,
+        outcome=Outcome.PENDING,
+        error=reason,
+        verify_after=next_verification(0),
+        not_confirmed_at=timezone.now() if isinstance(exc, NotConfirmedYet) else None,
+        **kept,
     )
     return Delivery(Outcome.PENDING, record, event, reason)
 

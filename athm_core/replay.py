@@ -232,17 +232,21 @@ def _verify_one(pk: int, report: VerificationReport, *, retry_now: bool = False)
                 raise Unavailable("verification is off in this process")
             delivery = _receive_again(record, check=None)
         except NotConfirmedYet as exc:
-            # ATH Móvil answers, and does not confirm it: never applied by the deadline below. After
-            # CONFIRMATION_DEADLINE it stops costing calls, kept unverified (reprocessed if ATH lists it).
-            if timezone.now() - record.received_at < CONFIRMATION_DEADLINE:
+            # ATH Móvil answers, and does not confirm it: never applied by the deadline below, now or later.
+            # CONFIRMATION_DEADLINE after its first such answer it stops costing calls, kept unverified
+            # (reprocessed if ATH lists it after all).
+            if record.not_confirmed_at is None:
+                record.not_confirmed_at = timezone.now()
+                WebhookEvent.objects.filter(pk=pk).update(not_confirmed_at=record.not_confirmed_at)
+            if timezone.now() - record.not_confirmed_at < CONFIRMATION_DEADLINE:
                 raise
             delivery = _receive_again(
                 record, check=_unconfirmed(f"{exc}, {CONFIRMATION_DEADLINE.days} days on")
             )
         except Unavailable:
-            # ATH Móvil was asked, and still cannot answer: after the deadline the merchant chose, applied
-            # unverified; otherwise it waits.
-            if not _waited_long_enough(record):
+            # ATH Móvil cannot answer now: after the deadline the merchant chose, applied unverified, unless
+            # ATH has answered about it before without confirming it; otherwise it waits.
+            if record.not_confirmed_at is not None or not _waited_long_enough(record):
                 raise
             unverified_ok = True
             delivery = _receive_again(record, check=_accept_unverified)

@@ -12,7 +12,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from athm_core import replay
-from athm_core.ath.client import REPORT_PATH
+from athm_core.ath.client import FIND_PAYMENT_PATH, REPORT_PATH
 from athm_core.models import Payment, Refund, WebhookEvent
 from tests.conftest import sample_data
 from tests.fake_athm import fake_athm_fixture  # noqa: F401
@@ -145,7 +145,9 @@ def test_a_second_partial_refund_is_not_taken_for_the_first(lambda_handler, ath,
 def waited(**delta) -> None:
     """As if every kept delivery had been received ``delta`` earlier, and were due for the relay now."""
     WebhookEvent.objects.update(
-        received_at=F("received_at") - timedelta(**delta), verify_after=timezone.now() - timedelta(seconds=1)
+        received_at=F("received_at") - timedelta(**delta),
+        not_confirmed_at=F("not_confirmed_at") - timedelta(**delta),
+        verify_after=timezone.now() - timedelta(seconds=1),
     )
 
 
@@ -323,3 +325,35 @@ def test_a_confirmed_checkout_is_joined_to_the_same_one_recorded_unconfirmed(
     payment = Payment.objects.get()
     assert payment.ecommerce_id == COMPLETED["ecommerceId"] and payment.verified_at is not None
     assert signal_log.names() == ["payment_completed"]
+
+
+def test_once_ath_has_answered_without_confirming_the_deadline_never_applies_it(
+    lambda_handler, ath, settings, signal_log
+):
+    """ATH says "not listed" (or "OPEN"), then cannot be reached: the deadline is for an ATH that never
+    answered, so making ATH unreachable after the fact gains a forger nothing."""
+    settings.ATHM_APPLY_UNVERIFIED_AFTER = 60
+    report_lists(ath)
+    made_up = {**APP_PAYMENT, "referenceNumber": "215070-made-up", "total": "999.00"}
+    assert post(lambda_handler, made_up).status == 503
+    ath_says(ath, "OPEN")
+    assert post(lambda_handler, COMPLETED).status == 503
+    waited(minutes=5)
+    ath.answer(REPORT_PATH, 502, raw=b"Bad Gateway")
+    ath.answer(FIND_PAYMENT_PATH, 503, raw=b"down")
+    verification = replay.finish_pending().verification
+    assert (verification["applied_unverified"], verification["still_pending"]) == (0, 2)
+    # Nor does a relay that cannot ask ATH at all.
+    settings.ATHM_VERIFY = False
+    waited(minutes=5)
+    assert replay.finish_pending().verification["applied_unverified"] == 0
+    assert not Payment.objects.exists() and signal_log.names() == []
+
+
+def test_the_deadline_still_applies_what_ath_never_answered_about(lambda_handler, ath, settings, signal_log):
+    settings.ATHM_APPLY_UNVERIFIED_AFTER = 60
+    ath.answer(REPORT_PATH, 502, raw=b"Bad Gateway")
+    assert post(lambda_handler, APP_PAYMENT).status == 503
+    waited(minutes=5)
+    assert replay.finish_pending().verification["applied_unverified"] == 1
+    assert signal_log.names() == ["payment_received"]
