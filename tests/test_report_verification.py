@@ -357,3 +357,67 @@ def test_the_deadline_still_applies_what_ath_never_answered_about(lambda_handler
     waited(minutes=5)
     assert replay.finish_pending().verification["applied_unverified"] == 1
     assert signal_log.names() == ["payment_received"]
+
+
+# --- the transaction report's row is the record, as findPayment's answer is --------------------------------
+
+LEGACY = sample_data("ecommerce_completed.legacy")  # metadata1 order-2044, one item "Pastelillos"
+
+
+@pytest.mark.parametrize(
+    "forged, difference",
+    [
+        ({"metadata1": "order-9999"}, "metadata1 'order-9999', ATH 'order-2044'"),
+        ({"metadata2": "otra-tienda"}, "metadata2 'otra-tienda', ATH 'tienda-ponce'"),
+        ({"items": [{"name": "Big TV", "quantity": "1", "price": "11.25", "tax": "1.25"}]}, "the items"),
+        ({"fee": "0.01"}, "fee 0.01, ATH 0.31"),
+    ],
+)
+def test_a_completion_without_ecommerce_id_that_lies_about_the_order_is_rejected(
+    lambda_handler, ath, signal_log, forged, difference
+):
+    report_lists(ath, LEGACY)
+    response = post(lambda_handler, {**LEGACY, **forged})
+    assert response.json()["outcome"] == "rejected", response
+    error = WebhookEvent.objects.get().error
+    assert error.startswith("ATH Móvil's transaction report differs: ") and difference in error, error
+    assert not Payment.objects.exists() and signal_log.names() == []
+    assert post(lambda_handler, LEGACY).json()["outcome"] == "applied"
+    assert Payment.objects.get().metadata_1 == "order-2044" and signal_log.names() == ["payment_completed"]
+
+
+def test_the_report_row_is_the_record_where_the_body_says_nothing_or_otherwise(lambda_handler, ath):
+    report_lists(ath, {**APP_PAYMENT, "name": "Ana Colón", "message": "Almuerzo", "dailyTransactionID": 11})
+    body = {**APP_PAYMENT, "name": "Someone Else", "message": "forged", "dailyTransactionID": "0099"}
+    assert post(lambda_handler, body).json()["outcome"] == "applied"
+    payment = Payment.objects.get()
+    assert (payment.name, payment.message, payment.daily_transaction_id) == ("Ana Colón", "Almuerzo", 11)
+    legacy = {key: value for key, value in LEGACY.items() if key not in ("metadata1", "metadata2", "items")}
+    report_lists(ath, LEGACY)
+    assert post(lambda_handler, legacy).json()["outcome"] == "applied"
+    checkout = Payment.objects.get(reference_number=LEGACY["referenceNumber"])
+    assert (checkout.metadata_1, checkout.metadata_2) == ("order-2044", "tienda-ponce")
+    assert [item["name"] for item in checkout.items] == ["Pastelillos"]
+
+
+def test_a_forged_copy_of_a_partial_refund_is_not_confirmed_by_the_genuine_row(
+    lambda_handler, ath, signal_log
+):
+    ath_says(ath)
+    post(lambda_handler, COMPLETED)
+    genuine = {**REFUND, "dailyTransactionID": "3"}
+    report_lists(ath, COMPLETED, genuine)
+    assert post(lambda_handler, genuine).json()["outcome"] == "applied"
+    for copy in (
+        {**REFUND, "dailyTransactionID": "77", "date": "2026-11-21 11:00:00"},
+        {**REFUND, "dailyTransactionID": "3", "date": "2026-11-21 11:00:00"},  # the same daily id
+        {key: value for key, value in genuine.items() if key != "dailyTransactionID"},
+    ):
+        assert post(lambda_handler, copy).json()["error"] == "verification_pending", copy
+    assert Payment.objects.get().total_refunded_amount == 6
+    assert signal_log.names() == ["payment_completed", "refund_sent"]
+    # Two genuine refunds of the same amount, each listed: both recorded.
+    other = {**REFUND, "dailyTransactionID": "4", "date": "2026-11-21 12:00:00"}
+    report_lists(ath, COMPLETED, genuine, other)
+    assert post(lambda_handler, other).json()["outcome"] == "applied"
+    assert Payment.objects.get().total_refunded_amount == 12

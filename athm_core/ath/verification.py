@@ -36,7 +36,10 @@ stand in for them: :func:`amounts_from_ath` reads the event again with ATH's amo
 
 Refunds, app payments and donations have no lookup by id in ATH's API (findPayment knows eCommerce
 payments only). With ``ATHM_PRIVATE_TOKEN`` set, the transaction report confirms them by reference number
-(and a refund by its amount): one call per day's window, its rows used again for
+(a refund by its amount and daily id too, and only while the refunds recorded do not already account for
+every row that matches it). The row is ATH's record as findPayment's answer is: the body's metadata,
+amounts and items are compared with it (a difference rejects the event), and its values are written
+where it gives them. One call per day's window, its rows used again for
 :data:`REPORT_CACHE_SECONDS`; one the report does not list yet waits ``pending``. Without the private token
 they are applied unverified; docs/security.md says what limits the damage. Every confirmed event carries
 ``verified_at``, stored on its payment: a confirmed event takes its reference number back from an
@@ -61,6 +64,7 @@ from athm_core import processor
 from athm_core.ath import client
 from athm_core.conf import athm_settings
 from athm_core.events import EventType
+from athm_core.models import Refund
 from athm_core.payloads import (
     AMOUNT_FIELDS,
     PUERTO_RICO,
@@ -212,8 +216,10 @@ def _differences(event: AthmEvent, data: dict[str, Any]) -> list[str]:
             if ath is not None and ath != claimed:
                 differences.append(f"{field} {claimed}, ATH {ath}")
     ath_items = _ath_items(data)
-    if event.items and ath_items and _items_differ(event.items, ath_items, data["items"]):
-        differences.append("the items")
+    if event.items and ath_items:
+        compared = [attribute for field, attribute in _ITEM_FIELDS.items() if _given(data["items"], field)]
+        if _items_differ(event.items, ath_items, compared):
+            differences.append("the items")
     return differences
 
 
@@ -271,12 +277,11 @@ def _complete(entries: list) -> bool:
     return all(_given(entries, field) for field in _ITEM_FIELDS)
 
 
-def _items_differ(claimed: tuple, ath_items: tuple, entries: list) -> bool:
-    """Whether the items differ in number, or in name, quantity or price (each compared where ATH gives it
-    for every item), whatever their order."""
+def _items_differ(claimed: tuple, ath_items: tuple, compared: list[str]) -> bool:
+    """Whether the items differ in number, or in the ``compared`` attributes (those ATH gives for every
+    item: name, quantity, price), whatever their order."""
     if len(claimed) != len(ath_items):
         return True
-    compared = [attribute for field, attribute in _ITEM_FIELDS.items() if _given(entries, field)]
 
     def keys(items) -> list[tuple]:
         return sorted(tuple(str(getattr(item, attribute) or "") for attribute in compared) for item in items)
@@ -331,24 +336,94 @@ def _check_in_report(event: AthmEvent) -> AthmEvent | str:
     listed = _listed(event, rows)
     if not listed and not fetched:  # not in a copy kept from before: it may have been listed since
         listed = _listed(event, _report(day, fresh=True)[0])
-    if not listed:
+    if not listed or (event.type == EventType.REFUND_SENT and _recorded_already(event, listed)):
         raise NotConfirmedYet(
             f"ATH Móvil's transaction report does not list reference number {event.reference_number} "
             f"({REPORT_WINDOW_DAYS} day(s) either side of the event's date)"
+            + (" for another refund than those recorded" if listed else "")
         )
-    if listed[0].total != event.total:
-        return f"ATH Móvil's transaction report gives a total of {listed[0].total}, not {event.total}"
-    return replace(event, verified_at=timezone.now())
+    row = listed[0]
+    if row.total != event.total:
+        return f"ATH Móvil's transaction report gives a total of {row.total}, not {event.total}"
+    differences = _row_differences(event, row)
+    if differences:
+        return "ATH Móvil's transaction report differs: " + "; ".join(differences)
+    return replace(_as_reported(event, row), verified_at=timezone.now())
+
+
+def _recorded_already(refund: AthmEvent, listed: list[AthmEvent]) -> bool:
+    """Whether the refunds recorded with this reference number, amount (and daily id, where the report gives
+    one) already account for every row the report lists for them: a copy of a genuine refund under another
+    date or daily id is then not confirmed by the genuine refund's row."""
+    recorded = Refund.objects.filter(reference_number=refund.reference_number, amount=refund.total)
+    if refund.daily_transaction_id is not None:
+        recorded = recorded.filter(daily_transaction_id=refund.daily_transaction_id)
+    return recorded.count() >= len(listed)
+
+
+def _row_differences(event: AthmEvent, row: AthmEvent) -> list[str]:
+    """Each field that identifies the order or the money where the body and the report's row both give one
+    and differ, with both values (the report's row is in the webhook's shape)."""
+    differences = []
+    for attribute, field in (("metadata_1", "metadata1"), ("metadata_2", "metadata2")):
+        claimed, given = getattr(event, attribute), getattr(row, attribute)
+        if claimed and given and claimed != given:
+            differences.append(f"{field} {claimed!r:.40}, ATH {given!r:.40}")
+    if event.type == EventType.REFUND_SENT:
+        return differences  # a refund's amount chose its row
+    for attribute, field in (
+        ("subtotal", "subtotal"),
+        ("tax", "tax"),
+        ("fee", "fee"),
+        ("net_amount", "netAmount"),
+    ):
+        claimed, given = getattr(event, attribute), getattr(row, attribute)
+        if claimed is not None and given is not None and claimed != given:
+            differences.append(f"{field} {claimed}, ATH {given}")
+    if event.items and row.items:
+        compared = ["price"]
+        if all(item.name for item in row.items):
+            compared.append("name")
+        if all(item.quantity is not None for item in row.items):
+            compared.append("quantity")
+        if _items_differ(event.items, row.items, compared):
+            differences.append("the items")
+    return differences
+
+
+# What the report's row gives that is written instead of the body's (the row is ATH's record), where it
+# gives one. A refund's daily id and date are part of its identity, matched already, and stay the body's.
+_REPORTED_TEXT = ("metadata_1", "metadata_2", "name", "phone_number", "email", "message", "business_name")
+_REPORTED_AMOUNTS = ("subtotal", "tax", "fee", "net_amount")
+
+
+def _as_reported(event: AthmEvent, row: AthmEvent) -> AthmEvent:
+    changes: dict[str, Any] = {name: getattr(row, name) for name in _REPORTED_TEXT if getattr(row, name)}
+    if event.type != EventType.REFUND_SENT:
+        changes.update(
+            {name: getattr(row, name) for name in _REPORTED_AMOUNTS if getattr(row, name) is not None}
+        )
+        if row.daily_transaction_id is not None:
+            changes["daily_transaction_id"] = row.daily_transaction_id
+        if row.items and (not event.items or all(item.name for item in row.items)):
+            changes["items"] = row.items
+    return replace(event, **changes)
 
 
 def _listed(event: AthmEvent, rows: list[AthmEvent]) -> list[AthmEvent]:
     """The report's rows that are ``event``: of its own kind (a refund carries its payment's reference
-    number) and reference number; for a refund, of its amount too (partial refunds share a reference)."""
+    number) and reference number; for a refund, of its amount too (partial refunds share a reference), and
+    of its daily id where the row gives one."""
     listed = [
         row for row in rows if row.reference_number == event.reference_number and row.type == event.type
     ]
     if event.type == EventType.REFUND_SENT:
-        listed = [row for row in listed if row.total == event.total]
+        listed = [
+            row
+            for row in listed
+            if row.total == event.total
+            and (row.daily_transaction_id is None or row.daily_transaction_id == event.daily_transaction_id)
+        ]
     return listed
 
 
