@@ -184,14 +184,33 @@ def already_applied(event: AthmEvent) -> bool:
     ).exists()
 
 
-def applied_confirmed(event: AthmEvent) -> bool | None:
-    """``None`` when no delivery of ``event`` has been applied; else whether one of those that were applied
-    it to a payment ATH Móvil confirmed (``verified_at``). One query, like :func:`already_applied`."""
+# What :func:`applied_state` says of an event.
+NEVER_APPLIED = "never applied"
+CONFIRMED = "confirmed"  # applied to a payment ATH Móvil confirmed, which agrees with this delivery
+UNCONFIRMED = "unconfirmed"  # applied to a payment ATH Móvil has not confirmed
+CONTRADICTED = "contradicted"  # applied to a confirmed payment with another total or reference number
+
+
+def applied_state(event: AthmEvent) -> str:
+    """Whether a delivery of ``event`` has been applied, and to what: one of the states above, in one
+    query (like :func:`already_applied`). A refund that was applied is ``CONFIRMED``: a redelivery of it
+    changes nothing whatever it says."""
     applied = WebhookEvent.objects.filter(idempotency_key=event.idempotency_key, outcome=Outcome.APPLIED)
-    confirmed = list(applied.order_by().values_list("payment__verified_at", flat=True))
+    rows = list(
+        applied.order_by().values_list("payment__verified_at", "payment__total", "payment__reference_number")
+    )
+    if not rows:
+        return NEVER_APPLIED
+    if event.type == EventType.REFUND_SENT:
+        return CONFIRMED
+    confirmed = [(total, reference) for verified_at, total, reference in rows if verified_at is not None]
     if not confirmed:
-        return None
-    return any(when is not None for when in confirmed)
+        return UNCONFIRMED
+    agrees = any(
+        total == event.total and (not event.reference_number or reference == event.reference_number)
+        for total, reference in confirmed
+    )
+    return CONFIRMED if agrees else CONTRADICTED
 
 
 def _record(
@@ -500,16 +519,26 @@ def _reference_conflict(event: AthmEvent) -> str:
 
 def _squatted(event: AthmEvent, payment: Payment, transaction_type: str) -> bool:
     """Whether the (locked) ``payment`` that holds the reference number of ``event``, which ATH Móvil
-    confirmed, is not that transaction: unconfirmed, and of another kind or total than ATH confirms."""
+    confirmed, is not that transaction: unconfirmed, and of another kind, total or order than ATH confirms."""
     if event.verified_at is None or payment.verified_at is not None:
         return False
-    return payment.transaction_type != transaction_type or payment.total != event.total
+    return payment.transaction_type != transaction_type or not _agrees(payment, event)
+
+
+def _agrees(payment: Payment, event: AthmEvent) -> bool:
+    """Whether ``payment`` records what ``event`` (as ATH Móvil confirmed it) says of the money and the
+    order: its total, and its metadata where ATH gives any."""
+    return payment.total == event.total and all(
+        not getattr(event, name) or getattr(payment, name) == getattr(event, name)
+        for name in ("metadata_1", "metadata_2")
+    )
 
 
 def _confirm_recorded(payment: Payment, event: AthmEvent) -> None:
-    """Mark an unconfirmed (locked) payment confirmed by ``event``, which ATH confirmed with the same total:
-    its redeliveries need not ask again. (Another total stays a ``conflicting_redelivery``.)"""
-    if event.verified_at is not None and payment.verified_at is None and payment.total == event.total:
+    """Mark an unconfirmed (locked) payment confirmed by ``event``, which ATH confirmed as recorded (total,
+    metadata): its redeliveries need not ask again. (Otherwise it stays unconfirmed; another total is a
+    ``conflicting_redelivery``.)"""
+    if event.verified_at is not None and payment.verified_at is None and _agrees(payment, event):
         payment.verified_at = event.verified_at
         payment.save(update_fields=["verified_at", "updated_at"])
 

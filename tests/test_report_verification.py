@@ -316,8 +316,9 @@ def test_a_confirmed_checkout_is_joined_to_the_same_one_recorded_unconfirmed(
     lambda_handler, ath, settings, signal_log
 ):
     settings.ATHM_VERIFY = False
-    legacy = {**sample_data("ecommerce_completed.legacy"), "referenceNumber": COMPLETED["referenceNumber"]}
-    assert post(lambda_handler, {**legacy, "total": COMPLETED["total"]}).json()["outcome"] == "applied"
+    same = {key: COMPLETED[key] for key in ("referenceNumber", "total", "metadata1", "metadata2")}
+    legacy = {**sample_data("ecommerce_completed.legacy"), **same}
+    assert post(lambda_handler, legacy).json()["outcome"] == "applied"
     settings.ATHM_VERIFY = True
     ath_says(ath)
     response = post(lambda_handler, COMPLETED)
@@ -421,3 +422,46 @@ def test_a_forged_copy_of_a_partial_refund_is_not_confirmed_by_the_genuine_row(
     report_lists(ath, COMPLETED, genuine, other)
     assert post(lambda_handler, other).json()["outcome"] == "applied"
     assert Payment.objects.get().total_refunded_amount == 12
+
+
+def test_an_unconfirmed_completion_with_a_forged_order_is_not_marked_confirmed_by_the_genuine_one(
+    lambda_handler, ath, settings, signal_log
+):
+    settings.ATHM_VERIFY = False
+    forged = {**LEGACY, "referenceNumber": COMPLETED["referenceNumber"], "total": COMPLETED["total"]}
+    assert post(lambda_handler, {**forged, "metadata1": "order-9999"}).json()["outcome"] == "applied"
+    settings.ATHM_VERIFY = True
+    ath.answer(
+        FIND_PAYMENT_PATH,
+        200,
+        {
+            "status": "success",
+            "data": {
+                "ecommerceStatus": "COMPLETED",
+                "referenceNumber": COMPLETED["referenceNumber"],
+                "total": COMPLETED["total"],
+                "metadata1": "order-1002",
+            },
+        },
+    )
+    response = post(lambda_handler, COMPLETED)
+    assert response.json()["outcome"] == "applied" and response.json()["anomalies"] == ["reference_conflict"]
+    genuine = Payment.objects.get(ecommerce_id=COMPLETED["ecommerceId"])
+    assert genuine.metadata_1 == "order-1002" and genuine.verified_at is not None
+    assert Payment.objects.get(ecommerce_id=None).verified_at is None
+    assert signal_log.names() == ["payment_completed", "payment_completed"]
+
+
+def test_a_forgery_kept_pending_is_rejected_when_the_genuine_event_got_there_first(
+    lambda_handler, ath, signal_log
+):
+    ath.answer(FIND_PAYMENT_PATH, 502, raw=b"Bad Gateway")
+    assert post(lambda_handler, {**COMPLETED, "total": "1.00", "metadata1": "order-9999"}).status == 503
+    ath_says(ath)
+    assert post(lambda_handler, COMPLETED).json()["outcome"] == "applied"
+    assert replay.finish_pending(retry_now=True).verification["settled"] == {"rejected": 1}
+    assert Payment.objects.get().anomalies == [] and signal_log.names() == ["payment_completed"]
+    # A plain redelivery of the genuine event asks ATH nothing.
+    calls = len(ath.requests_to(FIND_PAYMENT_PATH))
+    assert post(lambda_handler, COMPLETED).json()["outcome"] == "duplicate"
+    assert len(ath.requests_to(FIND_PAYMENT_PATH)) == calls

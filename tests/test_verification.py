@@ -377,3 +377,10 @@ def test_an_unreadable_phone_in_aths_answer_leaves_the_body_s(lambda_handler, at
     ath_answers_fully(ath, phoneNumber=phone)
     assert lambda_handler.post(json.dumps(COMPLETED)).json()["outcome"] == "applied"
     assert Payment.objects.get().phone_number == "7875550102"
+
+
+def test_aths_metadata_given_as_a_number_is_still_compared_and_kept(lambda_handler, ath):
+    ath_answers_fully(ath, metadata1=1002)
+    assert lambda_handler.post(json.dumps({**COMPLETED, "metadata1": "9999"})).json()["outcome"] == "rejected"
+    assert lambda_handler.post(json.dumps({**COMPLETED, "metadata1": "1002"})).json()["outcome"] == "applied"
+    assert Payment.objects.get().metadata_1 == "1002"

@@ -130,9 +130,11 @@ def check(event: AthmEvent) -> AthmEvent | str | None:
     """
     if not athm_settings.ATHM_VERIFY or not event.type.signal:  # the test button: never a business row
         return None
-    applied = processor.applied_confirmed(event)
-    if applied is not None and (applied or not _confirmable_again(event)):
+    applied = processor.applied_state(event)
+    if applied == processor.CONFIRMED or (applied == processor.UNCONFIRMED and not _confirmable_again(event)):
         return None  # a redelivery: it changes nothing, so there is nothing to verify
+    # Never applied; applied unconfirmed (and ATH can confirm it now); or a "redelivery" that contradicts
+    # the confirmed payment (a forgery kept pending, say): ATH is asked.
     if not event.type.is_ecommerce:
         # App payments, donations and refunds: the transaction report confirms them, with the private token.
         return _check_in_report(event) if athm_settings.ATHM_PRIVATE_TOKEN else None
@@ -198,9 +200,9 @@ def _differences(event: AthmEvent, data: dict[str, Any]) -> list[str]:
     differences = []
     for field, attribute in (("metadata1", "metadata_1"), ("metadata2", "metadata_2")):
         claimed = getattr(event, attribute)
-        given = data.get(field)
-        if isinstance(given, str) and given.strip() and claimed and read_text(given, field) != claimed:
-            differences.append(f"{field} {claimed!r:.40}, ATH {read_text(data[field], field)!r:.40}")
+        given = _metadata(data, field)
+        if given and claimed and given != claimed:
+            differences.append(f"{field} {claimed!r:.40}, ATH {given!r:.40}")
     if event.type != EventType.ECOMMERCE_COMPLETED:
         return differences
     total = _total(data)
@@ -228,8 +230,9 @@ def _as_confirmed(event: AthmEvent, data: dict[str, Any]) -> AthmEvent:
     completed = event.type == EventType.ECOMMERCE_COMPLETED
     confirmed: dict[str, Any] = read_answer_fields(data) if completed else {}
     for field, attribute in (("metadata1", "metadata_1"), ("metadata2", "metadata_2")):
-        if isinstance(data.get(field), str):
-            confirmed[attribute] = read_text(data[field], field)
+        given = _metadata(data, field)
+        if given:
+            confirmed[attribute] = given
     if event.type == EventType.ECOMMERCE_COMPLETED:
         for field, attribute in [*_AMOUNTS[1:], ("totalRefundedAmount", "total_refunded_amount")]:
             ath = _amount(data.get(field), field)
@@ -244,6 +247,15 @@ def _as_confirmed(event: AthmEvent, data: dict[str, Any]) -> AthmEvent:
         # Otherwise ATH's items leave out a name, a quantity or a price: the body's, which agree with them
         # on everything they give, stand.
     return replace(event, **confirmed) if confirmed else event
+
+
+def _metadata(data: dict[str, Any], field: str) -> str:
+    """ATH's ``metadata1`` or ``metadata2``, read as a body's is (a number taken as text); ``""`` when it
+    gives none (or something that is not text or a number)."""
+    value = data.get(field)
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        return ""
+    return read_text(value, field)
 
 
 def _amount(value: Any, field: str) -> Decimal | None:
