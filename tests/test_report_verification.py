@@ -431,19 +431,7 @@ def test_an_unconfirmed_completion_with_a_forged_order_is_not_marked_confirmed_b
     forged = {**LEGACY, "referenceNumber": COMPLETED["referenceNumber"], "total": COMPLETED["total"]}
     assert post(lambda_handler, {**forged, "metadata1": "order-9999"}).json()["outcome"] == "applied"
     settings.ATHM_VERIFY = True
-    ath.answer(
-        FIND_PAYMENT_PATH,
-        200,
-        {
-            "status": "success",
-            "data": {
-                "ecommerceStatus": "COMPLETED",
-                "referenceNumber": COMPLETED["referenceNumber"],
-                "total": COMPLETED["total"],
-                "metadata1": "order-1002",
-            },
-        },
-    )
+    ath_says(ath, metadata1="order-1002")
     response = post(lambda_handler, COMPLETED)
     assert response.json()["outcome"] == "applied" and response.json()["anomalies"] == ["reference_conflict"]
     genuine = Payment.objects.get(ecommerce_id=COMPLETED["ecommerceId"])

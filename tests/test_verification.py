@@ -28,8 +28,10 @@ def ath(fake_athm, settings):
     return fake_athm
 
 
-def ath_says(fake, status="COMPLETED", *, total=COMPLETED["total"], reference=COMPLETED["referenceNumber"]):
-    data = {"ecommerceStatus": status, "referenceNumber": reference, "total": total, "fee": 0.6}
+def ath_says(
+    fake, status="COMPLETED", *, total=COMPLETED["total"], reference=COMPLETED["referenceNumber"], **more
+):
+    data = {"ecommerceStatus": status, "referenceNumber": reference, "total": total, "fee": 0.6, **more}
     fake.answer(FIND_PAYMENT_PATH, 200, {"status": "success", "data": data})
 
 
