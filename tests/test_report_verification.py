@@ -411,10 +411,12 @@ def test_a_forged_copy_of_a_partial_refund_is_not_confirmed_by_the_genuine_row(
     assert post(lambda_handler, genuine).json()["outcome"] == "applied"
     for copy in (
         {**REFUND, "dailyTransactionID": "77", "date": "2026-11-21 11:00:00"},
-        {**REFUND, "dailyTransactionID": "3", "date": "2026-11-21 11:00:00"},  # the same daily id
         {key: value for key, value in genuine.items() if key != "dailyTransactionID"},
     ):
         assert post(lambda_handler, copy).json()["error"] == "verification_pending", copy
+    # The same daily id under another date: that row's refund, recorded already.
+    same_id = {**REFUND, "dailyTransactionID": "3", "date": "2026-11-21 11:00:00"}
+    assert post(lambda_handler, same_id).json()["outcome"] == "duplicate"
     assert Payment.objects.get().total_refunded_amount == 6
     assert signal_log.names() == ["payment_completed", "refund_sent"]
     # Two genuine refunds of the same amount, each listed: both recorded.
@@ -453,3 +455,39 @@ def test_a_forgery_kept_pending_is_rejected_when_the_genuine_event_got_there_fir
     calls = len(ath.requests_to(FIND_PAYMENT_PATH))
     assert post(lambda_handler, COMPLETED).json()["outcome"] == "duplicate"
     assert len(ath.requests_to(FIND_PAYMENT_PATH)) == calls
+
+
+def test_a_confirmed_refund_is_recorded_as_its_row_dates_it_so_copies_are_one_refund(
+    lambda_handler, ath, signal_log
+):
+    """A copy of a genuine refund under another date (the rest is on the customer's receipt) is confirmed by
+    the same row, and recorded as that row dates it: the same refund, never a second one, whichever comes
+    first and even when both are checked before either is recorded (two Lambda instances at once)."""
+    from athm_core import processor
+    from athm_core.ath import verification
+    from athm_core.payloads import parse
+
+    ath_says(ath)
+    post(lambda_handler, COMPLETED)
+    genuine = {**REFUND, "dailyTransactionID": "3"}
+    copy = {**genuine, "date": "2026-11-21 11:00:00", "message": "forged"}
+    report_lists(ath, COMPLETED, genuine)
+    checked = [verification.check(parse(json.dumps(body).encode())) for body in (copy, genuine)]
+    outcomes = [processor.process(event, raw_body="{}").outcome for event in checked]
+    assert outcomes == ["applied", "duplicate"]
+    refund = Refund.objects.get()
+    assert refund.transaction_date.isoformat() == "2026-11-21T13:20:41+00:00", refund.transaction_date
+    assert refund.message == REFUND["message"] and Payment.objects.get().total_refunded_amount == 6
+    assert post(lambda_handler, genuine).json()["outcome"] == "duplicate"
+    assert signal_log.names() == ["payment_completed", "refund_sent"]
+
+
+def test_two_genuine_refunds_of_one_amount_each_take_their_own_row(lambda_handler, ath, signal_log):
+    ath_says(ath)
+    post(lambda_handler, COMPLETED)
+    first = {key: value for key, value in REFUND.items() if key != "dailyTransactionID"}
+    second = {**first, "date": "2026-11-21 15:00:00"}
+    report_lists(ath, COMPLETED, first, second)  # rows without a daily id: told apart by their dates
+    for body in (second, first):
+        assert post(lambda_handler, body).json()["outcome"] == "applied"
+    assert Payment.objects.get().total_refunded_amount == 12

@@ -36,10 +36,10 @@ stand in for them: :func:`amounts_from_ath` reads the event again with ATH's amo
 
 Refunds, app payments and donations have no lookup by id in ATH's API (findPayment knows eCommerce
 payments only). With ``ATHM_PRIVATE_TOKEN`` set, the transaction report confirms them by reference number
-(a refund by its amount and daily id too, and only while the refunds recorded do not already account for
-every row that matches it). The row is ATH's record as findPayment's answer is: the body's metadata,
-amounts and items are compared with it (a difference rejects the event), and its values are written
-where it gives them. One call per day's window, its rows used again for
+(a refund by its amount and daily id too). The row is ATH's record as findPayment's answer is: the body's
+metadata, amounts and items are compared with it (a difference rejects the event), and its values are
+written where it gives them; a refund's date and daily id too, so that every delivery one row confirms is
+one refund. One call per day's window, its rows used again for
 :data:`REPORT_CACHE_SECONDS`; one the report does not list yet waits ``pending``. Without the private token
 they are applied unverified; docs/security.md says what limits the damage. Every confirmed event carries
 ``verified_at``, stored on its payment: a confirmed event takes its reference number back from an
@@ -64,7 +64,6 @@ from athm_core import processor
 from athm_core.ath import client
 from athm_core.conf import athm_settings
 from athm_core.events import EventType
-from athm_core.models import Refund
 from athm_core.payloads import (
     AMOUNT_FIELDS,
     PUERTO_RICO,
@@ -348,13 +347,17 @@ def _check_in_report(event: AthmEvent) -> AthmEvent | str:
     listed = _listed(event, rows)
     if not listed and not fetched:  # not in a copy kept from before: it may have been listed since
         listed = _listed(event, _report(day, fresh=True)[0])
-    if not listed or (event.type == EventType.REFUND_SENT and _recorded_already(event, listed)):
+    if not listed:
+        what = f"reference number {event.reference_number}"
+        if event.type == EventType.REFUND_SENT:
+            daily = event.daily_transaction_id
+            with_id = f" with daily id {daily}" if daily is not None else ""
+            what = f"a refund of {event.total}{with_id} under {what}"
         raise NotConfirmedYet(
-            f"ATH Móvil's transaction report does not list reference number {event.reference_number} "
+            f"ATH Móvil's transaction report does not list {what} "
             f"({REPORT_WINDOW_DAYS} day(s) either side of the event's date)"
-            + (" for another refund than those recorded" if listed else "")
         )
-    row = listed[0]
+    row = min(listed, key=lambda each: _apart(each, event))
     if row.total != event.total:
         return f"ATH Móvil's transaction report gives a total of {row.total}, not {event.total}"
     differences = _row_differences(event, row)
@@ -363,14 +366,12 @@ def _check_in_report(event: AthmEvent) -> AthmEvent | str:
     return replace(_as_reported(event, row), verified_at=timezone.now())
 
 
-def _recorded_already(refund: AthmEvent, listed: list[AthmEvent]) -> bool:
-    """Whether the refunds recorded with this reference number, amount (and daily id, where the report gives
-    one) already account for every row the report lists for them: a copy of a genuine refund under another
-    date or daily id is then not confirmed by the genuine refund's row."""
-    recorded = Refund.objects.filter(reference_number=refund.reference_number, amount=refund.total)
-    if refund.daily_transaction_id is not None:
-        recorded = recorded.filter(daily_transaction_id=refund.daily_transaction_id)
-    return recorded.count() >= len(listed)
+def _apart(row: AthmEvent, event: AthmEvent) -> float:
+    """How far apart in time (seconds) the row and the event are dated: of the rows that could be a refund
+    (the same amount, no daily id to tell them apart), the nearest is taken."""
+    if row.effective_date is None or event.effective_date is None:
+        return 0.0
+    return abs((row.effective_date - event.effective_date).total_seconds())
 
 
 def _row_differences(event: AthmEvent, row: AthmEvent) -> list[str]:
@@ -404,21 +405,26 @@ def _row_differences(event: AthmEvent, row: AthmEvent) -> list[str]:
 
 
 # What the report's row gives that is written instead of the body's (the row is ATH's record), where it
-# gives one. A refund's daily id and date are part of its identity, matched already, and stay the body's.
+# gives one.
 _REPORTED_TEXT = ("metadata_1", "metadata_2", "name", "phone_number", "email", "message", "business_name")
 _REPORTED_AMOUNTS = ("subtotal", "tax", "fee", "net_amount")
 
 
 def _as_reported(event: AthmEvent, row: AthmEvent) -> AthmEvent:
+    """``event`` written as the report's ``row`` gives it. For a refund that includes its daily id and
+    dates, which are part of its identity: every delivery that the same row confirms (a copy under another
+    date included) is then the same refund, a duplicate of the first, even when they race."""
     changes: dict[str, Any] = {name: getattr(row, name) for name in _REPORTED_TEXT if getattr(row, name)}
-    if event.type != EventType.REFUND_SENT:
+    if row.daily_transaction_id is not None:
+        changes["daily_transaction_id"] = row.daily_transaction_id
+    if event.type == EventType.REFUND_SENT:
         changes.update(
-            {name: getattr(row, name) for name in _REPORTED_AMOUNTS if getattr(row, name) is not None}
+            {name: getattr(row, name) for name in ("date", "transaction_date") if getattr(row, name)}
         )
-        if row.daily_transaction_id is not None:
-            changes["daily_transaction_id"] = row.daily_transaction_id
-        if row.items and (not event.items or all(item.name for item in row.items)):
-            changes["items"] = row.items
+        return replace(event, **changes)
+    changes.update({name: getattr(row, name) for name in _REPORTED_AMOUNTS if getattr(row, name) is not None})
+    if row.items and (not event.items or all(item.name for item in row.items)):
+        changes["items"] = row.items
     return replace(event, **changes)
 
 
