@@ -245,6 +245,25 @@ class NoticeInline(ReadOnlyInline):
         return display_for_value(value, self.get_empty_value_display())
 
 
+class VerificationFilter(admin.SimpleListFilter):
+    """Deliveries kept ``pending`` because ATH Móvil could not confirm them yet: still waiting for the relay,
+    or settled since (``settled_by``: the delivery that applied or rejected them)."""
+
+    title = "pending verification"
+    parameter_name = "verification"
+
+    def lookups(self, request, model_admin):
+        return [("waiting", "Still waiting for ATH Móvil"), ("settled", "Settled since")]
+
+    def queryset(self, request, queryset):
+        pending = queryset.filter(outcome=WebhookEvent.Outcome.PENDING)
+        if self.value() == "waiting":
+            return pending.filter(settled_by=None)
+        if self.value() == "settled":
+            return pending.exclude(settled_by=None)
+        return queryset
+
+
 @admin.register(WebhookEvent)
 class WebhookEventAdmin(ReadOnlyAdmin):
     list_display = [
@@ -257,7 +276,14 @@ class WebhookEventAdmin(ReadOnlyAdmin):
         "idempotency_key",
         "source_ip",
     ]
-    list_filter = ["outcome", HasWarningsFilter, HasAnomaliesFilter, "event_type", "received_at"]
+    list_filter = [
+        "outcome",
+        VerificationFilter,
+        HasWarningsFilter,
+        HasAnomaliesFilter,
+        "event_type",
+        "received_at",
+    ]
     readonly_fields = ["warning_lines", "settled_by"]
     search_fields = ["idempotency_key", "request_id"]
     date_hierarchy = "received_at"

@@ -96,13 +96,19 @@ def process(
         try:
             with transaction.atomic():
                 result = _TRANSITIONS[event.type](event)
-                anomalies = evicted + result.anomalies + _anomalies(event, result)
+                contradiction = _contradicts_confirmed(event, result)
+                if contradiction:
+                    # Not a redelivery: an unconfirmed claim against what ATH Móvil confirmed. Kept, not
+                    # flagged on the confirmed payment.
+                    result = Transition(Outcome.REJECTED, result.payment)
+                anomalies = [] if contradiction else evicted + result.anomalies + _anomalies(event, result)
                 record = _record(
                     outcome=result.outcome,
                     event=event,
                     payment=result.payment,
                     refund=result.refund,
                     anomalies=anomalies,
+                    error=contradiction,
                     **kept,
                 )
                 if anomalies:
@@ -188,7 +194,7 @@ def already_applied(event: AthmEvent) -> bool:
 NEVER_APPLIED = "never applied"
 CONFIRMED = "confirmed"  # applied to a payment ATH Móvil confirmed, which agrees with this delivery
 UNCONFIRMED = "unconfirmed"  # applied to a payment ATH Móvil has not confirmed
-CONTRADICTED = "contradicted"  # applied to a confirmed payment with another total or reference number
+CONTRADICTED = "contradicted"  # applied to a confirmed payment with another total, reference or metadata
 
 
 def applied_state(event: AthmEvent) -> str:
@@ -196,19 +202,22 @@ def applied_state(event: AthmEvent) -> str:
     query (like :func:`already_applied`). A refund that was applied is ``CONFIRMED``: a redelivery of it
     changes nothing whatever it says."""
     applied = WebhookEvent.objects.filter(idempotency_key=event.idempotency_key, outcome=Outcome.APPLIED)
+    payment = ("total", "reference_number", "metadata_1", "metadata_2")
     rows = list(
-        applied.order_by().values_list("payment__verified_at", "payment__total", "payment__reference_number")
+        applied.order_by().values_list("payment__verified_at", *(f"payment__{name}" for name in payment))
     )
     if not rows:
         return NEVER_APPLIED
     if event.type == EventType.REFUND_SENT:
         return CONFIRMED
-    confirmed = [(total, reference) for verified_at, total, reference in rows if verified_at is not None]
+    confirmed = [dict(zip(payment, row[1:], strict=True)) for row in rows if row[0] is not None]
     if not confirmed:
         return UNCONFIRMED
     agrees = any(
-        total == event.total and (not event.reference_number or reference == event.reference_number)
-        for total, reference in confirmed
+        recorded["total"] == event.total
+        and (not event.reference_number or recorded["reference_number"] == event.reference_number)
+        and all(not getattr(event, name) or recorded[name] == getattr(event, name) for name in payment[2:])
+        for recorded in confirmed
     )
     return CONFIRMED if agrees else CONTRADICTED
 
@@ -259,12 +268,17 @@ def _complete_ecommerce(event: AthmEvent) -> Transition:
     if payment is None:
         payment = _new_checkout(event)
     elif payment.status == Status.COMPLETED:
-        if event.ecommerce_id is not None or not _squatted(event, payment, Payment.TransactionType.ECOMMERCE):
+        if not _squatted(event, payment, Payment.TransactionType.ECOMMERCE):
             _confirm_recorded(payment, event)
             return Transition(Outcome.DUPLICATE, payment, link_reference=payment.reference_number)
-        # Found by reference number (ATH's published shape), and ATH confirms another total for it.
-        anomalies.append(_evict(payment, event))
-        payment = _new_checkout(event)
+        if event.ecommerce_id is None:
+            # Found by reference number (ATH's published shape), and ATH confirms another order for it.
+            anomalies.append(_evict(payment, event))
+            payment = _new_checkout(event)
+        else:
+            # Recorded unconfirmed (before verification, or by the deadline) as ATH does not confirm it:
+            # rewritten from ATH's answer below, and announced again.
+            anomalies.append(_anomaly("corrected_from_ath", _corrections(payment, event)))
     elif event.ecommerce_id and event.reference_number:
         # The checkout was cancelled or expired under its ecommerceId, and its completion may have been
         # recorded apart, from ATH's published shape (no ecommerceId), under this reference number: the
@@ -420,6 +434,7 @@ ANOMALIES = {
     "zero_total": "a payment whose total is 0.00",
     "fee_above_total": "a payment whose fee is above its total",
     "reference_conflict": "an unconfirmed payment held a reference number ATH Móvil confirms for another",
+    "corrected_from_ath": "a payment recorded unconfirmed differed from what ATH Móvil confirms; rewritten",
 }
 
 
@@ -434,11 +449,8 @@ def _anomalies(event: AthmEvent, result: Transition) -> list[dict]:
             found += _refund_anomalies(payment, [result.refund])
         return found
     if result.outcome == Outcome.DUPLICATE:
-        other_reference = event.reference_number and event.reference_number != payment.reference_number
-        if event.total != payment.total or other_reference:
-            said = f"total {event.total}" + (
-                f", reference number {event.reference_number}" if other_reference else ""
-            )
+        said = _conflict(event, payment)
+        if said:
             found.append(
                 _anomaly(
                     "conflicting_redelivery", f"{said}; the payment recorded stands (total {payment.total})"
@@ -450,6 +462,36 @@ def _anomalies(event: AthmEvent, result: Transition) -> list[dict]:
         if payment.fee is not None and payment.fee > payment.total:
             found.append(_anomaly("fee_above_total", f"fee {payment.fee} above total {payment.total}"))
     return found
+
+
+def _conflict(event: AthmEvent, payment: Payment) -> str:
+    """What a delivery of a recorded transaction says otherwise than its payment (total, reference number),
+    or ``""``."""
+    other_reference = event.reference_number and event.reference_number != payment.reference_number
+    if event.total == payment.total and not other_reference:
+        return ""
+    return f"total {event.total}" + (
+        f", reference number {event.reference_number}" if other_reference else ""
+    )
+
+
+def _contradicts_confirmed(event: AthmEvent, result: Transition) -> str:
+    """Why an unconfirmed "redelivery" of a payment that ATH Móvil confirmed is rejected: it names another
+    total or reference number (the body of an evicted squatter sent again, a forgery while verification
+    cannot ask); ``""`` for anything else."""
+    payment = result.payment
+    if (
+        result.outcome != Outcome.DUPLICATE
+        or event.type == EventType.REFUND_SENT
+        or event.verified_at is not None
+        or payment is None
+        or payment.verified_at is None
+    ):
+        return ""
+    said = _conflict(event, payment)
+    if not said:
+        return ""
+    return f"{said}: contradicts payment {payment.pk}, which ATH Móvil confirmed (total {payment.total})"
 
 
 def _refund_anomalies(payment: Payment, refunds: list[Refund]) -> list[dict]:
@@ -532,6 +574,16 @@ def _agrees(payment: Payment, event: AthmEvent) -> bool:
         not getattr(event, name) or getattr(payment, name) == getattr(event, name)
         for name in ("metadata_1", "metadata_2")
     )
+
+
+def _corrections(payment: Payment, event: AthmEvent) -> str:
+    """What ATH Móvil's confirmed ``event`` changes in an unconfirmed ``payment``: ``"total 1.00 → 26.00;
+    metadata1 'order-9999' → 'order-1002'"``."""
+    changes = [f"total {payment.total} → {event.total}"] if payment.total != event.total else []
+    for name, ath_name in (("metadata_1", "metadata1"), ("metadata_2", "metadata2")):
+        if getattr(event, name) and getattr(payment, name) != getattr(event, name):
+            changes.append(f"{ath_name} {getattr(payment, name)!r:.40} → {getattr(event, name)!r:.40}")
+    return "recorded unconfirmed, rewritten from ATH Móvil's answer: " + "; ".join(changes)
 
 
 def _confirm_recorded(payment: Payment, event: AthmEvent) -> None:

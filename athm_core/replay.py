@@ -312,7 +312,7 @@ def _accept_unverified(event) -> None:
 
 def _unconfirmed(reason: str):
     def check(event):
-        raise Unverifiable(f"{reason}: kept unverified; `athm reprocess` applies it if ATH Móvil lists it")
+        raise Unverifiable(f"{reason}: kept unverified; `athm reprocess` applies it if ATH Móvil confirms it")
 
     return check
 

@@ -149,10 +149,20 @@ client.force_login(User.objects.get())
 events = client.get("/admin/athm_core/webhookevent/?has_anomalies=yes").content.decode()
 payments = client.get("/admin/athm_core/payment/?has_anomalies=yes").content.decode()
 page = client.get(f"/admin/athm_core/webhookevent/{flagged.pk}/change/").content.decode()
+waiting = WebhookEvent.objects.create(
+    received_at=flagged.received_at, outcome="pending", raw_body="{}", verify_after=flagged.received_at
+)
+settled = WebhookEvent.objects.create(
+    received_at=flagged.received_at, outcome="pending", raw_body="{}", settled_by=flagged
+)
+still = client.get("/admin/athm_core/webhookevent/?verification=waiting").content.decode()
+done = client.get("/admin/athm_core/webhookevent/?verification=settled").content.decode()
 print(json.dumps({
     "events": events.count("/change/") and f"/{flagged.pk}/change/" in events,
     "payment": f"/{Payment.objects.get().pk}/change/" in payments,
     "page": "over_refund" in page,
+    "waiting": f"/{waiting.pk}/change/" in still and f"/{settled.pk}/change/" not in still,
+    "settled": f"/{settled.pk}/change/" in done and f"/{waiting.pk}/change/" not in done,
 }))
 """
 
@@ -163,7 +173,7 @@ def test_the_admin_lists_the_flagged_deliveries_and_payments(child_env, tmp_path
 
     script = f"COMPLETED = {COMPLETED!r}\nREFUND = {dict(REFUND, total='500.00')!r}\n" + ADMIN_SCRIPT
     result = run_with_the_admin(script, child_env, tmp_path)
-    assert result == {"events": True, "payment": True, "page": True}
+    assert result == {"events": True, "payment": True, "page": True, "waiting": True, "settled": True}
 
 
 def test_an_anomaly_found_when_a_waiting_refund_is_linked_is_answered_and_counted(lambda_handler, capsys):

@@ -491,3 +491,64 @@ def test_two_genuine_refunds_of_one_amount_each_take_their_own_row(lambda_handle
     for body in (second, first):
         assert post(lambda_handler, body).json()["outcome"] == "applied"
     assert Payment.objects.get().total_refunded_amount == 12
+
+
+def test_an_unconfirmed_checkout_payment_is_rewritten_from_aths_answer_when_its_event_is_confirmed(
+    lambda_handler, ath, settings, signal_log
+):
+    """A forgery applied by the deadline (or before verification was on) under the genuine ecommerceId:
+    ATH's genuine webhook, confirmed, rewrites the payment from ATH's answer and announces it."""
+    from tests.test_verification import ath_answers_fully
+
+    settings.ATHM_APPLY_UNVERIFIED_AFTER = 60
+    ath.answer(FIND_PAYMENT_PATH, 502, raw=b"Bad Gateway")
+    assert post(lambda_handler, {**COMPLETED, "total": "1.00", "metadata1": "order-9999"}).status == 503
+    waited(minutes=5)
+    assert replay.finish_pending().verification["applied_unverified"] == 1
+    ath_answers_fully(ath)
+    response = post(lambda_handler, COMPLETED)
+    assert response.json()["outcome"] == "applied", response
+    assert response.json()["anomalies"] == ["corrected_from_ath"]
+    payment = Payment.objects.get()
+    assert (str(payment.total), payment.metadata_1) == ("26.00", "order-1002") and payment.verified_at
+    assert "total 1.00 → 26.00" in payment.anomalies[-1]["detail"]
+    assert signal_log.names() == ["payment_completed", "payment_completed"]
+    assert post(lambda_handler, COMPLETED).json()["outcome"] == "duplicate"
+
+
+def test_an_unconfirmed_checkout_payment_ath_confirms_as_recorded_is_marked_confirmed(
+    lambda_handler, ath, settings, signal_log
+):
+    settings.ATHM_VERIFY = False
+    assert post(lambda_handler, COMPLETED).json()["outcome"] == "applied"
+    settings.ATHM_VERIFY = True
+    ath_says(ath, metadata1=COMPLETED["metadata1"])
+    assert post(lambda_handler, COMPLETED).json()["outcome"] == "duplicate"
+    assert Payment.objects.get().verified_at is not None and signal_log.names() == ["payment_completed"]
+    calls = len(ath.requests_to(FIND_PAYMENT_PATH))
+    assert post(lambda_handler, COMPLETED).json()["outcome"] == "duplicate"
+    assert len(ath.requests_to(FIND_PAYMENT_PATH)) == calls
+
+
+def test_an_unconfirmed_body_that_contradicts_a_confirmed_payment_is_rejected_not_flagged_on_it(
+    lambda_handler, ath, settings, signal_log
+):
+    settings.ATHM_PRIVATE_TOKEN = ""
+    squat = {**APP_PAYMENT, "referenceNumber": COMPLETED["referenceNumber"], "total": "1.00"}
+    assert post(lambda_handler, squat).json()["outcome"] == "applied"
+    ath_says(ath)
+    assert post(lambda_handler, COMPLETED).json()["anomalies"] == ["reference_conflict"]
+    # The squatter's body again (nothing can confirm an app payment without the private token).
+    response = post(lambda_handler, squat)
+    assert response.json()["outcome"] == "rejected", response
+    assert "ATH Móvil confirmed" in WebhookEvent.objects.order_by("pk").last().error
+    genuine = Payment.objects.get(ecommerce_id=COMPLETED["ecommerceId"])
+    assert [a["kind"] for a in genuine.anomalies] == ["reference_conflict"]
+    assert signal_log.names() == ["payment_received", "payment_completed"]
+
+
+def test_a_body_forging_the_order_of_a_confirmed_payment_is_rejected_not_a_duplicate(lambda_handler, ath):
+    ath_says(ath, metadata1="order-1002")
+    assert post(lambda_handler, COMPLETED).json()["outcome"] == "applied"
+    assert post(lambda_handler, {**COMPLETED, "metadata1": "order-9999"}).json()["outcome"] == "rejected"
+    assert Payment.objects.get().metadata_1 == "order-1002"

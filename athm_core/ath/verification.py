@@ -154,10 +154,13 @@ def check(event: AthmEvent) -> AthmEvent | str | None:
 
 
 def _confirmable_again(event: AthmEvent) -> bool:
-    """Whether a redelivery of an event applied unconfirmed (before verification, or by the deadline) is
-    asked about again: one keyed by its reference number, which an unconfirmed payment may hold with a
-    forged total, when the transaction report can confirm it. The processor then marks that payment
-    confirmed, or takes the number back from it (``reference_conflict``)."""
+    """Whether a redelivery of a completion, app payment or donation applied unconfirmed (before
+    verification, or by the deadline) is asked about again: a checkout's, which findPayment answers for,
+    and one keyed by its reference number when the transaction report can confirm it. The processor then
+    marks that payment confirmed, rewrites it from ATH's answer (``corrected_from_ath``), or takes the
+    number back from it (``reference_conflict``)."""
+    if event.type == EventType.ECOMMERCE_COMPLETED and event.ecommerce_id:
+        return True  # findPayment answers for it
     keyed_by_reference = event.type in (EventType.PAYMENT_RECEIVED, EventType.DONATION_RECEIVED) or (
         event.type == EventType.ECOMMERCE_COMPLETED and not event.ecommerce_id
     )
