@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from functools import partial
 from typing import Any
@@ -35,7 +35,7 @@ from athm_core import dispatch, outbox
 from athm_core.dispatch import payment_notice, refund_notice
 from athm_core.events import EventType
 from athm_core.models import Notice, OutboxMessage, Payment, Refund, WebhookEvent
-from athm_core.payloads import AthmEvent
+from athm_core.payloads import PUERTO_RICO, AthmEvent
 from athm_core.text import storable
 
 log = logging.getLogger(__name__)
@@ -206,10 +206,10 @@ def applied_state(event: AthmEvent) -> str:
     rows = list(
         applied.order_by().values_list("payment__verified_at", *(f"payment__{name}" for name in payment))
     )
+    if event.type == EventType.REFUND_SENT:
+        return CONFIRMED if rows or same_refund(event) is not None else NEVER_APPLIED
     if not rows:
         return NEVER_APPLIED
-    if event.type == EventType.REFUND_SENT:
-        return CONFIRMED
     confirmed = [dict(zip(payment, row[1:], strict=True)) for row in rows if row[0] is not None]
     if not confirmed:
         return UNCONFIRMED
@@ -268,17 +268,12 @@ def _complete_ecommerce(event: AthmEvent) -> Transition:
     if payment is None:
         payment = _new_checkout(event)
     elif payment.status == Status.COMPLETED:
-        if not _squatted(event, payment, Payment.TransactionType.ECOMMERCE):
+        if not _corrected(event, payment):
             _confirm_recorded(payment, event)
             return Transition(Outcome.DUPLICATE, payment, link_reference=payment.reference_number)
-        if event.ecommerce_id is None:
-            # Found by reference number (ATH's published shape), and ATH confirms another order for it.
-            anomalies.append(_evict(payment, event))
-            payment = _new_checkout(event)
-        else:
-            # Recorded unconfirmed (before verification, or by the deadline) as ATH does not confirm it:
-            # rewritten from ATH's answer below, and announced again.
-            anomalies.append(_anomaly("corrected_from_ath", _corrections(payment, event)))
+        # Recorded unconfirmed (before verification, or by the deadline) otherwise than ATH confirms it:
+        # rewritten from ATH's answer below, and announced again.
+        anomalies.append(_anomaly("corrected_from_ath", _corrections(payment, event)))
     elif event.ecommerce_id and event.reference_number:
         # The checkout was cancelled or expired under its ecommerceId, and its completion may have been
         # recorded apart, from ATH's published shape (no ecommerceId), under this reference number: the
@@ -377,11 +372,16 @@ def _receive_payment(event: AthmEvent, transaction_type: str) -> Transition:
         # ATH confirms the event: it may take the number back, under the holder's row lock.
         payment = _locked_payment(reference_number=event.reference_number)
     if payment is not None:
-        if not _squatted(event, payment, transaction_type):
+        if not _corrected(event, payment):
             _confirm_recorded(payment, event)
             return Transition(Outcome.DUPLICATE, payment, link_reference=payment.reference_number)
-        anomalies.append(_evict(payment, event))
-    payment = Payment(transaction_type=transaction_type, status=Status.COMPLETED)
+        if payment.transaction_type != transaction_type:
+            anomalies.append(_evict(payment, event))  # another kind of transaction held the number
+            payment = None
+        else:  # this transaction, recorded unconfirmed otherwise than ATH confirms it: rewritten
+            anomalies.append(_anomaly("corrected_from_ath", _corrections(payment, event)))
+    if payment is None:
+        payment = Payment(transaction_type=transaction_type, status=Status.COMPLETED)
     _fill(payment, event)
     payment.save()
     return Transition(
@@ -394,7 +394,7 @@ def _receive_payment(event: AthmEvent, transaction_type: str) -> Transition:
 
 
 def _send_refund(event: AthmEvent) -> Transition:
-    refund = _one(Refund.objects.filter(idempotency_key=event.idempotency_key).select_related("payment"))
+    refund = same_refund(event)
     if refund is not None:
         waiting = event.reference_number if refund.payment is None else None
         return Transition(Outcome.DUPLICATE, refund.payment, refund, link_reference=waiting)
@@ -433,7 +433,7 @@ ANOMALIES = {
     "conflicting_redelivery": "another delivery of a recorded transaction with another total or reference",
     "zero_total": "a payment whose total is 0.00",
     "fee_above_total": "a payment whose fee is above its total",
-    "reference_conflict": "an unconfirmed payment held a reference number ATH Móvil confirms for another",
+    "reference_conflict": "an unconfirmed payment held the reference number of a confirmed other kind",
     "corrected_from_ath": "a payment recorded unconfirmed differed from what ATH Móvil confirms; rewritten",
 }
 
@@ -559,31 +559,67 @@ def _reference_conflict(event: AthmEvent) -> str:
     return f"referenceNumber {event.reference_number} already belongs to payment {owner.pk}"
 
 
-def _squatted(event: AthmEvent, payment: Payment, transaction_type: str) -> bool:
-    """Whether the (locked) ``payment`` that holds the reference number of ``event``, which ATH Móvil
-    confirmed, is not that transaction: unconfirmed, and of another kind, total or order than ATH confirms."""
+def _corrected(event: AthmEvent, payment: Payment) -> bool:
+    """Whether ``event``, which ATH Móvil confirmed, corrects the (locked) ``payment`` found for it: one
+    recorded unconfirmed, of another kind or otherwise than ATH confirms it (:func:`_agrees`)."""
     if event.verified_at is None or payment.verified_at is not None:
         return False
-    return payment.transaction_type != transaction_type or not _agrees(payment, event)
+    return payment.transaction_type != _kind_of(event) or not _agrees(payment, event)
 
 
 def _agrees(payment: Payment, event: AthmEvent) -> bool:
     """Whether ``payment`` records what ``event`` (as ATH Móvil confirmed it) says of the money and the
-    order: its total, and its metadata where ATH gives any."""
-    return payment.total == event.total and all(
-        not getattr(event, name) or getattr(payment, name) == getattr(event, name)
-        for name in ("metadata_1", "metadata_2")
+    order: its total and reference number, and its metadata and other amounts where the event gives any."""
+    if payment.total != event.total:
+        return False
+    if event.reference_number and payment.reference_number != event.reference_number:
+        return False
+    if any(getattr(event, name) and getattr(payment, name) != getattr(event, name) for name in _ORDER):
+        return False
+    return all(
+        getattr(event, name) is None or getattr(payment, name) == getattr(event, name) for name in _AMOUNTS
     )
+
+
+_ORDER = ("metadata_1", "metadata_2")
+_AMOUNTS = ("subtotal", "tax", "fee", "net_amount")
 
 
 def _corrections(payment: Payment, event: AthmEvent) -> str:
     """What ATH Móvil's confirmed ``event`` changes in an unconfirmed ``payment``: ``"total 1.00 → 26.00;
-    metadata1 'order-9999' → 'order-1002'"``."""
-    changes = [f"total {payment.total} → {event.total}"] if payment.total != event.total else []
-    for name, ath_name in (("metadata_1", "metadata1"), ("metadata_2", "metadata2")):
+    metadata_1 'order-9999' → 'order-1002'"``."""
+    changes = []
+    if payment.transaction_type != _kind_of(event):
+        changes.append(f"transaction type {payment.transaction_type} → {_kind_of(event)}")
+    for name in ("total", "reference_number", *_AMOUNTS):
+        recorded, confirmed = getattr(payment, name), getattr(event, name)
+        if confirmed is not None and confirmed != "" and recorded != confirmed:
+            changes.append(f"{name} {recorded} → {confirmed}")
+    for name in _ORDER:
         if getattr(event, name) and getattr(payment, name) != getattr(event, name):
-            changes.append(f"{ath_name} {getattr(payment, name)!r:.40} → {getattr(event, name)!r:.40}")
+            changes.append(f"{name} {getattr(payment, name)!r:.40} → {getattr(event, name)!r:.40}")
     return "recorded unconfirmed, rewritten from ATH Móvil's answer: " + "; ".join(changes)
+
+
+def same_refund(event: AthmEvent) -> Refund | None:
+    """The refund recorded for a refund event: by its idempotency key, or else (a copy under another date,
+    a webhook dated otherwise than the report's row) the one of the same reference number, amount and daily
+    id on the same Puerto Rico day, which is the same refund at ATH (its daily id is unique in a day)."""
+    refunds = Refund.objects.select_related("payment")
+    refund = _one(refunds.filter(idempotency_key=event.idempotency_key))
+    when = event.effective_date
+    if refund is not None or event.daily_transaction_id is None or when is None:
+        return refund
+    day = when.astimezone(PUERTO_RICO).replace(hour=0, minute=0, second=0, microsecond=0)
+    return _one(
+        refunds.filter(
+            reference_number=event.reference_number,
+            daily_transaction_id=event.daily_transaction_id,
+            amount=event.total,
+            transaction_date__gte=day,
+            transaction_date__lt=day + timedelta(days=1),
+        )
+    )
 
 
 def _confirm_recorded(payment: Payment, event: AthmEvent) -> None:
@@ -596,19 +632,16 @@ def _confirm_recorded(payment: Payment, event: AthmEvent) -> None:
 
 
 def _evict_squatter(event: AthmEvent) -> dict | None:
-    """For an event ATH Móvil confirmed whose reference number an unconfirmed payment holds that is not
-    its transaction (a forged app payment that arrived first, another checkout, or a completion recorded
-    in ATH's published shape with another total): :func:`_evict` it, and return the anomaly for the
-    confirmed event's delivery. A completion recorded in that shape with the same total is the same
-    checkout, joined instead (:func:`_join_checkout`)."""
-    if event.verified_at is None or not event.reference_number:
+    """For an event ATH Móvil confirmed whose reference number an unconfirmed payment of another
+    transaction holds (a forged app payment that arrived first, another checkout): :func:`_evict` it, and
+    return the anomaly for the confirmed event's delivery. A completion recorded in ATH's published shape
+    under that number is the same checkout: joined instead (:func:`_join_checkout`), and corrected from
+    ATH's answer if it was recorded otherwise."""
+    if event.verified_at is None or not event.reference_number or _reference_conflict(event) == "":
         return None
-    other_transaction = _reference_conflict(event) != ""
     with transaction.atomic():
         squatter = _locked_payment(reference_number=event.reference_number)
         if squatter is None or squatter.verified_at is not None:
-            return None
-        if not other_transaction and not _squatted(event, squatter, _kind_of(event)):
             return None
         return _evict(squatter, event)
 

@@ -206,22 +206,21 @@ def unconfirmed(settings, lambda_handler, data) -> None:
 
 
 @pytest.mark.parametrize("data", [APP_PAYMENT, DONATION], ids=["app payment", "donation"])
-def test_a_confirmed_payment_takes_its_reference_number_from_an_unconfirmed_one_of_its_own_kind(
+def test_an_unconfirmed_payment_of_its_own_kind_is_corrected_from_the_report_row(
     lambda_handler, ath, settings, signal_log, data
 ):
     unconfirmed(settings, lambda_handler, {**data, "total": "1.00", "message": "forged"})
     report_lists(ath, data)
     response = post(lambda_handler, data)
     assert response.json()["outcome"] == "applied", response
-    assert response.json()["anomalies"] == ["reference_conflict"]
-    genuine = Payment.objects.get(reference_number=data["referenceNumber"])
-    assert str(genuine.total) == data["total"] and genuine.verified_at is not None
-    squatter = Payment.objects.get(reference_number=None)
-    assert [a["kind"] for a in squatter.anomalies] == ["reference_conflict"] and squatter.total == 1
+    assert response.json()["anomalies"] == ["corrected_from_ath"]
+    payment = Payment.objects.get()  # this transaction, rewritten: the ledger holds its total once
+    assert str(payment.total) == data["total"] and payment.verified_at is not None
+    assert payment.message == data["message"] and "total 1.00 → " in payment.anomalies[-1]["detail"]
     assert signal_log.names() == [data["transactionType"] + "_received"] * 2
-    # ATH's later redeliveries are duplicates of the genuine payment.
+    # ATH's later redeliveries are duplicates of the corrected payment.
     assert post(lambda_handler, data).json()["outcome"] == "duplicate"
-    assert Payment.objects.count() == 2 and len(signal_log.names()) == 2
+    assert len(signal_log.names()) == 2
 
 
 def test_an_unconfirmed_payment_that_ath_confirms_as_recorded_is_marked_confirmed_not_evicted(
@@ -248,27 +247,22 @@ def test_a_redelivery_of_an_unconfirmed_payment_asks_nothing_without_the_private
     assert post(lambda_handler, APP_PAYMENT).json()["outcome"] == "duplicate" and ath.requests == []
 
 
-def test_the_refunds_of_an_evicted_squatter_move_to_the_confirmed_payment(
-    lambda_handler, ath, settings, signal_log
-):
+def test_the_refunds_of_a_corrected_payment_stay_on_it(lambda_handler, ath, settings, signal_log):
     refund = {**REFUND, "referenceNumber": APP_PAYMENT["referenceNumber"], "total": "2.00"}
     unconfirmed(settings, lambda_handler, {**APP_PAYMENT, "total": "1.00"})
     unconfirmed(settings, lambda_handler, refund)
-    squatter = Payment.objects.get()
-    assert squatter.total_refunded_amount == 2  # flagged over_refund on the forged 1.00
+    assert Payment.objects.get().total_refunded_amount == 2  # flagged over_refund on the forged 1.00
     report_lists(ath, APP_PAYMENT)
-    assert post(lambda_handler, APP_PAYMENT).json()["outcome"] == "applied"
-    genuine = Payment.objects.get(reference_number=APP_PAYMENT["referenceNumber"])
-    squatter.refresh_from_db()
-    assert squatter.total_refunded_amount == 0 and not squatter.refunds.exists()
-    assert Refund.objects.get().payment == genuine and genuine.total_refunded_amount == 2
-    assert "1 refund(s) of 2.00 moved" in squatter.anomalies[-1]["detail"]
-    # The receivers hear of the refund with the payment it belongs to.
-    assert signal_log.names() == ["payment_received", "refund_sent", "payment_received", "refund_sent"]
-    assert signal_log.calls[-1][2]["payment"] == genuine
+    assert post(lambda_handler, APP_PAYMENT).json()["anomalies"] == ["corrected_from_ath"]
+    payment = Payment.objects.get()
+    assert Refund.objects.get().payment == payment and payment.total_refunded_amount == 2
+    assert payment.refundable_amount == 6
+    assert signal_log.names() == ["payment_received", "refund_sent", "payment_received"]
 
 
-def test_the_refunds_of_a_squatter_of_another_kind_move_too(lambda_handler, ath, settings, signal_log):
+def test_the_refunds_of_a_squatter_of_another_kind_move_to_the_confirmed_payment(
+    lambda_handler, ath, settings, signal_log
+):
     squat = {**APP_PAYMENT, "referenceNumber": COMPLETED["referenceNumber"], "total": "1.00"}
     unconfirmed(settings, lambda_handler, squat)
     unconfirmed(settings, lambda_handler, {**REFUND, "total": "6.00"})
@@ -276,10 +270,15 @@ def test_the_refunds_of_a_squatter_of_another_kind_move_too(lambda_handler, ath,
     assert post(lambda_handler, COMPLETED).json()["outcome"] == "applied"
     genuine = Payment.objects.get(ecommerce_id=COMPLETED["ecommerceId"])
     assert Refund.objects.get().payment == genuine and genuine.total_refunded_amount == 6
-    assert Payment.objects.get(transaction_type="payment").total_refunded_amount == 0
+    squatter = Payment.objects.get(transaction_type="payment")
+    assert squatter.total_refunded_amount == 0 and not squatter.refunds.exists()
+    assert "1 refund(s) of 6.00 moved" in squatter.anomalies[-1]["detail"]
+    # The receivers hear of the refund again, with the payment it belongs to.
+    assert signal_log.names() == ["payment_received", "refund_sent", "payment_completed", "refund_sent"]
+    assert signal_log.calls[-1][2]["payment"] == genuine
 
 
-def test_a_completion_in_aths_published_shape_takes_its_reference_number_back_too(
+def test_a_completion_in_aths_published_shape_recorded_unconfirmed_is_corrected_too(
     lambda_handler, ath, settings, signal_log
 ):
     legacy = sample_data("ecommerce_completed.legacy")
@@ -289,13 +288,13 @@ def test_a_completion_in_aths_published_shape_takes_its_reference_number_back_to
     settings.ATHM_VERIFY = True
     report_lists(ath, legacy)
     response = post(lambda_handler, legacy)
-    assert response.json()["outcome"] == "applied" and response.json()["anomalies"] == ["reference_conflict"]
-    genuine = Payment.objects.get(reference_number=legacy["referenceNumber"])
-    assert str(genuine.total) == "12.50" and genuine.verified_at is not None
+    assert response.json()["outcome"] == "applied" and response.json()["anomalies"] == ["corrected_from_ath"]
+    payment = Payment.objects.get()
+    assert str(payment.total) == "12.50" and payment.verified_at is not None
     assert signal_log.names() == ["payment_completed", "payment_completed"]
 
 
-def test_a_confirmed_checkout_is_not_joined_to_an_unconfirmed_one_with_another_total(
+def test_a_confirmed_checkout_joins_and_corrects_an_unconfirmed_one_with_another_total(
     lambda_handler, ath, settings, signal_log
 ):
     # A forged completion in ATH's published shape (no ecommerceId) names the checkout's reference number.
@@ -305,19 +304,19 @@ def test_a_confirmed_checkout_is_not_joined_to_an_unconfirmed_one_with_another_t
     settings.ATHM_VERIFY = True
     ath_says(ath)
     response = post(lambda_handler, COMPLETED)
-    assert response.json()["outcome"] == "applied" and response.json()["anomalies"] == ["reference_conflict"]
-    genuine = Payment.objects.get(ecommerce_id=COMPLETED["ecommerceId"])
-    assert genuine.reference_number == COMPLETED["referenceNumber"] and str(genuine.total) == "26.00"
-    assert genuine.verified_at is not None
-    assert Payment.objects.get(ecommerce_id=None).reference_number is None
+    assert response.json()["outcome"] == "applied" and response.json()["anomalies"] == ["corrected_from_ath"]
+    payment = Payment.objects.get()
+    assert payment.ecommerce_id == COMPLETED["ecommerceId"] and str(payment.total) == "26.00"
+    assert payment.verified_at is not None and payment.metadata_1 == COMPLETED["metadata1"]
+    assert signal_log.names() == ["payment_completed", "payment_completed"]
 
 
 def test_a_confirmed_checkout_is_joined_to_the_same_one_recorded_unconfirmed(
     lambda_handler, ath, settings, signal_log
 ):
     settings.ATHM_VERIFY = False
-    same = {key: COMPLETED[key] for key in ("referenceNumber", "total", "metadata1", "metadata2")}
-    legacy = {**sample_data("ecommerce_completed.legacy"), **same}
+    # The same completion in ATH's published shape: no ecommerceId.
+    legacy = {key: value for key, value in COMPLETED.items() if key != "ecommerceId"}
     assert post(lambda_handler, legacy).json()["outcome"] == "applied"
     settings.ATHM_VERIFY = True
     ath_says(ath)
@@ -409,14 +408,15 @@ def test_a_forged_copy_of_a_partial_refund_is_not_confirmed_by_the_genuine_row(
     genuine = {**REFUND, "dailyTransactionID": "3"}
     report_lists(ath, COMPLETED, genuine)
     assert post(lambda_handler, genuine).json()["outcome"] == "applied"
+    # Another daily id: not that row's refund (the report does not list it).
+    other_id = {**REFUND, "dailyTransactionID": "77", "date": "2026-11-21 11:00:00"}
+    assert post(lambda_handler, other_id).json()["error"] == "verification_pending"
+    # The same daily id under another date, or none: that row's refund, recorded already.
     for copy in (
-        {**REFUND, "dailyTransactionID": "77", "date": "2026-11-21 11:00:00"},
+        {**REFUND, "dailyTransactionID": "3", "date": "2026-11-21 11:00:00"},
         {key: value for key, value in genuine.items() if key != "dailyTransactionID"},
     ):
-        assert post(lambda_handler, copy).json()["error"] == "verification_pending", copy
-    # The same daily id under another date: that row's refund, recorded already.
-    same_id = {**REFUND, "dailyTransactionID": "3", "date": "2026-11-21 11:00:00"}
-    assert post(lambda_handler, same_id).json()["outcome"] == "duplicate"
+        assert post(lambda_handler, copy).json()["outcome"] == "duplicate", copy
     assert Payment.objects.get().total_refunded_amount == 6
     assert signal_log.names() == ["payment_completed", "refund_sent"]
     # Two genuine refunds of the same amount, each listed: both recorded.
@@ -426,7 +426,7 @@ def test_a_forged_copy_of_a_partial_refund_is_not_confirmed_by_the_genuine_row(
     assert Payment.objects.get().total_refunded_amount == 12
 
 
-def test_an_unconfirmed_completion_with_a_forged_order_is_not_marked_confirmed_by_the_genuine_one(
+def test_an_unconfirmed_completion_with_a_forged_order_is_corrected_not_confirmed_by_the_genuine_one(
     lambda_handler, ath, settings, signal_log
 ):
     settings.ATHM_VERIFY = False
@@ -435,10 +435,10 @@ def test_an_unconfirmed_completion_with_a_forged_order_is_not_marked_confirmed_b
     settings.ATHM_VERIFY = True
     ath_says(ath, metadata1="order-1002")
     response = post(lambda_handler, COMPLETED)
-    assert response.json()["outcome"] == "applied" and response.json()["anomalies"] == ["reference_conflict"]
-    genuine = Payment.objects.get(ecommerce_id=COMPLETED["ecommerceId"])
-    assert genuine.metadata_1 == "order-1002" and genuine.verified_at is not None
-    assert Payment.objects.get(ecommerce_id=None).verified_at is None
+    assert response.json()["outcome"] == "applied" and response.json()["anomalies"] == ["corrected_from_ath"]
+    payment = Payment.objects.get()
+    assert payment.metadata_1 == "order-1002" and payment.verified_at is not None
+    assert "metadata_1 'order-9999' → 'order-1002'" in payment.anomalies[-1]["detail"]
     assert signal_log.names() == ["payment_completed", "payment_completed"]
 
 

@@ -42,8 +42,9 @@ written where it gives them; a refund's date and daily id too, so that every del
 one refund. One call per day's window, its rows used again for
 :data:`REPORT_CACHE_SECONDS`; one the report does not list yet waits ``pending``. Without the private token
 they are applied unverified; docs/security.md says what limits the damage. Every confirmed event carries
-``verified_at``, stored on its payment: a confirmed event takes its reference number back from an
-unconfirmed payment that holds it (:mod:`athm_core.processor`, ``reference_conflict``).
+``verified_at``, stored on its payment: a confirmed event corrects an unconfirmed payment of its own
+transaction (``corrected_from_ath``) and takes its reference number back from an unconfirmed payment of
+another kind that holds it (``reference_conflict``; :mod:`athm_core.processor`).
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ from athm_core import processor
 from athm_core.ath import client
 from athm_core.conf import athm_settings
 from athm_core.events import EventType
+from athm_core.models import Refund
 from athm_core.payloads import (
     AMOUNT_FIELDS,
     PUERTO_RICO,
@@ -360,13 +362,27 @@ def _check_in_report(event: AthmEvent) -> AthmEvent | str:
             f"ATH Móvil's transaction report does not list {what} "
             f"({REPORT_WINDOW_DAYS} day(s) either side of the event's date)"
         )
-    row = min(listed, key=lambda each: _apart(each, event))
+    row = _row_of(event, listed)
     if row.total != event.total:
         return f"ATH Móvil's transaction report gives a total of {row.total}, not {event.total}"
     differences = _row_differences(event, row)
     if differences:
         return "ATH Móvil's transaction report differs: " + "; ".join(differences)
     return replace(_as_reported(event, row), verified_at=timezone.now())
+
+
+def _row_of(event: AthmEvent, listed: list[AthmEvent]) -> AthmEvent:
+    """The listed row that is ``event``: the nearest in time. For a refund, of the rows no refund recorded
+    stands for yet if there are any (two refunds of one amount, their webhooks dated after their rows),
+    else the nearest (its copy: the same refund, a duplicate)."""
+    if event.type == EventType.REFUND_SENT and len(listed) > 1:
+        keys = {id(row): _as_reported(event, row).idempotency_key for row in listed}
+        recorded = set(
+            Refund.objects.filter(idempotency_key__in=keys.values()).values_list("idempotency_key", flat=True)
+        )
+        free = [row for row in listed if keys[id(row)] not in recorded]
+        listed = free or listed
+    return min(listed, key=lambda each: _apart(each, event))
 
 
 def _apart(row: AthmEvent, event: AthmEvent) -> float:
@@ -418,7 +434,8 @@ def _as_reported(event: AthmEvent, row: AthmEvent) -> AthmEvent:
     dates, which are part of its identity: every delivery that the same row confirms (a copy under another
     date included) is then the same refund, a duplicate of the first, even when they race."""
     changes: dict[str, Any] = {name: getattr(row, name) for name in _REPORTED_TEXT if getattr(row, name)}
-    if row.daily_transaction_id is not None:
+    if row.daily_transaction_id is not None or event.type == EventType.REFUND_SENT:
+        # A refund's row without one makes every delivery it confirms one refund, whatever their daily ids.
         changes["daily_transaction_id"] = row.daily_transaction_id
     if event.type == EventType.REFUND_SENT:
         changes.update(
@@ -443,7 +460,11 @@ def _listed(event: AthmEvent, rows: list[AthmEvent]) -> list[AthmEvent]:
             row
             for row in listed
             if row.total == event.total
-            and (row.daily_transaction_id is None or row.daily_transaction_id == event.daily_transaction_id)
+            and (
+                row.daily_transaction_id is None
+                or event.daily_transaction_id is None
+                or row.daily_transaction_id == event.daily_transaction_id
+            )
         ]
     return listed
 
