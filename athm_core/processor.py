@@ -576,9 +576,16 @@ def _agrees(payment: Payment, event: AthmEvent) -> bool:
         return False
     if any(getattr(event, name) and getattr(payment, name) != getattr(event, name) for name in _ORDER):
         return False
+    if event.items and _item_keys(payment.items) != _item_keys(item.as_json() for item in event.items):
+        return False
     return all(
         getattr(event, name) is None or getattr(payment, name) == getattr(event, name) for name in _AMOUNTS
     )
+
+
+def _item_keys(items) -> list[tuple]:
+    """Items (as stored, ``Item.as_json()``) by name, quantity and price, whatever their order."""
+    return sorted((item.get("name"), item.get("quantity"), item.get("price")) for item in items)
 
 
 _ORDER = ("metadata_1", "metadata_2")
@@ -598,6 +605,8 @@ def _corrections(payment: Payment, event: AthmEvent) -> str:
     for name in _ORDER:
         if getattr(event, name) and getattr(payment, name) != getattr(event, name):
             changes.append(f"{name} {getattr(payment, name)!r:.40} → {getattr(event, name)!r:.40}")
+    if event.items and _item_keys(payment.items) != _item_keys(item.as_json() for item in event.items):
+        changes.append("the items")
     return "recorded unconfirmed, rewritten from ATH Móvil's answer: " + "; ".join(changes)
 
 
@@ -637,13 +646,30 @@ def _evict_squatter(event: AthmEvent) -> dict | None:
     return the anomaly for the confirmed event's delivery. A completion recorded in ATH's published shape
     under that number is the same checkout: joined instead (:func:`_join_checkout`), and corrected from
     ATH's answer if it was recorded otherwise."""
-    if event.verified_at is None or not event.reference_number or _reference_conflict(event) == "":
+    if event.verified_at is None or not event.reference_number:
+        return None
+    if _reference_conflict(event) == "" and not _unjoinable(event):
         return None
     with transaction.atomic():
         squatter = _locked_payment(reference_number=event.reference_number)
         if squatter is None or squatter.verified_at is not None:
             return None
         return _evict(squatter, event)
+
+
+def _unjoinable(event: AthmEvent) -> bool:
+    """Whether a completion recorded in ATH's published shape holds the reference number of ``event``
+    while another payment already holds its ``ecommerceId`` (each recorded unconfirmed): two rows of one
+    checkout that cannot be joined. The one under the ecommerceId is corrected; the other gives the
+    number up."""
+    if not event.ecommerce_id:
+        return False
+    published = Payment.objects.filter(
+        reference_number=event.reference_number,
+        transaction_type=Payment.TransactionType.ECOMMERCE,
+        ecommerce_id=None,
+    )
+    return published.exists() and Payment.objects.filter(ecommerce_id=event.ecommerce_id).exists()
 
 
 def _kind_of(event: AthmEvent) -> str:

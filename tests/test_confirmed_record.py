@@ -76,13 +76,15 @@ def test_an_app_payment_recorded_unconfirmed_is_corrected_in_place_not_doubled(
     assert str(payment.total) == APP_PAYMENT["total"] and payment.verified_at is not None
 
 
-def test_a_copy_with_another_daily_id_is_the_same_refund_when_the_row_gives_none(lambda_handler, ath):
+def test_a_copy_with_another_daily_id_is_not_a_second_refund_when_the_row_gives_none(lambda_handler, ath):
     ath_says(ath)
     post(lambda_handler, COMPLETED)
     genuine = {**REFUND, "dailyTransactionID": "3"}
     report_lists(ath, COMPLETED, NO_ID)  # the report's row gives no daily id
     assert post(lambda_handler, genuine).json()["outcome"] == "applied"
-    assert post(lambda_handler, {**genuine, "dailyTransactionID": "77"}).json()["outcome"] == "duplicate"
+    # The one row stands for the refund recorded: the copy waits (and is kept unverified in the end).
+    copy = {**genuine, "dailyTransactionID": "77"}
+    assert post(lambda_handler, copy).json()["error"] == "verification_pending"
     assert Payment.objects.get().total_refunded_amount == 6
     # Reconciliation finds the confirmed refund as recorded, and records nothing again.
     reconciliation.reconcile(date(2026, 11, 20), date(2026, 11, 22))
@@ -129,3 +131,89 @@ def test_a_copy_of_a_refund_is_the_same_refund_without_the_private_token_too(lam
     copy = {**REFUND, "date": "2026-11-21 11:00:00", "message": "forged"}
     assert post(lambda_handler, copy).json()["outcome"] == "duplicate"
     assert Payment.objects.get().total_refunded_amount == 6
+
+
+# --- found by the fourth review: refunds the report cannot tell apart by daily id, forged items, a copy ---
+
+
+def test_a_second_refund_of_one_amount_is_not_taken_for_the_first_by_a_cached_report(lambda_handler, ath):
+    ath_says(ath)
+    post(lambda_handler, COMPLETED)
+    row_a = {**NO_ID, "date": "2026-11-21 09:20:40"}
+    row_b = {**NO_ID, "date": "2026-11-21 09:20:55"}
+    report_lists(ath, COMPLETED, row_a)
+    first = {**REFUND, "dailyTransactionID": "3", "date": "2026-11-21 09:20:41"}
+    assert post(lambda_handler, first).json()["outcome"] == "applied"
+    report_lists(ath, COMPLETED, row_a, row_b)  # listed since; the cached copy has row_a only
+    second = {**REFUND, "dailyTransactionID": "4", "date": "2026-11-21 09:20:56"}
+    assert post(lambda_handler, second).json()["outcome"] == "applied"
+    assert Payment.objects.get().total_refunded_amount == 12
+
+
+def test_a_refund_without_a_daily_id_is_not_taken_for_one_recorded_already(lambda_handler, ath, monkeypatch):
+    monkeypatch.setattr(verification, "REPORT_CACHE_SECONDS", 0.0)
+    ath_says(ath)
+    post(lambda_handler, COMPLETED)
+    report_lists(ath, COMPLETED, REFUND)
+    assert post(lambda_handler, NO_ID).json()["outcome"] == "applied"
+    # A second refund of the amount, not listed yet: it waits, it is not the first one's duplicate.
+    response = post(lambda_handler, {**NO_ID, "date": "2026-11-21 09:30:41"})
+    assert response.json()["error"] == "verification_pending", response
+
+
+def test_reconciliation_finds_a_refund_recorded_unconfirmed_whose_row_gives_no_daily_id(
+    lambda_handler, ath, settings
+):
+    settings.ATHM_PRIVATE_TOKEN = ""
+    ath_says(ath)
+    post(lambda_handler, COMPLETED)
+    assert post(lambda_handler, REFUND).json()["outcome"] == "applied"
+    settings.ATHM_PRIVATE_TOKEN = "sk_test_private"
+    report_lists(ath, COMPLETED, NO_ID)
+    reconciliation.reconcile(date(2026, 11, 20), date(2026, 11, 22))
+    assert Refund.objects.count() == 1
+
+
+@pytest.mark.parametrize(
+    "row", [{**NO_ID, "date": "2026-11-21 09:20:39"}, {**REFUND, "date": "2026-11-21 09:20:39"}]
+)
+def test_a_redelivery_of_a_confirmed_refund_is_a_duplicate_whatever_can_be_asked(
+    lambda_handler, ath, settings, row
+):
+    ath_says(ath)
+    post(lambda_handler, COMPLETED)
+    report_lists(ath, COMPLETED, row)
+    assert post(lambda_handler, REFUND).json()["outcome"] == "applied"
+    verification._report_cache.clear()
+    ath.answer(REPORT_PATH, 502, raw=b"Bad Gateway")
+    assert post(lambda_handler, REFUND).json()["outcome"] == "duplicate"  # not pending: ATH is not asked
+    settings.ATHM_PRIVATE_TOKEN = ""
+    assert post(lambda_handler, REFUND).json()["outcome"] == "duplicate"
+    assert Refund.objects.count() == 1
+
+
+def test_a_payment_recorded_unconfirmed_with_forged_items_is_corrected_not_confirmed(
+    lambda_handler, ath, settings
+):
+    forged = [{"name": "Forged TV", "price": 12.0, "quantity": 2, "tax": 1.5}]
+    unverified(settings, lambda_handler, {**COMPLETED, "items": forged})
+    ath_answers_fully(ath)
+    assert post(lambda_handler, COMPLETED).json()["anomalies"] == ["corrected_from_ath"]
+    assert [item["name"] for item in Payment.objects.get().items] == ["Pastelillo"]
+
+
+def test_a_correction_whose_reference_a_published_shape_copy_holds_is_applied_not_a_failure(
+    lambda_handler, ath, settings, signal_log
+):
+    published = {key: value for key, value in COMPLETED.items() if key != "ecommerceId"}
+    settings.ATHM_VERIFY = False
+    post(lambda_handler, {**COMPLETED, "referenceNumber": "215070-forged"})
+    post(lambda_handler, published)
+    settings.ATHM_VERIFY = True
+    ath_answers_fully(ath)
+    response = post(lambda_handler, COMPLETED)
+    assert response.status == 200 and response.json()["outcome"] == "applied", response
+    corrected = Payment.objects.get(ecommerce_id=COMPLETED["ecommerceId"])
+    assert corrected.reference_number == COMPLETED["referenceNumber"] and corrected.verified_at is not None
+    copy = Payment.objects.get(ecommerce_id=None)
+    assert copy.reference_number is None and "reference_conflict" in [a["kind"] for a in copy.anomalies]

@@ -408,15 +408,15 @@ def test_a_forged_copy_of_a_partial_refund_is_not_confirmed_by_the_genuine_row(
     genuine = {**REFUND, "dailyTransactionID": "3"}
     report_lists(ath, COMPLETED, genuine)
     assert post(lambda_handler, genuine).json()["outcome"] == "applied"
-    # Another daily id: not that row's refund (the report does not list it).
-    other_id = {**REFUND, "dailyTransactionID": "77", "date": "2026-11-21 11:00:00"}
-    assert post(lambda_handler, other_id).json()["error"] == "verification_pending"
-    # The same daily id under another date, or none: that row's refund, recorded already.
+    # Another daily id, or none: not that row's refund (recorded already); it waits for a row of its own.
     for copy in (
-        {**REFUND, "dailyTransactionID": "3", "date": "2026-11-21 11:00:00"},
+        {**REFUND, "dailyTransactionID": "77", "date": "2026-11-21 11:00:00"},
         {key: value for key, value in genuine.items() if key != "dailyTransactionID"},
     ):
-        assert post(lambda_handler, copy).json()["outcome"] == "duplicate", copy
+        assert post(lambda_handler, copy).json()["error"] == "verification_pending", copy
+    # The same daily id under another date: that row's refund, recorded already.
+    same_id = {**REFUND, "dailyTransactionID": "3", "date": "2026-11-21 11:00:00"}
+    assert post(lambda_handler, same_id).json()["outcome"] == "duplicate"
     assert Payment.objects.get().total_refunded_amount == 6
     assert signal_log.names() == ["payment_completed", "refund_sent"]
     # Two genuine refunds of the same amount, each listed: both recorded.

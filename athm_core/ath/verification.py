@@ -349,10 +349,10 @@ def _check_in_report(event: AthmEvent) -> AthmEvent | str:
         )
     day = when.astimezone(PUERTO_RICO).date()
     rows, fetched = _report(day, fresh=False)
-    listed = _listed(event, rows)
-    if not listed and not fetched:  # not in a copy kept from before: it may have been listed since
-        listed = _listed(event, _report(day, fresh=True)[0])
-    if not listed:
+    row = _row_of(event, rows)
+    if row is None and not fetched:  # not in a copy kept from before: it may have been listed since
+        row = _row_of(event, _report(day, fresh=True)[0])
+    if row is None:
         what = f"reference number {event.reference_number}"
         if event.type == EventType.REFUND_SENT:
             daily = event.daily_transaction_id
@@ -362,7 +362,6 @@ def _check_in_report(event: AthmEvent) -> AthmEvent | str:
             f"ATH Móvil's transaction report does not list {what} "
             f"({REPORT_WINDOW_DAYS} day(s) either side of the event's date)"
         )
-    row = _row_of(event, listed)
     if row.total != event.total:
         return f"ATH Móvil's transaction report gives a total of {row.total}, not {event.total}"
     differences = _row_differences(event, row)
@@ -371,18 +370,43 @@ def _check_in_report(event: AthmEvent) -> AthmEvent | str:
     return replace(_as_reported(event, row), verified_at=timezone.now())
 
 
-def _row_of(event: AthmEvent, listed: list[AthmEvent]) -> AthmEvent:
-    """The listed row that is ``event``: the nearest in time. For a refund, of the rows no refund recorded
-    stands for yet if there are any (two refunds of one amount, their webhooks dated after their rows),
-    else the nearest (its copy: the same refund, a duplicate)."""
-    if event.type == EventType.REFUND_SENT and len(listed) > 1:
-        keys = {id(row): _as_reported(event, row).idempotency_key for row in listed}
-        recorded = set(
-            Refund.objects.filter(idempotency_key__in=keys.values()).values_list("idempotency_key", flat=True)
-        )
-        free = [row for row in listed if keys[id(row)] not in recorded]
-        listed = free or listed
-    return min(listed, key=lambda each: _apart(each, event))
+def _row_of(event: AthmEvent, rows: list[AthmEvent]) -> AthmEvent | None:
+    """The report's row that is ``event``, or ``None``: of its own kind (a refund carries its payment's
+    reference number) and reference number, the nearest in time.
+
+    A refund (partial refunds share a reference number) is the row of its amount and daily id, recorded
+    already or not (its copy, or its redelivery, is then a duplicate). Without a row of its daily id (the
+    body gives none, or the rows do not), it is the nearest row of its amount that no recorded refund
+    stands for: a second refund of one amount is never taken for the first, and waits for its own row.
+    """
+    listed = [
+        row for row in rows if row.reference_number == event.reference_number and row.type == event.type
+    ]
+    if event.type == EventType.REFUND_SENT:
+        listed = [row for row in listed if row.total == event.total]
+        mine = [
+            row
+            for row in listed
+            if event.daily_transaction_id is not None
+            and row.daily_transaction_id == event.daily_transaction_id
+        ]
+        listed = mine or _unrecorded(event, listed)
+    return min(listed, key=lambda each: _apart(each, event)) if listed else None
+
+
+def _unrecorded(refund: AthmEvent, rows: list[AthmEvent]) -> list[AthmEvent]:
+    """The refund rows (of the refund's reference number and amount) that no recorded refund stands for.
+    A row with a daily id: none of that daily id on its Puerto Rico day. Rows without one cannot be told
+    apart: they stand free while they outnumber the refunds of that amount recorded."""
+    free = [
+        row for row in rows if row.daily_transaction_id is not None and processor.same_refund(row) is None
+    ]
+    anonymous = [row for row in rows if row.daily_transaction_id is None]
+    if anonymous:
+        recorded = Refund.objects.filter(reference_number=refund.reference_number, amount=refund.total)
+        if recorded.count() < len(rows):
+            free += anonymous
+    return free
 
 
 def _apart(row: AthmEvent, event: AthmEvent) -> float:
@@ -430,43 +454,23 @@ _REPORTED_AMOUNTS = ("subtotal", "tax", "fee", "net_amount")
 
 
 def _as_reported(event: AthmEvent, row: AthmEvent) -> AthmEvent:
-    """``event`` written as the report's ``row`` gives it. For a refund that includes its daily id and
-    dates, which are part of its identity: every delivery that the same row confirms (a copy under another
-    date included) is then the same refund, a duplicate of the first, even when they race."""
+    """``event`` written as the report's ``row`` gives it. For a refund whose row gives a daily id, that
+    includes its daily id and dates, which are part of its identity: every delivery that the same row
+    confirms (a copy under another date included) is then the same refund, a duplicate of the first, even
+    when they race."""
     changes: dict[str, Any] = {name: getattr(row, name) for name in _REPORTED_TEXT if getattr(row, name)}
-    if row.daily_transaction_id is not None or event.type == EventType.REFUND_SENT:
-        # A refund's row without one makes every delivery it confirms one refund, whatever their daily ids.
+    if row.daily_transaction_id is not None:
         changes["daily_transaction_id"] = row.daily_transaction_id
     if event.type == EventType.REFUND_SENT:
-        changes.update(
-            {name: getattr(row, name) for name in ("date", "transaction_date") if getattr(row, name)}
-        )
+        if row.daily_transaction_id is not None:  # the row says which refund it is: it dates it too
+            changes.update(
+                {name: getattr(row, name) for name in ("date", "transaction_date") if getattr(row, name)}
+            )
         return replace(event, **changes)
     changes.update({name: getattr(row, name) for name in _REPORTED_AMOUNTS if getattr(row, name) is not None})
     if row.items and (not event.items or all(item.name for item in row.items)):
         changes["items"] = row.items
     return replace(event, **changes)
-
-
-def _listed(event: AthmEvent, rows: list[AthmEvent]) -> list[AthmEvent]:
-    """The report's rows that are ``event``: of its own kind (a refund carries its payment's reference
-    number) and reference number; for a refund, of its amount too (partial refunds share a reference), and
-    of its daily id where the row gives one."""
-    listed = [
-        row for row in rows if row.reference_number == event.reference_number and row.type == event.type
-    ]
-    if event.type == EventType.REFUND_SENT:
-        listed = [
-            row
-            for row in listed
-            if row.total == event.total
-            and (
-                row.daily_transaction_id is None
-                or event.daily_transaction_id is None
-                or row.daily_transaction_id == event.daily_transaction_id
-            )
-        ]
-    return listed
 
 
 # How long a day's transaction report is used again before it is asked for anew: a burst of deliveries of
