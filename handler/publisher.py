@@ -11,7 +11,7 @@ are locked while they are published, so two publishers never send the same one; 
 after SNS accepted a message but before its commit leaves it to be sent again (at least once: consumers
 deduplicate on the event id, and FIFO topics do it for them).
 
-boto3 is imported only when a topic is configured; one client serves the container.
+boto3 is imported only when a topic is configured; one client serves the container (``handler.aws``).
 """
 
 from __future__ import annotations
@@ -28,12 +28,13 @@ from django.utils import timezone
 
 from athm_core import outbox
 from athm_core.models import OutboxMessage
+from handler import aws
 from handler.observability import count, logger, metrics
 
 # A webhook waits for its own publish, so SNS gets little time before the relay takes over.
 _CONNECT_TIMEOUT = 1
 _READ_TIMEOUT = 3
-_ATTEMPTS = 2
+_ATTEMPTS = 3  # in all: the first try and two retries (botocore's standard mode)
 # After this many failures in a row, SNS is taken to be down and the rest waits for the next run.
 _FAILURES_BEFORE_GIVING_UP = 3
 # The messages a webhook publishes: its own, behind any older pending ones of the same payment.
@@ -43,16 +44,17 @@ _GROUP_LIMIT = 50
 @functools.cache
 def sns_client() -> Any:
     """The container's SNS client, in the topic's region. ``AWS_ENDPOINT_URL`` points it elsewhere."""
-    import boto3
-    from botocore.config import Config
-
     region = settings.ATHM_SNS_TOPIC_ARN.split(":")[3]
-    config = Config(
-        connect_timeout=_CONNECT_TIMEOUT,
-        read_timeout=_READ_TIMEOUT,
-        retries={"mode": "standard", "max_attempts": _ATTEMPTS},
+    return aws.client(
+        "sns", region, connect_timeout=_CONNECT_TIMEOUT, read_timeout=_READ_TIMEOUT, attempts=_ATTEMPTS
     )
-    return boto3.session.Session().client("sns", region_name=region, config=config)
+
+
+def reset() -> None:
+    """Forget the SNS client, and the AWS session it came from: the next publish creates them again (after
+    a SnapStart restore; for tests, between AWS stand-ins)."""
+    sns_client.cache_clear()
+    aws.reset()
 
 
 def publish_committed(sender: Any = None, *, groups: set[str], **kwargs: Any) -> None:

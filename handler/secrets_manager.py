@@ -1,6 +1,7 @@
 """Secrets Manager, read in one place: the webhook secret, the database credentials, the private token.
 
-Every read goes through Powertools' ``SecretsProvider`` over one boto3 client per region, with bounded
+Every read goes through Powertools' ``SecretsProvider`` over the container's one Secrets Manager client per
+region (``handler.aws``), with bounded
 waits (a read may happen during a webhook, and must give up long before the function's timeout). A value
 is cached for ``MAX_AGE_SECONDS``; ``fresh=True`` reads it again now (after a rotation). boto3 is imported
 on the first read only, so a container configured without secrets never loads it.
@@ -18,6 +19,8 @@ import functools
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
+
+from handler import aws
 
 # How long a read is trusted: a rotation reaches every warm container within this.
 MAX_AGE_SECONDS = 300
@@ -43,23 +46,24 @@ def database_secret(arn: str, *, fresh: bool = False) -> dict[str, Any]:
 
 @functools.cache
 def provider(region: str | None) -> Any:
-    """The container's one Powertools ``SecretsProvider`` for ``region`` (``None``: the environment's)."""
-    import boto3
+    """The container's one Powertools ``SecretsProvider`` for ``region`` (``None``: the environment's), over
+    the container's one Secrets Manager client (``handler.aws``)."""
     from aws_lambda_powertools.utilities.parameters import SecretsProvider
-    from botocore.config import Config
 
-    config = Config(
+    client = aws.client(
+        "secretsmanager",
+        region,
         connect_timeout=_CONNECT_TIMEOUT,
         read_timeout=_READ_TIMEOUT,
-        retries={"mode": "standard", "total_max_attempts": _ATTEMPTS},
+        attempts=_ATTEMPTS,
     )
-    client = boto3.session.Session().client("secretsmanager", region_name=region, config=config)
     return SecretsProvider(boto3_client=client)
 
 
 def reset() -> None:
-    """Forget the clients and every value read (for tests)."""
+    """Forget the clients and every value read (after a SnapStart restore; for tests)."""
     provider.cache_clear()
+    aws.client.cache_clear()
 
 
 def _region(arn: str) -> str | None:

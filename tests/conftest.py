@@ -342,7 +342,7 @@ def use_topic(settings, arn: str) -> None:
 
     settings.ATHM_SNS_TOPIC_ARN = arn
     settings.ATHM_OUTBOX = True
-    publisher.sns_client.cache_clear()
+    publisher.reset()
 
 
 @pytest.fixture
@@ -358,7 +358,7 @@ def aws(monkeypatch) -> Iterator[None]:
 
     with mock_aws():
         yield
-    publisher.sns_client.cache_clear()
+    publisher.reset()
     metrics.clear_metrics()  # the relay's, which no Lambda invocation flushed
 
 
@@ -401,10 +401,10 @@ def moto_server(monkeypatch) -> Iterator[dict[str, str]]:
     }
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    publisher.sns_client.cache_clear()
+    publisher.reset()
     yield env
     server.stop()
-    publisher.sns_client.cache_clear()
+    publisher.reset()
 
 
 # --- CloudFormation templates ----------------------------------------------------------------------------

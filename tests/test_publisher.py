@@ -176,7 +176,7 @@ def test_an_unreachable_sns_endpoint_leaves_the_answer_200_until_the_relay(
 
     # The endpoint is back (moto's in-process SNS) and the relay publishes the message.
     monkeypatch.delenv("AWS_ENDPOINT_URL_SNS")
-    publisher.sns_client.cache_clear()
+    publisher.reset()
     topic = Topic()
     assert publisher.relay(retry_now=True).published == 1
     assert [m.body["id"] for m in topic.messages()] == [str(row.event_id)]
