@@ -13,7 +13,7 @@ refuses the cold start), the check named by ``ATHM_VERIFIER``, and with a topic 
 
 from __future__ import annotations
 
-import handler.boot  # noqa: F401 - first: Django set up and the receivers imported
+import handler.boot  # first: Django set up and the receivers imported
 
 from typing import Any
 
@@ -48,3 +48,6 @@ _adapter = Adapter(application, lifespan="off", api_gateway_base_path=settings.A
 @metrics.log_metrics(capture_cold_start_metric=True)
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     return _adapter(event, context)
+
+
+handler.boot.ready()  # last: the set-up is done, collection back on, SnapStart hooks registered

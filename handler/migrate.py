@@ -14,7 +14,7 @@ them, before it changes anything.
 from __future__ import annotations
 
 try:
-    import handler.boot  # noqa: F401 - first: Django set up and the receivers imported
+    import handler.boot  # first: Django set up and the receivers imported
 except Exception as exc:  # whatever stops the start is the deploy's failure, said at once
     BOOT_FAILURE = f"the migration function could not start: {type(exc).__name__}: {exc}"
 else:
@@ -110,3 +110,7 @@ def _answer(event: dict[str, Any], status: str, reason: str) -> None:
     )
     with urllib.request.urlopen(request, timeout=30) as response:
         response.read()
+
+
+if not BOOT_FAILURE:
+    handler.boot.ready()  # last: the set-up is done, collection back on, SnapStart hooks registered

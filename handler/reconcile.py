@@ -8,7 +8,7 @@ read. Logs carry ids and amounts only, never customer data or the private token.
 
 from __future__ import annotations
 
-import handler.boot  # noqa: F401 - first: Django set up and the receivers imported
+import handler.boot  # first: Django set up and the receivers imported
 
 from datetime import date
 from typing import Any
@@ -57,3 +57,6 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
             logger.warning(line)
     logger.info("reconciled", extra={"reconciliation": summary})
     return summary
+
+
+handler.boot.ready()  # last: the set-up is done, collection back on, SnapStart hooks registered

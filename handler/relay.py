@@ -13,7 +13,7 @@ metrics: ``NoticesPending`` and ``NoticeOldestPendingAge`` (watched by the stuck
 
 from __future__ import annotations
 
-import handler.boot  # noqa: F401 - first: Django set up and the receivers imported
+import handler.boot  # first: Django set up and the receivers imported
 
 import time
 from typing import Any
@@ -94,3 +94,6 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     remaining = context.get_remaining_time_in_millis() / 1000
     deadline = time.monotonic() + max(remaining - _MARGIN_SECONDS, remaining / 2)
     return run(deadline=deadline)
+
+
+handler.boot.ready()  # last: the set-up is done, collection back on, SnapStart hooks registered
