@@ -12,7 +12,7 @@
    per warm invocation, and what each side recorded of the corpus's state changes and money.
 4. Cold starts: a new process from its start to the first answered webhook, ``--cold-runs`` times per side,
    interleaved: without SNS, with an SNS topic, and as deployed (the topic, and the webhook secret read
-   from Secrets Manager), AWS being moto's server on 127.0.0.1.
+   from Secrets Manager, in Lambda: collection off while setting up), AWS being moto's server on 127.0.0.1.
 5. Peak memory over a replay of at least 10,000 deliveries, and the unzipped size of what is deployed.
 
 Figures are medians of the repeats; every comparison is a ratio ours/theirs from this run. The report
@@ -253,6 +253,9 @@ def summarize(reports: list[dict[str, Any]]) -> dict[str, Any]:
 
 # --- cold starts -----------------------------------------------------------------------------------------
 
+# What a merchant runs: an SNS topic, the webhook secret in Secrets Manager, in Lambda.
+AS_DEPLOYED = "ours, as deployed (SNS topic, secret from Secrets Manager, in Lambda)"
+
 
 def cold_starts(
     sides: dict[str, str | Path], scratch: Path, runs: int, skipped: dict[str, str]
@@ -265,7 +268,8 @@ def cold_starts(
     aws = _aws_on_loopback()
     if aws:
         configurations["ours, SNS topic"] = ("ours", aws.topic)
-        configurations["ours, SNS topic and secret from Secrets Manager"] = ("ours", aws.deployed)
+        # As template.yaml deploys it, and in Lambda (AWS_LAMBDA_FUNCTION_NAME): the headline cold start.
+        configurations[AS_DEPLOYED] = ("ours", {**aws.deployed, "AWS_LAMBDA_FUNCTION_NAME": "athm-bench"})
     else:
         skipped["cold start with SNS"] = "moto is not installed"
     times: dict[str, list[dict[str, float]]] = {name: [] for name in configurations}
@@ -496,6 +500,9 @@ def report(results: dict[str, Any]) -> str:
         " SnapStart (python3.12 and later) would restore init from a snapshot: what would remain is the"
         " restore and the first invocation."
     )
+    if AS_DEPLOYED in cold:
+        ratio = cold[AS_DEPLOYED]["to_first_answer_ms"] / cold["theirs"]["to_first_answer_ms"]
+        targets.append(("cold start as deployed ≤ 0.8x django-athm's", ratio <= 0.8, f"{ratio:.2f}x"))
     ratio = cold["ours"]["to_first_answer_ms"] / cold["theirs"]["to_first_answer_ms"]
     targets.append(("cold start without SNS ≤ 0.8x django-athm", ratio <= 0.8, f"{ratio:.2f}x"))
     if "memory" in results:
