@@ -3,7 +3,8 @@ Django's settings and athm_core's (``athm_core.conf``).
 
 Values only: a secret named by an ARN is read by the module that owns Secrets Manager
 (``handler.secrets_manager``). Every variable is listed in the README. Nothing else in the project reads
-the environment for settings.
+the environment for settings, but for what ``handler.secrets_manager`` needs before these settings exist
+(the Parameters and Secrets extension's port, and Lambda's session token to ask it with).
 """
 
 from __future__ import annotations

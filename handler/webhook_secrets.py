@@ -118,7 +118,7 @@ def _from_secrets_manager(arn: str) -> tuple[str, ...]:
         if known and now < _last.refresh_at:
             return _last.secrets
         try:
-            # The first read takes the cold start's from Powertools' cache; later ones go to Secrets Manager.
+            # The first read takes the cold start's from secrets_manager's cache; later ones ask afresh.
             value = secrets_manager.read(arn, fresh=known)
         except Exception as exc:  # any failure at all: the last good value beats refusing every webhook
             if not known:

@@ -54,8 +54,12 @@ def test_every_handler_in_the_template_is_a_callable_in_the_package(child_env):
 _READ = re.compile(r"""(?:environ\.get|env\.get|_list|_flag)\(\s*["']([A-Z0-9_]+)["']""")
 
 
+def variables_read_by(module: str) -> set[str]:
+    return set(_READ.findall((ROOT / "handler" / f"{module}.py").read_text(encoding="utf-8")))
+
+
 def variables_the_settings_read() -> set[str]:
-    return set(_READ.findall((ROOT / "handler" / "settings.py").read_text(encoding="utf-8")))
+    return variables_read_by("settings")
 
 
 def variables_the_template_sets() -> set[str]:
@@ -84,9 +88,14 @@ def test_every_variable_the_settings_read_is_set_by_the_template_or_documented_a
 
 
 def test_every_variable_the_template_sets_is_read_by_someone():
-    # Powertools reads its own POWERTOOLS_* variables.
-    unread = variables_the_template_sets() - variables_the_settings_read()
-    unknown = {name for name in unread if not name.startswith("POWERTOOLS_")}
+    # Powertools reads its own POWERTOOLS_* variables, and the Parameters and Secrets extension its own
+    # PARAMETERS_SECRETS_EXTENSION_* (handler.secrets_manager reads the port too, before the settings exist).
+    read = variables_the_settings_read() | variables_read_by("secrets_manager")
+    assert "PARAMETERS_SECRETS_EXTENSION_HTTP_PORT" in read
+    unread = variables_the_template_sets() - read
+    unknown = {
+        name for name in unread if not name.startswith(("POWERTOOLS_", "PARAMETERS_SECRETS_EXTENSION_"))
+    }
     assert not unknown, f"template.yaml sets variables nothing reads: {unknown}"
 
 
@@ -108,6 +117,45 @@ def test_the_functions_wear_what_the_database_needs():
     architectures = template["Globals"]["Function"]["Architectures"]
     makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
     assert architectures == [re.search(r"^LAMBDA_ARCH \?= (\S+)", makefile, re.MULTILINE).group(1)]
+
+
+def test_the_secrets_extension_is_opt_in_and_reaches_every_function_that_reads_a_secret():
+    template = load_template(TEMPLATE)
+    parameter = template["Parameters"]["SecretsExtensionLayerArn"]
+    assert parameter["Default"] == ""  # empty: opted out, the secrets are read with boto3
+    assert re.fullmatch(
+        parameter["AllowedPattern"],
+        "arn:aws:lambda:us-east-1:177933569100:layer:AWS-Parameters-and-Secrets-Lambda-Extension-Arm64:12",
+    )
+    assert re.fullmatch(parameter["AllowedPattern"], "")
+    # The layer is built per architecture: the description names the functions' own.
+    assert template["Globals"]["Function"]["Architectures"] == ["arm64"]
+    assert "Arm64" in parameter["Description"]
+    assert template["Conditions"]["HasSecretsExtension"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "SecretsExtensionLayerArn"}, ""]}]
+    }
+    # Every function reads the database secret (DB_SECRET_ARN is global), so the layer and the port are
+    # global, and set only with the parameter; no function replaces them.
+    variables = template["Globals"]["Function"]["Environment"]["Variables"]
+    assert "DB_SECRET_ARN" in variables
+    no_value = {"Ref": "AWS::NoValue"}
+    assert variables["PARAMETERS_SECRETS_EXTENSION_HTTP_PORT"] == {
+        "Fn::If": ["HasSecretsExtension", "2773", no_value]
+    }
+    assert variables["PARAMETERS_SECRETS_EXTENSION_CACHE_ENABLED"] == {
+        "Fn::If": ["HasSecretsExtension", "false", no_value]
+    }
+    layers = template["Globals"]["Function"]["Layers"]["Fn::Split"][1]["Fn::Join"][1]
+    assert layers[0] == {"Ref": "DependenciesLayer"}
+    assert {
+        "Fn::If": ["HasSecretsExtension", {"Fn::Join": ["", [",", {"Ref": "SecretsExtensionLayerArn"}]]}, ""]
+    } in layers
+    for name, properties in functions().items():
+        assert "Layers" not in properties, name
+        own = properties.get("Environment", {}).get("Variables", {})
+        assert not {key for key in own if key.startswith("PARAMETERS_SECRETS_")}, name
+        reads_a_secret = any("AWSSecretsManagerGetSecretValuePolicy" in p for p in properties["Policies"])
+        assert reads_a_secret, name
 
 
 def test_every_function_in_the_template_has_a_build_target():
