@@ -31,12 +31,14 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from bench import corpus
 from bench.replay_ours import SECRET
@@ -255,6 +257,7 @@ def summarize(reports: list[dict[str, Any]]) -> dict[str, Any]:
 
 # What a merchant runs: an SNS topic, the webhook secret in Secrets Manager, in Lambda.
 AS_DEPLOYED = "ours, as deployed (SNS topic, secret from Secrets Manager, in Lambda)"
+AS_DEPLOYED_EXTENSION = "ours, as deployed, the secret through the Parameters and Secrets extension"
 
 
 def cold_starts(
@@ -269,7 +272,9 @@ def cold_starts(
     if aws:
         configurations["ours, SNS topic"] = ("ours", aws.topic)
         # As template.yaml deploys it, and in Lambda (AWS_LAMBDA_FUNCTION_NAME): the headline cold start.
-        configurations[AS_DEPLOYED] = ("ours", {**aws.deployed, "AWS_LAMBDA_FUNCTION_NAME": "athm-bench"})
+        in_lambda = {"AWS_LAMBDA_FUNCTION_NAME": "athm-bench"}
+        configurations[AS_DEPLOYED] = ("ours", {**aws.deployed, **in_lambda})
+        configurations[AS_DEPLOYED_EXTENSION] = ("ours", {**aws.extension, **in_lambda})
     else:
         skipped["cold start with SNS"] = "moto is not installed"
     times: dict[str, list[dict[str, float]]] = {name: [] for name in configurations}
@@ -332,7 +337,36 @@ def _import_time(python: str, module: str) -> float:
 class _Aws:
     topic: dict[str, str]  # a topic to publish to
     deployed: dict[str, str]  # and the webhook secret read from Secrets Manager, as template.yaml deploys it
+    extension: dict[str, str]  # the same, the secret read through the Parameters and Secrets extension
     stop: Callable[[], None]
+
+
+class _SecretsExtension(ThreadingHTTPServer):
+    """Stands in for AWS's Parameters and Secrets Lambda Extension on 127.0.0.1: it answers
+    ``GET /secretsmanager/get?secretId=ARN`` (with a session token) with GetSecretValue's JSON."""
+
+    daemon_threads = True
+
+    def __init__(self, secrets: dict[str, str]) -> None:
+        self.secrets = secrets
+        super().__init__(("127.0.0.1", 0), _ExtensionAnswer)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+
+class _ExtensionAnswer(BaseHTTPRequestHandler):
+    server: _SecretsExtension
+
+    def do_GET(self) -> None:
+        arn = parse_qs(urlsplit(self.path).query).get("secretId", [""])[0]
+        found = arn in self.server.secrets and self.headers.get("X-Aws-Parameters-Secrets-Token")
+        body = json.dumps({"ARN": arn, "SecretString": self.server.secrets.get(arn, "")}).encode()
+        self.send_response(200 if found else 400)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
 
 
 def _aws_on_loopback() -> _Aws | None:
@@ -364,7 +398,19 @@ def _aws_on_loopback() -> _Aws | None:
     topic = {**env, "ATHM_SNS_TOPIC_ARN": sns.create_topic(Name="athm-bench")["TopicArn"]}
     # The replay posts to the secret it is configured with; the deployed function reads the same value.
     secret = secrets.create_secret(Name="athm-bench-webhook", SecretString=SECRET)["ARN"]
-    return _Aws(topic, {**topic, "ATHM_WEBHOOK_SECRET_ARN": secret}, server.stop)
+    extension = _SecretsExtension({secret: SECRET})
+    through_extension = {
+        **topic,
+        "ATHM_WEBHOOK_SECRET_ARN": secret,
+        "PARAMETERS_SECRETS_EXTENSION_HTTP_PORT": str(extension.server_address[1]),
+        "AWS_SESSION_TOKEN": "bench-session-token",
+    }
+
+    def stop() -> None:
+        extension.shutdown()
+        server.stop()
+
+    return _Aws(topic, {**topic, "ATHM_WEBHOOK_SECRET_ARN": secret}, through_extension, stop)
 
 
 # --- memory and size -------------------------------------------------------------------------------------
@@ -500,9 +546,10 @@ def report(results: dict[str, Any]) -> str:
         " SnapStart (python3.12 and later) would restore init from a snapshot: what would remain is the"
         " restore and the first invocation."
     )
-    if AS_DEPLOYED in cold:
-        ratio = cold[AS_DEPLOYED]["to_first_answer_ms"] / cold["theirs"]["to_first_answer_ms"]
-        targets.append(("cold start as deployed ≤ 0.8x django-athm's", ratio <= 0.8, f"{ratio:.2f}x"))
+    for name in (AS_DEPLOYED, AS_DEPLOYED_EXTENSION):
+        if name in cold:
+            ratio = cold[name]["to_first_answer_ms"] / cold["theirs"]["to_first_answer_ms"]
+            targets.append((f"cold start {name[6:]} ≤ 0.8x django-athm's", ratio <= 0.8, f"{ratio:.2f}x"))
     ratio = cold["ours"]["to_first_answer_ms"] / cold["theirs"]["to_first_answer_ms"]
     targets.append(("cold start without SNS ≤ 0.8x django-athm", ratio <= 0.8, f"{ratio:.2f}x"))
     if "memory" in results:
