@@ -272,7 +272,7 @@ def cold_starts(
     if aws:
         configurations["ours, SNS topic"] = ("ours", aws.topic)
         # As template.yaml deploys it, and in Lambda (AWS_LAMBDA_FUNCTION_NAME): the headline cold start.
-        in_lambda = {"AWS_LAMBDA_FUNCTION_NAME": "athm-bench"}
+        in_lambda = {"AWS_LAMBDA_FUNCTION_NAME": "athm-bench", "AWS_LAMBDA_RUNTIME_API": "127.0.0.1:9001"}
         configurations[AS_DEPLOYED] = ("ours", {**aws.deployed, **in_lambda})
         configurations[AS_DEPLOYED_EXTENSION] = ("ours", {**aws.extension, **in_lambda})
     else:

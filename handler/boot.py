@@ -13,11 +13,15 @@ receivers imported, once per container.
 4. in Lambda, on MySQL/MariaDB, refuses the cold start on a database that is not utf8mb4 (the system check
    ``athm_core.E002``, one query); nothing is asked of SQLite or PostgreSQL.
 
-In Lambda, garbage collection is off from here until the entry point has done its set-up and calls
-:func:`ready`, which freezes what the set-up made (modules, settings, clients: it lives as long as the
-container, and the collector need never look at it again), turns collection back on and registers the
-SnapStart hooks (``handler.snapstart``). Collections during set-up cost about 96 ms of a cold start for
-nothing (issue 16's measurement): nearly everything allocated then is kept.
+In a process that Lambda's runtime started (``AWS_LAMBDA_RUNTIME_API`` is set: the runtime imports the
+function's handler module, one of this package's entry points), garbage collection is off from here until
+the entry point has done its set-up and calls :func:`ready`, which freezes what the set-up made (modules,
+settings, clients: it lives as long as the container, and the collector need never look at it again),
+turns collection back on and registers the SnapStart hooks (``handler.snapstart``). Collections during
+set-up cost about 96 ms of a cold start for nothing (issue 16's measurement): nearly everything allocated
+then is kept. A handler module of your own that imports this one must call :func:`ready` last, as ours
+do; the ``athm`` command calls it at once. The few hundred objects that set-up left unreachable are frozen
+with the rest: bounded, and cheaper than a full collection before the first request.
 
 The linter keeps this import first (``pyproject.toml``: the ``boot`` import section).
 """
@@ -27,16 +31,20 @@ from __future__ import annotations
 import gc
 import os
 
-if os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
+if os.environ.get("AWS_LAMBDA_RUNTIME_API"):
     gc.disable()  # until ready(); before the imports below, which make most of the set-up's objects
 
-import importlib  # after gc.disable(), as every import below
-import logging
-from collections.abc import Iterable
+try:
+    import importlib
+    import logging
+    from collections.abc import Iterable
 
-import django
-from django.conf import settings
-from django.core.exceptions import ImproperlyConfigured
+    import django
+    from django.conf import settings
+    from django.core.exceptions import ImproperlyConfigured
+except BaseException:
+    gc.enable()  # a start that fails (and answers, like the migration function) collects as usual
+    raise
 
 
 def load_receivers(modules: Iterable[str]) -> None:

@@ -15,7 +15,9 @@ _ANNOUNCING = {"reprocess", "reconcile", "redispatch", "relay"}
 
 def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "handler.settings")
-    import handler.boot  # noqa: F401 - Django set up and the receivers imported
+    import handler.boot  # Django set up and the receivers imported
+
+    handler.boot.ready()  # a command is no Lambda set-up: the collector works as usual
 
     from django.conf import settings
     from django.core.management import execute_from_command_line

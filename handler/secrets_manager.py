@@ -4,7 +4,8 @@ Two ways to Secrets Manager, chosen by the environment at each read:
 
 - **Through the AWS Parameters and Secrets Lambda Extension**, when ``PARAMETERS_SECRETS_EXTENSION_HTTP_PORT``
   is set (``template.yaml`` sets it, with the extension's layer, when ``SecretsExtensionLayerArn`` is
-  given): ``GET http://localhost:PORT/secretsmanager/get?secretId=ARN`` with the header
+  given) and so is ``AWS_SESSION_TOKEN`` (not under SnapStart):
+  ``GET http://localhost:PORT/secretsmanager/get?secretId=ARN`` with the header
   ``X-Aws-Parameters-Secrets-Token`` (the function's ``AWS_SESSION_TOKEN``), which answers with
   GetSecretValue's JSON. The standard library's ``http.client`` makes the call, so neither boto3 nor
   Powertools' parameters utility (which imports boto3) is ever imported: that is the point, a cold start
@@ -143,7 +144,10 @@ def _json(text: str) -> Any:
 
 
 def _extension_port() -> int | None:
-    """The extension's port when ``PARAMETERS_SECRETS_EXTENSION_HTTP_PORT`` is set, else ``None``."""
+    """The extension's port when ``PARAMETERS_SECRETS_EXTENSION_HTTP_PORT`` is set and the function has the
+    session token the extension requires, else ``None`` (boto3 reads the secret). Under SnapStart, Lambda
+    gives a function container credentials instead of ``AWS_SESSION_TOKEN``: the extension cannot be asked
+    there, and boto3 (whose credential chain reads those) is used."""
     configured = os.environ.get("PARAMETERS_SECRETS_EXTENSION_HTTP_PORT", "").strip()
     if not configured:
         return None
@@ -151,6 +155,8 @@ def _extension_port() -> int | None:
         raise ImproperlyConfigured(
             f"PARAMETERS_SECRETS_EXTENSION_HTTP_PORT is not a port number: {configured!r}"
         )
+    if not os.environ.get("AWS_SESSION_TOKEN"):
+        return None
     return int(configured)
 
 
@@ -169,10 +175,8 @@ def _through_extension(arn: str, *, fresh: bool) -> str:
 def _ask_extension(arn: str) -> str:
     """One secret's value from the extension: two tries at most, each bounded by ``_TIMEOUT``."""
     port = _extension_port()
-    token = os.environ.get("AWS_SESSION_TOKEN", "")
+    token = os.environ["AWS_SESSION_TOKEN"]  # set: _extension_port() said so
     failure = f"could not read the secret {arn} through the Parameters and Secrets extension"
-    if not token:
-        raise ExtensionError(f"{failure}: AWS_SESSION_TOKEN is not set, and the extension requires it")
     path = "/secretsmanager/get?secretId=" + urllib.parse.quote(arn, safe="")
     for attempt in range(1, _ATTEMPTS + 1):
         last = attempt == _ATTEMPTS

@@ -12,7 +12,9 @@ be old by the time one starts. So:
   - database connections are closed again, in case one was opened since;
   - the AWS session and clients are created anew (their HTTP pools and credentials are the snapshot's);
   - the secrets are read again (a rotation since the snapshot): the webhook secret, the private token;
-    the database secret on the next connection.
+    the database secret on the next connection. A read that fails keeps the snapshot's value, with a
+    warning (the webhook secret is read again a minute later, as after any failed refresh): a restore
+    never fails because Secrets Manager was slow for a moment.
 
 The hooks are registered by :func:`handler.boot.ready` through the runtime's ``snapshot_restore_py``
 module, which exists only in Lambda's python3.12+ runtimes: elsewhere :func:`register` does nothing.
@@ -48,11 +50,17 @@ def after_restore() -> None:
     random.seed()
     connections.close_all()
     publisher.reset()  # the session, the SNS client and the Secrets Manager clients
-    secrets_manager.reset()
+    secrets_manager.reset()  # and every value read
     if settings.ATHM_PRIVATE_TOKEN_SECRET_ARN:
-        settings.ATHM_PRIVATE_TOKEN = secrets_manager.read(settings.ATHM_PRIVATE_TOKEN_SECRET_ARN).strip()
-    webhook_secrets.reset()
-    webhook_secrets.secrets()  # read now, not by the first webhook
+        try:
+            settings.ATHM_PRIVATE_TOKEN = secrets_manager.read(settings.ATHM_PRIVATE_TOKEN_SECRET_ARN).strip()
+        except Exception as exc:
+            logger.warning(
+                "could not read the private token after a restore; the snapshot's stays in use",
+                extra={"error_type": type(exc).__name__},
+            )
+    webhook_secrets.expire()
+    webhook_secrets.secrets()  # read now, not by the first webhook; a failure keeps the snapshot's
     if settings.ATHM_SNS_TOPIC_ARN:
         publisher.sns_client()
     logger.info("restored from a SnapStart snapshot: secrets read again, clients and connections anew")

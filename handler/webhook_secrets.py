@@ -110,6 +110,13 @@ def reset() -> None:
     _usable.cache_clear()
 
 
+def expire() -> None:
+    """Have the next :func:`secrets` read the secret again (after a SnapStart restore), keeping what was
+    read as the value to fall back on if that read fails."""
+    with _lock:
+        _last.refresh_at = 0.0
+
+
 def _from_secrets_manager(arn: str) -> tuple[str, ...]:
     global _last
     with _lock:

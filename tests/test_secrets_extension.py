@@ -291,11 +291,14 @@ def test_an_answer_that_cannot_be_read_raises_without_quoting_it(extension, raw,
     assert failed.value.__context__ is None  # nothing that could quote the answer travels with it
 
 
-def test_without_the_session_token_nothing_is_asked(extension, monkeypatch):
-    arn = extension.create_secret(Name="athm-private-token", SecretString=PASSWORD)["ARN"]
+def test_without_the_session_token_the_extension_is_not_asked_and_boto3_reads_it(
+    extension, secretsmanager, monkeypatch
+):
+    """Under SnapStart Lambda gives container credentials instead of AWS_SESSION_TOKEN, and the extension
+    refuses a request without it: boto3, whose credential chain reads them, reads the secret."""
     monkeypatch.delenv("AWS_SESSION_TOKEN")
-    with pytest.raises(secrets_manager.ExtensionError, match="AWS_SESSION_TOKEN is not set"):
-        secrets_manager.read(arn)
+    arn = secretsmanager.create_secret(Name="athm-private-token", SecretString="sk_from_moto")["ARN"]
+    assert secrets_manager.read(arn) == "sk_from_moto"
     assert extension.requests == []
 
 

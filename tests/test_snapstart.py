@@ -22,13 +22,27 @@ def test_each_lambda_entry_point_sets_up_without_collecting_then_collects_again(
         "import gc, handler.boot; print(gc.isenabled()); "
         f"import {module}; print(gc.isenabled(), gc.get_freeze_count() > 0)"
     )
-    result = python(code, {**child_env, "AWS_LAMBDA_FUNCTION_NAME": "athm-test"})
+    result = python(code, {**child_env, **IN_LAMBDA})
     assert result.returncode == 0, result.stderr
     assert result.stdout.split()[-3:] == ["False", "True", "True"], result.stdout
 
 
-def test_outside_lambda_nothing_changes_for_the_collector(child_env):
-    result = python("import gc, handler.boot; print(gc.isenabled())", child_env)
+# What Lambda's runtime sets in the process it starts (the runtime API's address, here made up).
+IN_LAMBDA = {"AWS_LAMBDA_FUNCTION_NAME": "athm-test", "AWS_LAMBDA_RUNTIME_API": "127.0.0.1:9001"}
+
+
+@pytest.mark.parametrize(
+    "env", [{}, {"AWS_LAMBDA_FUNCTION_NAME": "athm-test"}], ids=["a shell", "a shell mimicking Lambda"]
+)
+def test_outside_lambda_s_runtime_nothing_changes_for_the_collector(child_env, env):
+    result = python("import gc, handler.boot; print(gc.isenabled())", {**child_env, **env})
+    assert result.returncode == 0 and result.stdout.split()[-1] == "True", result.stderr
+
+
+def test_an_athm_command_run_where_lambda_s_runtime_is_collects_as_usual(child_env):
+    code = "import sys; sys.argv = ['athm', 'shell', '-c', 'import gc; print(gc.isenabled())']; "
+    code += "from handler.cli import main; main()"
+    result = python(code, {**child_env, **IN_LAMBDA})
     assert result.returncode == 0 and result.stdout.split()[-1] == "True", result.stderr
 
 
@@ -87,3 +101,26 @@ def test_a_snapshot_keeps_no_connection_and_a_restore_redoes_what_it_must(runtim
     webhook_secrets.reset()
     publisher.reset()
     aws.reset()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_restore_while_secrets_manager_fails_keeps_the_snapshot_s_secrets(runtime, settings, monkeypatch):
+    snapstart.register()
+    [after] = runtime["after"]
+    settings.ATHM_PRIVATE_TOKEN_SECRET_ARN = "arn:private"
+    settings.ATHM_PRIVATE_TOKEN = "sk_from_the_snapshot"
+    settings.ATHM_WEBHOOK_SECRET_ARN = "arn:webhook"
+    settings.ATHM_SNS_TOPIC_ARN = ""
+    monkeypatch.setattr(secrets_manager, "read", lambda arn, *, fresh=False: "w" * 40)
+    webhook_secrets.reset()
+    assert webhook_secrets.secrets() == ("w" * 40,)  # read as the snapshot was made
+
+    def unreachable(arn, *, fresh=False):
+        raise TimeoutError("Secrets Manager is slow")
+
+    monkeypatch.setattr(secrets_manager, "read", unreachable)
+    after()  # does not raise: a restored container must start
+
+    assert settings.ATHM_PRIVATE_TOKEN == "sk_from_the_snapshot"
+    assert webhook_secrets.secrets() == ("w" * 40,)
+    webhook_secrets.reset()
