@@ -50,6 +50,11 @@ test-mariadb: $(VENV)/.installed
 build: $(VENV)/.installed
 	$(BIN)/sam build --template-file template.yaml
 	$(BIN)/sam build --template-file examples/receivers_layer/template.yaml --build-dir .aws-sam/receivers-layer
+	@# With a root filesystem that has Python 3.13 (CI makes one: .ci/run), the package for python3.13 too,
+	@# which tests/test_build_python313.py runs there.
+	@if [ -n "$(PYTHON313_ROOT)" ]; then \
+		LAMBDA_PYTHON=3.13 $(BIN)/sam build --template-file template.yaml --build-dir .aws-sam/build-python3.13; \
+	fi
 
 # The benchmark against django-athm, in django-athm's own virtual environment (.bench/). It builds first:
 # the size of what is deployed is one of its figures.

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from packaging.requirements import Requirement
 
+from tests.built_function import BUILT_SECRET, WEBHOOK
 from tests.conftest import ROOT, sample
 
 BUILD = ROOT / ".aws-sam" / "build"
@@ -43,24 +44,6 @@ def lambda_python(code: str, function: str, *, env: dict[str, str], cwd: Path, s
         text=True,
         timeout=120,
     )
-
-
-BUILT_SECRET = "built-secret-0123456789abcdefghijklmnop"
-
-WEBHOOK = """
-import json, os, sys
-from handler.migrate import lambda_handler as migrate
-from handler.local import LocalContext, http_api_event, invoke, response_body
-print("RESULT", json.dumps(migrate({}, LocalContext())["status"]))
-from handler import app
-assert "boto3" not in sys.modules
-body = sys.stdin.read()
-path = "/webhook/" + os.environ["ATHM_WEBHOOK_SECRET"]
-for _ in range(2):
-    answer = invoke(app.lambda_handler, http_api_event("POST", path, body=body))
-    print("RESULT", json.dumps({"status": answer["statusCode"], "body": json.loads(response_body(answer))}))
-print("RESULT", json.dumps({"handler": app.__file__, "django": sys.modules["django"].__file__}))
-"""
 
 
 def test_the_built_function_answers_a_webhook_on_sqlite(tmp_path):
