@@ -165,38 +165,32 @@ class RefundInline(ReadOnlyInline):
     readonly_fields = fields
 
 
-class HasWarningsFilter(admin.SimpleListFilter):
+class _HasEntriesFilter(admin.SimpleListFilter):
+    """Rows whose JSON list ``title`` (a field of the same name) has entries, or has none."""
+
+    def lookups(self, request, model_admin):
+        return [("yes", f"With {self.title}"), ("no", f"Without {self.title}")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "yes":
+            return queryset.exclude(**{self.title: []})
+        if self.value() == "no":
+            return queryset.filter(**{self.title: []})
+        return queryset
+
+
+class HasWarningsFilter(_HasEntriesFilter):
     """Deliveries whose descriptive fields were cleaned to be stored (``WebhookEvent.warnings``)."""
 
     title = "warnings"
     parameter_name = "has_warnings"
 
-    def lookups(self, request, model_admin):
-        return [("yes", "With warnings"), ("no", "Without warnings")]
 
-    def queryset(self, request, queryset):
-        if self.value() == "yes":
-            return queryset.exclude(warnings=[])
-        if self.value() == "no":
-            return queryset.filter(warnings=[])
-        return queryset
-
-
-class HasAnomaliesFilter(HasWarningsFilter):
+class HasAnomaliesFilter(_HasEntriesFilter):
     """Deliveries, or payments, flagged with money that cannot be right (``anomalies``)."""
 
     title = "anomalies"
     parameter_name = "has_anomalies"
-
-    def lookups(self, request, model_admin):
-        return [("yes", "With anomalies"), ("no", "Without anomalies")]
-
-    def queryset(self, request, queryset):
-        if self.value() == "yes":
-            return queryset.exclude(anomalies=[])
-        if self.value() == "no":
-            return queryset.filter(anomalies=[])
-        return queryset
 
 
 @admin.register(Payment)

@@ -284,12 +284,14 @@ def _verify_one(pk: int, report: VerificationReport, *, retry_now: bool = False)
     _settle(pk, new, report)
 
 
-def _receive_again(record: WebhookEvent, *, check):
+def _receive_again(record: WebhookEvent, *, check, why: str = "verification"):
+    """The stored body of ``record`` through :func:`receive` again, recorded as ``"{why} of #ID"``. Raises
+    what a body that cannot be read or verified raises (``keep_invalid=False``)."""
     return receive(
         record.body_bytes,
         charset=record.charset,
         source_ip=record.source_ip,
-        request_id=f"verification of #{record.pk}",
+        request_id=f"{why} of #{record.pk}",
         check=check,
         keep_invalid=False,
     )
@@ -354,14 +356,7 @@ def _reprocess_one(pk: int, check: Check | None) -> Result:
     if record.outcome == Outcome.REJECTED:
         return Result(pk, REFUSED, f"it was rejected ({record.error or 'contradicted'}); it is not applied")
     try:
-        delivery = receive(
-            record.body_bytes,
-            charset=record.charset,
-            source_ip=record.source_ip,
-            request_id=f"reprocess of #{pk}",
-            check=check,
-            keep_invalid=False,
-        )
+        delivery = _receive_again(record, check=check, why="reprocess")
     except PayloadError as exc:
         return Result(pk, REFUSED, f"its body is still not a valid event: {exc}")
     except Unavailable as exc:

@@ -14,19 +14,17 @@ from athm_core.ath import reconciliation, verification
 from athm_core.ath.client import FIND_PAYMENT_PATH, REPORT_PATH
 from athm_core.models import Payment, Refund
 from tests.fake_athm import fake_athm_fixture  # noqa: F401
-from tests.test_report_verification import APP_PAYMENT, COMPLETED, REFUND, post, report_lists
+from tests.test_report_verification import (
+    APP_PAYMENT,
+    COMPLETED,
+    REFUND,
+    ath_fixture,  # noqa: F401 - the `ath` fixture
+    post,
+    report_lists,
+)
 from tests.test_verification import ath_answers_fully, ath_says
 
 NO_ID = {key: value for key, value in REFUND.items() if key != "dailyTransactionID"}
-
-
-@pytest.fixture
-def ath(fake_athm, settings):
-    settings.ATHM_VERIFY = True
-    settings.ATHM_PUBLIC_TOKEN = "pk_test_0123456789"
-    settings.ATHM_PRIVATE_TOKEN = "sk_test_private"
-    settings.ATHM_VERIFY_TIMEOUT = 0.5
-    return fake_athm
 
 
 def unverified(settings, lambda_handler, data) -> None:

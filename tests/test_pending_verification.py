@@ -18,20 +18,15 @@ from athm_core.ath.client import FIND_PAYMENT_PATH
 from athm_core.models import Payment, WebhookEvent
 from tests.conftest import sample_data
 from tests.fake_athm import fake_athm_fixture  # noqa: F401
-from tests.test_verification import COMPLETED, PUBLIC_TOKEN, ath_says, closed_port
+from tests.test_verification import (
+    COMPLETED,
+    ath_fixture,  # noqa: F401 - the `ath` fixture
+    ath_says,
+    closed_port,
+)
 
 Outcome = WebhookEvent.Outcome
 BODY = json.dumps(COMPLETED)
-
-
-@pytest.fixture
-def ath(fake_athm, settings):
-    settings.ATHM_VERIFY = True
-    settings.ATHM_PUBLIC_TOKEN = PUBLIC_TOKEN
-    settings.ATHM_VERIFY_TIMEOUT = 0.5
-    settings.ATHM_OUTBOX = True
-    settings.ATHM_SNS_TOPIC_ARN = ""
-    return fake_athm
 
 
 def ath_is_down(ath, settings, how: str = "down") -> None:

@@ -28,8 +28,8 @@ REFUND = {
 }
 
 
-@pytest.fixture
-def ath(fake_athm, settings):
+@pytest.fixture(name="ath")
+def ath_fixture(fake_athm, settings):
     settings.ATHM_VERIFY = True
     settings.ATHM_PUBLIC_TOKEN = "pk_test_0123456789"
     settings.ATHM_PRIVATE_TOKEN = "sk_test_private"

@@ -18,8 +18,8 @@ COMPLETED = sample_data("ecommerce_completed.production")
 PUBLIC_TOKEN = "pk_test_0123456789"
 
 
-@pytest.fixture
-def ath(fake_athm, settings):
+@pytest.fixture(name="ath")
+def ath_fixture(fake_athm, settings):
     settings.ATHM_VERIFY = True
     settings.ATHM_PUBLIC_TOKEN = PUBLIC_TOKEN
     settings.ATHM_VERIFY_TIMEOUT = 0.5
