@@ -32,7 +32,7 @@ import asyncio
 import base64
 import io
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from functools import cached_property
 from itertools import chain
 from typing import Any, TypeVar
@@ -215,6 +215,10 @@ class DjangoOnOneThread:
     def call_on_worker(self, function: Callable[..., T], *args: Any) -> T:
         """Run ``function`` on the worker thread, where the reused database connection lives."""
         return self._worker.submit(function, *args).result()
+
+    def submit_on_worker(self, function: Callable[[], Any]) -> Future:
+        """Start ``function`` on the worker thread, after whatever it is doing; its future."""
+        return self._worker.submit(function)
 
     def close_connections(self) -> None:
         """Close the worker thread's database connections (tests, and shutdown)."""

@@ -1,9 +1,10 @@
 """The SNS side of the outbox: publish committed outbox messages to ``ATHM_SNS_TOPIC_ARN``.
 
-Two callers. Right after a webhook's transaction commits, :func:`publish_committed` (connected to
-``athm_core.outbox.messages_committed``) publishes the new messages. The relay (:func:`relay`, run by
-``athm relay`` and by ``handler.relay.lambda_handler`` on a schedule) publishes whatever is still pending:
-messages whose publish failed, or whose container stopped between commit and publish.
+Two callers. Once a webhook's transaction commits, :func:`publish_committed` (connected to
+``athm_core.outbox.messages_committed``) publishes the new messages: in the webhook function in Lambda,
+right after the answer has gone (``handler.after_answer``), elsewhere at once. The relay (:func:`relay`,
+run by ``athm relay`` and by ``handler.relay.lambda_handler`` on a schedule) publishes whatever is still
+pending: messages whose publish failed, or whose container stopped between commit and publish.
 
 A failed publish never fails the webhook: the message stays pending, a warning is logged, the metric
 ``OutboxPublishFailed`` counts it, and the relay tries again later, waiting longer each time. Messages
@@ -28,7 +29,7 @@ from django.utils import timezone
 
 from athm_core import outbox
 from athm_core.models import OutboxMessage
-from handler import aws
+from handler import after_answer, aws
 from handler.observability import count, logger, metrics
 
 # A webhook waits for its own publish, so SNS gets little time before the relay takes over.
@@ -58,12 +59,18 @@ def reset() -> None:
 
 
 def publish_committed(sender: Any = None, *, groups: set[str], **kwargs: Any) -> None:
-    """Publish the pending messages of ``groups`` now; whatever fails is left to the relay."""
+    """Publish the pending messages of ``groups``: after the answer in the webhook function when its
+    extension is registered (``handler.after_answer``), at once otherwise. Whatever fails is left to the
+    relay."""
     if not settings.ATHM_SNS_TOPIC_ARN:
         return
+    after_answer.later(functools.partial(_publish_groups, set(groups)))
+
+
+def _publish_groups(groups: set[str], deadline: float | None) -> None:
     try:
         with outbox.claim(limit=_GROUP_LIMIT, groups=groups) as messages:
-            _publish(messages)
+            _publish(messages, deadline=deadline)
     except Exception as exc:
         # The change itself has committed; only the bookkeeping failed, and the relay repeats it.
         count("OutboxPublishFailed")
