@@ -12,25 +12,55 @@ PORT ?= 8000
 POSTGRES_TEST_URL ?= postgres://postgres@127.0.0.1:5432/postgres
 MARIADB_TEST_URL ?= mysql://root@127.0.0.1:3306/test
 
-# The Lambda platform the package is built for; template.yaml's Architectures must say the same.
+# The Lambda runtime the package is built for, and deployed on: one variable for the wheels (their Python
+# version, and the newest manylinux that the runtime's glibc loads), the requirements, the Python that
+# precompiles, and template.yaml's Runtime parameter, which the built template then allows alone (so that
+# `sam deploy` refuses another: docs/deploy.md, "Runtime and SnapStart"). make build LAMBDA_RUNTIME=python3.12
+LAMBDA_RUNTIME ?= python3.13
+# The architecture; template.yaml's Architectures must say the same.
 LAMBDA_ARCH ?= arm64
-LAMBDA_PYTHON ?= 3.11
-WHEEL_PLATFORM_arm64 := manylinux2014_aarch64
-WHEEL_PLATFORM_x86_64 := manylinux2014_x86_64
+LAMBDA_PYTHON := $(patsubst python%,%,$(LAMBDA_RUNTIME))
+# Each runtime's operating system: python3.11 runs on Amazon Linux 2 (glibc 2.26), python3.12 and python3.13
+# on Amazon Linux 2023 (glibc 2.34). The OS picks the requirements file with its psycopg.
+LAMBDA_OS_python3.11 := al2
+LAMBDA_OS_python3.12 := al2023
+LAMBDA_OS_python3.13 := al2023
+GLIBC_MINOR_al2 := 26
+GLIBC_MINOR_al2023 := 34
+LAMBDA_OS := $(LAMBDA_OS_$(LAMBDA_RUNTIME))
+ifeq ($(LAMBDA_OS),)
+$(error LAMBDA_RUNTIME=$(LAMBDA_RUNTIME) is not one of python3.11 python3.12 python3.13)
+endif
+WHEEL_ARCH_arm64 := aarch64
+WHEEL_ARCH_x86_64 := x86_64
+# Every manylinux tag that glibc loads, newest first: pip takes the first one a package has a wheel for.
+WHEEL_PLATFORMS := $(foreach minor,$(shell seq $(GLIBC_MINOR_$(LAMBDA_OS)) -1 17),\
+	--platform manylinux_2_$(minor)_$(WHEEL_ARCH_$(LAMBDA_ARCH))) --platform manylinux2014_$(WHEEL_ARCH_$(LAMBDA_ARCH))
+LAMBDA_REQUIREMENTS := -r requirements-lambda.txt -r requirements-lambda-$(LAMBDA_OS).txt
+# Where `make build` leaves the package (what `sam deploy` uploads), and the python3.11 one that make test builds
+# beside it for tests/test_build.py (the suite's own Python is 3.11).
+BUILD_DIR ?= .aws-sam/build
+TEST_BUILD_DIR := .aws-sam/build-python3.11
+# A root filesystem with the runtime's Python in it (CI makes a Debian trixie one with python3.13: .ci/run),
+# for precompiling where no python3.X is on PATH.
+PYTHON313_ROOT ?=
+CHROOT := $(or $(shell command -v chroot),/usr/sbin/chroot)
 
-.PHONY: serve test test-sqlite test-postgres test-mariadb lint build bench clean
+.PHONY: serve test test-sqlite test-postgres test-mariadb lint build build-package build-test-package bench clean compile
 
-$(VENV)/.installed: pyproject.toml
+# The suite runs the psycopg that the default runtime's package ships (requirements-lambda-al2023.txt
+# constrains it); the python3.11 package ships an older one (requirements-lambda-al2.txt says why).
+$(VENV)/.installed: pyproject.toml requirements-lambda-al2023.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,postgres,mysql]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,postgres,mysql]' -c requirements-lambda-al2023.txt
 	touch $@
 
 serve: $(VENV)/.installed
 	$(BIN)/athm migrate --noinput
 	ATHM_WEBHOOK_SECRET=$${ATHM_WEBHOOK_SECRET:-local-dev-secret} $(BIN)/athm serve --port $(PORT)
 
-test: lint build test-sqlite test-postgres test-mariadb
+test: lint build build-test-package test-sqlite test-postgres test-mariadb
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
@@ -45,16 +75,27 @@ test-postgres: $(VENV)/.installed
 test-mariadb: $(VENV)/.installed
 	DATABASE_URL=$(MARIADB_TEST_URL) $(BIN)/pytest
 
-# What `sam deploy` uploads, in .aws-sam/build (samconfig.toml builds in the source tree, without Docker),
-# and the example receivers layer in .aws-sam/receivers-layer.
+# What `sam deploy` uploads, for LAMBDA_RUNTIME, in .aws-sam/build (samconfig.toml builds in the source tree,
+# without Docker), and the example receivers layer in .aws-sam/receivers-layer.
 build: $(VENV)/.installed
-	$(BIN)/sam build --template-file template.yaml
+	$(MAKE) --no-print-directory build-package LAMBDA_RUNTIME=$(LAMBDA_RUNTIME) BUILD_DIR=$(BUILD_DIR)
 	$(BIN)/sam build --template-file examples/receivers_layer/template.yaml --build-dir .aws-sam/receivers-layer
-	@# With a root filesystem that has Python 3.13 (CI makes one: .ci/run), the package for python3.13 too,
-	@# which tests/test_build_python313.py runs there.
-	@if [ -n "$(PYTHON313_ROOT)" ]; then \
-		LAMBDA_PYTHON=3.13 $(BIN)/sam build --template-file template.yaml --build-dir .aws-sam/build-python3.13; \
-	fi
+
+# The python3.11 package that tests/test_build.py runs with the suite's Python; make test builds it.
+build-test-package: $(VENV)/.installed
+	$(MAKE) --no-print-directory build-package LAMBDA_RUNTIME=python3.11 BUILD_DIR=$(TEST_BUILD_DIR)
+
+# One package: sam build for LAMBDA_RUNTIME (the build-* targets below read the same variable, which sam's
+# make inherits), then its template is made to allow that runtime alone, so that deploying it with another
+# Runtime (an old samconfig.toml, --parameter-overrides) is refused by CloudFormation with this message.
+build-package:
+	$(BIN)/sam build --template-file template.yaml --build-dir $(BUILD_DIR) \
+		--parameter-overrides Runtime=$(LAMBDA_RUNTIME)
+	$(BIN)/python -c 'import sys; from samcli.yamlhelper import yaml_dump, yaml_parse; \
+		path, runtime = sys.argv[1:]; template = yaml_parse(open(path).read()); \
+		template["Parameters"]["Runtime"].update(Default=runtime, AllowedValues=[runtime], \
+			ConstraintDescription=f"this package was built for {runtime}: deploy it with Runtime={runtime}, or build again with make build LAMBDA_RUNTIME=<the runtime to deploy>"); \
+		open(path, "w").write(yaml_dump(template))' $(BUILD_DIR)/template.yaml $(LAMBDA_RUNTIME)
 
 # The benchmark against django-athm, in django-athm's own virtual environment (.bench/). It builds first:
 # the size of what is deployed is one of its figures.
@@ -64,24 +105,42 @@ bench: build
 # `sam build` runs these targets (BuildMethod: makefile) with ARTIFACTS_DIR set.
 build-DependenciesLayer:
 	$(BIN)/python -m pip install --quiet --no-deps --no-compile --only-binary=:all: \
-		--implementation cp --python-version $(LAMBDA_PYTHON) --platform $(WHEEL_PLATFORM_$(LAMBDA_ARCH)) \
-		--target $(ARTIFACTS_DIR)/python -r requirements-lambda.txt
-	$(MAKE) --no-print-directory compile DIR=$(ARTIFACTS_DIR)/python
+		--implementation cp --python-version $(LAMBDA_PYTHON) $(WHEEL_PLATFORMS) \
+		--target $(ARTIFACTS_DIR)/python $(LAMBDA_REQUIREMENTS)
+	$(MAKE) --no-print-directory compile DIR=$(ARTIFACTS_DIR)/python LAMBDA_PATH=/opt/python
 
 build-WebhookFunction build-RelayFunction build-MigrateFunction build-ReconcileFunction:
 	mkdir -p $(ARTIFACTS_DIR)
 	cp -R handler athm_core $(ARTIFACTS_DIR)/
 	find $(ARTIFACTS_DIR) -name __pycache__ -prune -exec rm -rf {} +
-	$(MAKE) --no-print-directory compile DIR=$(ARTIFACTS_DIR)
+	$(MAKE) --no-print-directory compile DIR=$(ARTIFACTS_DIR) LAMBDA_PATH=/var/task
 
 # Lambda's code directory is read-only, so Python cannot cache bytecode there: without shipped .pyc files
-# every cold start compiles the modules it imports again (measured on the built function: 0.36 s instead
-# of 0.27 s to the first answer). Unchecked hashes keep the .pyc files valid whatever timestamps the zip
-# gives the sources.
+# every cold start compiles the modules it imports again (docs/deploy.md, "Runtime and SnapStart", has the
+# figures). The .pyc must come from the runtime's Python version (a .pyc of another one is ignored), so
+# they are compiled by, in order: a python3.X on PATH; the one in PYTHON313_ROOT (with chroot, as root: the
+# files are copied into the root, compiled there and copied back, the copy always removed); else not at
+# all, with a message. -d records the paths the files have in Lambda (/var/task, /opt/python), so the
+# .pyc, and the zip, are the same wherever they were built. Unchecked hashes keep the .pyc files valid
+# whatever timestamps the zip gives the sources.
+COMPILEALL = -m compileall -q -j 0 --invalidation-mode unchecked-hash -d $(LAMBDA_PATH)
 compile:
-	@if $(BIN)/python -c 'import sys; sys.exit(sys.version_info[:2] != tuple(map(int, "$(LAMBDA_PYTHON)".split("."))))'; then \
-		$(BIN)/python -m compileall -q -j 0 --invalidation-mode unchecked-hash $(DIR); \
-	else echo "not precompiling: $(BIN)/python is not Python $(LAMBDA_PYTHON)"; fi
+	@test -n "$(DIR)" -a -n "$(LAMBDA_PATH)" || { echo "compile: DIR and LAMBDA_PATH are needed"; exit 2; }
+	@if [ "$$(python$(LAMBDA_PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)" = "$(LAMBDA_PYTHON)" ]; then \
+		echo "precompiling $(DIR) with $$(command -v python$(LAMBDA_PYTHON))"; \
+		python$(LAMBDA_PYTHON) $(COMPILEALL) $(DIR); \
+	elif [ -n "$(PYTHON313_ROOT)" ] && [ -x "$(PYTHON313_ROOT)/usr/bin/python$(LAMBDA_PYTHON)" ]; then \
+		set -e; \
+		inside=$$(mktemp -d "$(PYTHON313_ROOT)/tmp/athm-compile.XXXXXXXX"); \
+		trap 'rm -rf "$$inside"' EXIT; \
+		echo "precompiling $(DIR) with python$(LAMBDA_PYTHON) in $(PYTHON313_ROOT)"; \
+		cp -a $(DIR)/. "$$inside/"; \
+		$(CHROOT) "$(PYTHON313_ROOT)" /usr/bin/python$(LAMBDA_PYTHON) $(COMPILEALL) "/tmp/$${inside##*/}"; \
+		cp -a "$$inside/." $(DIR)/; \
+	else \
+		echo "not precompiling $(DIR): no python$(LAMBDA_PYTHON) on PATH, and PYTHON313_ROOT has none; the package works," \
+			"but every cold start compiles what it imports (docs/deploy.md, Runtime and SnapStart)"; \
+	fi
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info .aws-sam .bench

@@ -1,4 +1,7 @@
-"""What ``make build`` (sam build, no Docker) leaves in .aws-sam/build, which ``sam deploy`` uploads, runs.
+"""The package built for Lambda's python3.11 runtime runs: ``make test`` builds it into
+.aws-sam/build-python3.11 the way ``make build`` builds what ``sam deploy`` uploads (sam build, no Docker;
+python3.13 by default, which tests/test_build_python313.py runs under Python 3.13), so that the suite's own
+Python, 3.11, can run it.
 
 Each function is started the way Lambda starts it: a fresh interpreter with nothing on its path but the
 standard library, the function's code (/var/task) and the layers' python/ folders (/opt/python), without
@@ -6,6 +9,7 @@ this checkout or the virtualenv. A packaging mistake fails here instead of in a 
 """
 
 import json
+import marshal
 import os
 import re
 import subprocess
@@ -18,14 +22,15 @@ from packaging.requirements import Requirement
 from tests.built_function import BUILT_SECRET, WEBHOOK
 from tests.conftest import ROOT, sample
 
-BUILD = ROOT / ".aws-sam" / "build"
+RUNTIME = "python3.11"
+BUILD = ROOT / ".aws-sam" / f"build-{RUNTIME}"
 LAYER = BUILD / "DependenciesLayer" / "python"
 FUNCTIONS = ["WebhookFunction", "RelayFunction", "MigrateFunction", "ReconcileFunction"]
 # ELF e_machine values.
 _MACHINES = {"arm64": 183, "x86_64": 62}
 
 if not (BUILD / "template.yaml").exists():
-    reason = "no .aws-sam/build: run `make build` (make test does)"
+    reason = "no .aws-sam/build-python3.11: run `make build-test-package` (make test does)"
     if os.environ.get("CI"):
         raise pytest.UsageError(reason)
     pytest.skip(reason, allow_module_level=True)
@@ -67,6 +72,8 @@ def test_the_built_function_answers_a_webhook_on_sqlite(tmp_path):
     # Everything came from the build, nothing from this checkout or the virtualenv.
     assert where["handler"].startswith(str(BUILD / "WebhookFunction"))
     assert where["django"].startswith(str(LAYER))
+    # And from its .pyc files: no module of the package was compiled from its source.
+    assert [path for path in where["compiled"] if path.startswith(str(BUILD))] == []
 
 
 @pytest.mark.parametrize("function", FUNCTIONS)
@@ -74,11 +81,34 @@ def test_each_built_function_holds_the_code_precompiled(function):
     code = BUILD / function
     sources = sorted(path.relative_to(code) for path in code.rglob("*.py"))
     assert Path("handler/app.py") in sources and Path("athm_core/processor.py") in sources
-    # Lambda cannot write bytecode next to the code: the build ships it (Python 3.11, the runtime's).
+    # Lambda cannot write bytecode next to the code: the build ships it (Python 3.11, the runtime's), with
+    # the path each source has in Lambda, and nothing compiled by another Python.
     for source in sources:
         compiled = code / source.parent / "__pycache__" / f"{source.stem}.cpython-311.pyc"
         assert compiled.exists(), f"{function}: {source} is not precompiled"
+    assert {path.name.split(".")[-2] for path in code.rglob("*.pyc")} == {"cpython-311"}
+    app = (code / "handler" / "__pycache__" / "app.cpython-311.pyc").read_bytes()
+    assert marshal.loads(app[16:]).co_filename == "/var/task/handler/app.py"
+    assert int.from_bytes(app[4:8], "little") == 0b01  # a hash, not checked against the source
     assert not list(code.rglob("tests")), "the tests do not ship"
+
+
+def test_the_layer_is_precompiled_for_its_lambda_path():
+    django = (LAYER / "django" / "__pycache__" / "__init__.cpython-311.pyc").read_bytes()
+    assert marshal.loads(django[16:]).co_filename == "/opt/python/django/__init__.py"
+    sources = {path.with_suffix("") for path in LAYER.rglob("*.py")}
+    compiled = {path.parent.parent / path.name.split(".")[0] for path in LAYER.rglob("*.cpython-311.pyc")}
+    assert sources <= compiled, sorted(sources - compiled)[:5]
+
+
+def test_the_built_template_deploys_with_the_runtime_it_was_built_for_alone():
+    from samcli.yamlhelper import yaml_parse
+
+    built = yaml_parse((BUILD / "template.yaml").read_text(encoding="utf-8"))
+    parameter = built["Parameters"]["Runtime"]
+    assert (parameter["Default"], parameter["AllowedValues"]) == (RUNTIME, [RUNTIME])
+    assert f"built for {RUNTIME}" in parameter["ConstraintDescription"]
+    assert built["Globals"]["Function"]["Runtime"] == {"Ref": "Runtime"}
 
 
 def test_the_layer_holds_the_pinned_dependencies_for_the_templates_architecture():
@@ -93,16 +123,28 @@ def test_the_layer_holds_the_pinned_dependencies_for_the_templates_architecture(
         assert header[:4] == b"\x7fELF" and int.from_bytes(header[18:20], "little") == _MACHINES[architecture]
     installed = {path.name.split("-")[0].lower().replace("_", "-") for path in LAYER.glob("*.dist-info")}
     pinned = {
-        Requirement(line).name.lower().replace("_", "-")
-        for line in (ROOT / "requirements-lambda.txt").read_text().splitlines()
-        if line.strip() and not line.startswith("#")
+        name.replace("_", "-") for name in pins("requirements-lambda.txt", "requirements-lambda-al2.txt")
     }
     assert installed == pinned
+    # python3.11 runs on Amazon Linux 2: the psycopg whose aarch64 wheels its glibc loads.
+    assert (LAYER / "psycopg_binary-3.2.13.dist-info").is_dir()
     # The Lambda runtime brings boto3: it is not shipped again.
     assert not (LAYER / "boto3").exists() and not (LAYER / "botocore").exists()
 
 
-def test_the_pins_satisfy_the_projects_own_ranges():
+def pins(*files: str) -> dict[str, str]:
+    """The versions pinned in these requirements files, by lowercase name."""
+    found = {}
+    for file in files:
+        for line in (ROOT / file).read_text().splitlines():
+            if line.strip() and not line.startswith(("#", "-")):
+                requirement = Requirement(line)
+                found[requirement.name.lower()] = next(iter(requirement.specifier)).version
+    return found
+
+
+@pytest.mark.parametrize("system", ["al2", "al2023"])
+def test_the_pins_satisfy_the_projects_own_ranges(system):
     import tomllib
 
     project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
@@ -111,16 +153,14 @@ def test_the_pins_satisfy_the_projects_own_ranges():
                  *project["optional-dependencies"]["mysql"]]:  # fmt: skip
         requirement = Requirement(spec)
         ranges[requirement.name.lower()] = requirement.specifier
-    pins = {}
-    for line in (ROOT / "requirements-lambda.txt").read_text().splitlines():
-        if line.strip() and not line.startswith("#"):
-            requirement = Requirement(line)
-            pins[requirement.name.lower()] = next(iter(requirement.specifier)).version
+    pinned = pins("requirements-lambda.txt", f"requirements-lambda-{system}.txt")
     for name, specifier in ranges.items():
         if name == "boto3":
             continue  # provided by the runtime
-        assert name in pins, f"{name} is a dependency but not in requirements-lambda.txt"
-        assert specifier.contains(pins[name]), f"{name}=={pins[name]} is outside pyproject's {specifier}"
+        assert name in pinned, f"{name} is a dependency but not in requirements-lambda*.txt"
+        assert specifier.contains(pinned[name]), f"{name}=={pinned[name]} is outside pyproject's {specifier}"
+    # psycopg's two halves move together.
+    assert pinned["psycopg"] == pinned["psycopg-binary"]
 
 
 def test_the_dependencies_build_for_x86_64_too(tmp_path):
@@ -131,6 +171,7 @@ def test_the_dependencies_build_for_x86_64_too(tmp_path):
             "--no-print-directory",
             "build-DependenciesLayer",
             "LAMBDA_ARCH=x86_64",
+            f"LAMBDA_RUNTIME={RUNTIME}",
             f"ARTIFACTS_DIR={tmp_path}",
         ],
         cwd=ROOT,

@@ -1,8 +1,9 @@
-"""The package built for Lambda's python3.13 runtime (``make build`` with ``PYTHON313_ROOT``, as CI runs it)
-answers webhooks under Python 3.13: migrations, a completion, its redelivery as a duplicate, inside a
-Debian trixie root filesystem (``PYTHON313_ROOT``: .ci/run makes it with debootstrap), laid out as Lambda
-lays a function out (/var/task, /opt/python), its modules compiled by that Python first, as the build does
-for python3.11. On a machine without such a root it is skipped, unless ``CI`` is set.
+"""The package ``make build`` builds for Lambda's default runtime, python3.13 (what ``sam deploy`` uploads,
+in .aws-sam/build), answers webhooks under Python 3.13: migrations, a completion, its redelivery as a
+duplicate, inside a Debian trixie root filesystem (``PYTHON313_ROOT``: .ci/run makes it with debootstrap),
+laid out as Lambda lays a function out (/var/task, /opt/python). Its .pyc files are the ones the build
+compiled with Python 3.13 (in that root, where no python3.13 is on PATH), and they are used: nothing of the
+package is compiled from source. On a machine without such a root it is skipped, unless ``CI`` is set.
 """
 
 from __future__ import annotations
@@ -20,9 +21,17 @@ import pytest
 from tests.built_function import BUILT_SECRET, WEBHOOK
 from tests.conftest import ROOT, sample
 
-BUILD = ROOT / ".aws-sam" / "build-python3.13"
+RUNTIME = "python3.13"
+BUILD = ROOT / ".aws-sam" / "build"
 PYTHON313_ROOT = os.environ.get("PYTHON313_ROOT", "")
 CHROOT = shutil.which("chroot") or "/usr/sbin/chroot"
+
+
+def _built_runtime() -> str:
+    from samcli.yamlhelper import yaml_parse
+
+    template = yaml_parse((BUILD / "template.yaml").read_text(encoding="utf-8"))
+    return template["Parameters"]["Runtime"]["Default"]
 
 
 def _why_not() -> str:
@@ -31,7 +40,9 @@ def _why_not() -> str:
     if not (Path(PYTHON313_ROOT) / "usr" / "bin" / "python3.13").exists():
         return f"{PYTHON313_ROOT} has no usr/bin/python3.13"
     if not (BUILD / "template.yaml").exists():
-        return "no .aws-sam/build-python3.13: run `make build` with PYTHON313_ROOT set"
+        return "no .aws-sam/build: run `make build`"
+    if _built_runtime() != RUNTIME:
+        return f".aws-sam/build was built for {_built_runtime()}, not {RUNTIME}: run `make build`"
     if os.geteuid() != 0:
         return "chroot needs root"
     return ""
@@ -43,19 +54,54 @@ if _why_not():
     pytest.skip(_why_not(), allow_module_level=True)
 
 
-@pytest.fixture
-def function_root():
-    """A directory inside the root holding the webhook function and its layer, as /var/task and
-    /opt/python are laid out in Lambda; removed afterwards, whatever happens."""
-    inside = Path("/tmp") / f"athm-{uuid.uuid4().hex}"
-    outside = Path(PYTHON313_ROOT) / inside.relative_to("/")
-    try:
-        shutil.copytree(BUILD / "WebhookFunction", outside / "var" / "task")
-        shutil.copytree(BUILD / "DependenciesLayer" / "python", outside / "opt" / "python")
-        (outside / "work").mkdir()
-        yield inside
-    finally:
-        shutil.rmtree(outside, ignore_errors=True)
+def test_the_package_is_compiled_by_python313_for_its_lambda_paths():
+    for folder in (BUILD / "WebhookFunction", BUILD / "DependenciesLayer" / "python"):
+        sources = {path.with_suffix("") for path in folder.rglob("*.py")}
+        compiled = {
+            path.parent.parent / path.name.split(".")[0] for path in folder.rglob("*.cpython-313.pyc")
+        }
+        assert sources and sources <= compiled, sorted(sources - compiled)[:5]
+        assert {path.name.split(".")[-2] for path in folder.rglob("*.pyc")} == {"cpython-313"}
+    # The path recorded in each .pyc is the file's in Lambda (the build compiled them in a copy elsewhere).
+    check = (
+        "import marshal, sys\n"
+        "for path in sys.argv[1:]:\n"
+        "    data = open(path, 'rb').read()\n"
+        "    print(int.from_bytes(data[4:8], 'little'), marshal.loads(data[16:]).co_filename)\n"
+    )
+    with inside_root() as (task, layer):
+        result = in_root(
+            "python3.13", "-c", check,
+            f"{task}/handler/__pycache__/app.cpython-313.pyc",
+            f"{layer}/django/__pycache__/__init__.cpython-313.pyc",
+        )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    # 1: hash-based, not checked against the source (whatever timestamps the zip gives it).
+    assert result.stdout.splitlines() == ["1 /var/task/handler/app.py", "1 /opt/python/django/__init__.py"]
+
+
+class inside_root:
+    """The webhook function and its layer copied into the root, as /var/task and /opt/python are laid out
+    in Lambda (optionally without their .pyc files); removed afterwards, whatever happens."""
+
+    def __init__(self, *, without_pyc: bool = False) -> None:
+        self.inside = Path("/tmp") / f"athm-{uuid.uuid4().hex}"
+        self.outside = Path(PYTHON313_ROOT) / self.inside.relative_to("/")
+        self.ignore = shutil.ignore_patterns("__pycache__") if without_pyc else None
+
+    def __enter__(self) -> tuple[Path, Path]:
+        try:
+            shutil.copytree(BUILD / "WebhookFunction", self.outside / "var" / "task", ignore=self.ignore)
+            shutil.copytree(BUILD / "DependenciesLayer" / "python", self.outside / "opt" / "python",
+                            ignore=self.ignore)  # fmt: skip
+            (self.outside / "work").mkdir()
+        except BaseException:
+            shutil.rmtree(self.outside, ignore_errors=True)
+            raise
+        return self.inside / "var" / "task", self.inside / "opt" / "python"
+
+    def __exit__(self, *exc) -> None:
+        shutil.rmtree(self.outside, ignore_errors=True)
 
 
 def in_root(*command: str, env: dict[str, str] | None = None, stdin: str = "") -> subprocess.CompletedProcess:
@@ -70,54 +116,79 @@ def in_root(*command: str, env: dict[str, str] | None = None, stdin: str = "") -
     )
 
 
-def test_the_python313_package_answers_a_webhook_and_its_redelivery(function_root):
-    task, layer = function_root / "var" / "task", function_root / "opt" / "python"
-    compiled = in_root(
-        "python3.13", "-m", "compileall", "-q", "-j", "0", "--invalidation-mode", "unchecked-hash",
-        str(task), str(layer),
-    )  # fmt: skip
-    assert compiled.returncode == 0, compiled.stderr
-    bootstrap = f"import sys\nsys.path[:0] = [{str(task)!r}, {str(layer)!r}]\n"
-    env = {
+def environment(function_root: Path) -> dict[str, str]:
+    return {
         "AWS_LAMBDA_FUNCTION_NAME": "athm-webhook",
         "DATABASE_URL": f"sqlite:///{function_root}/work/built.sqlite3",
         "ATHM_WEBHOOK_SECRET": BUILT_SECRET,
         "POWERTOOLS_METRICS_DISABLED": "true",
+        # Lambda's code directory is read-only: nothing compiled at run time is kept.
         "PYTHONDONTWRITEBYTECODE": "1",
     }
-    started = time.monotonic()
-    result = in_root(
-        "python3.13",
-        "-I",
-        "-S",
-        "-c",
-        bootstrap + WEBHOOK,
-        env=env,
-        stdin=sample("ecommerce_completed.production"),
-    )
-    elapsed = time.monotonic() - started
-    assert result.returncode == 0, result.stderr[-4000:]
-    lines = [json.loads(line[7:]) for line in result.stdout.splitlines() if line.startswith("RESULT ")]
-    assert lines[0] == "migrated"
-    assert (lines[1]["status"], lines[1]["body"]["outcome"]) == (200, "applied")
-    assert (lines[2]["status"], lines[2]["body"]["outcome"]) == (200, "duplicate")
-    assert lines[3]["handler"] == f"{task}/handler/app.py"
-    assert lines[3]["django"].startswith(f"{layer}/django/")
 
-    # The cold start to the first answer, migrations done: a new process, the database already there.
+
+def bootstrap(task: Path, layer: Path) -> str:
+    return f"import sys\nsys.path[:0] = [{str(task)!r}, {str(layer)!r}]\n"
+
+
+def cold_answer(task: Path, layer: Path) -> tuple[float, list[str]]:
+    """A new process to its first answer, migrations done: milliseconds, and the sources it compiled."""
+    function_root = task.parent.parent
     started = time.monotonic()
     cold = in_root(
-        "python3.13", "-I", "-S", "-c", bootstrap + FIRST_ANSWER, env=env, stdin=sample("payment_received")
+        "python3.13", "-I", "-S", "-c", bootstrap(task, layer) + FIRST_ANSWER,
+        env=environment(function_root), stdin=sample("payment_received"),
     )  # fmt: skip
-    cold_ms = (time.monotonic() - started) * 1000
-    assert cold.returncode == 0 and "RESULT 200" in cold.stdout, cold.stderr[-4000:]
-    print(f"\npython3.13 package: {elapsed * 1000:.0f} ms with migrations, {cold_ms:.0f} ms to a cold answer")
+    elapsed_ms = (time.monotonic() - started) * 1000
+    assert cold.returncode == 0 and "RESULT 200" in cold.stdout, (cold.stdout + cold.stderr)[-4000:]
+    [compiled] = [json.loads(line[9:]) for line in cold.stdout.splitlines() if line.startswith("COMPILED ")]
+    return elapsed_ms, [path for path in compiled if path.startswith((str(task), str(layer)))]
+
+
+def test_the_python313_package_answers_a_webhook_and_its_redelivery():
+    with inside_root() as (task, layer), inside_root(without_pyc=True) as (bare_task, bare_layer):
+        env = environment(task.parent.parent)
+        started = time.monotonic()
+        result = in_root(
+            "python3.13", "-I", "-S", "-c", bootstrap(task, layer) + WEBHOOK,
+            env=env, stdin=sample("ecommerce_completed.production"),
+        )  # fmt: skip
+        elapsed = time.monotonic() - started
+        assert result.returncode == 0, result.stderr[-4000:]
+        lines = [json.loads(line[7:]) for line in result.stdout.splitlines() if line.startswith("RESULT ")]
+        assert lines[0] == "migrated"
+        assert (lines[1]["status"], lines[1]["body"]["outcome"]) == (200, "applied")
+        assert (lines[2]["status"], lines[2]["body"]["outcome"]) == (200, "duplicate")
+        assert lines[3]["handler"] == f"{task}/handler/app.py"
+        assert lines[3]["django"].startswith(f"{layer}/django/")
+        # Every module of the package came from its .pyc: none was compiled from source.
+        assert [path for path in lines[3]["compiled"] if path.startswith(str(task.parent.parent))] == []
+
+        # The cold start to the first answer, migrations done: a new process, the database already there;
+        # then the same without the .pyc files (the database copied beside them), which compiles every
+        # module it imports.
+        work = Path(PYTHON313_ROOT) / str(task.parent.parent / "work").lstrip("/")
+        bare_work = Path(PYTHON313_ROOT) / str(bare_task.parent.parent / "work").lstrip("/")
+        shutil.copytree(work, bare_work, dirs_exist_ok=True)  # the database, with its journal
+        with_pyc, compiled = cold_answer(task, layer)
+        without_pyc, compiled_without = cold_answer(bare_task, bare_layer)
+    assert compiled == []
+    assert len(compiled_without) > 100  # what the .pyc files spare
+    print(
+        f"\npython3.13 package: {elapsed * 1000:.0f} ms with migrations, {with_pyc:.0f} ms to a cold answer"
+        f" ({without_pyc:.0f} ms without its .pyc files: {len(compiled_without)} modules compiled)"
+    )
 
 
 FIRST_ANSWER = """
-import os, sys
+import sys
+compiled = []
+sys.addaudithook(lambda event, args: event == "compile" and str(args[1]).endswith(".py")
+                 and compiled.append(args[1]))
+import json, os
 from handler import app
 from handler.local import http_api_event, invoke
 path = "/webhook/" + os.environ["ATHM_WEBHOOK_SECRET"]
 print("RESULT", invoke(app.lambda_handler, http_api_event("POST", path, body=sys.stdin.read()))["statusCode"])
+print("COMPILED", json.dumps(compiled))
 """

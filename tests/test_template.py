@@ -223,3 +223,56 @@ def test_the_relay_reports_the_metric_the_alarm_watches_in_seconds(settings):
         metrics.clear_metrics()
     assert reported["NoticeOldestPendingAge"]["Unit"] == "Seconds"
     assert reported["NoticeOldestPendingAge"]["Value"] == [0.0]  # nothing waits
+
+
+# --- the runtime ---------------------------------------------------------------------------------------
+
+RUNTIMES = ["python3.11", "python3.12", "python3.13"]
+
+
+def make_dry_run(*arguments: str) -> subprocess.CompletedProcess:
+    command = ["make", "--no-print-directory", "-n", *arguments]
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize(
+    ("runtime", "newest_glibc", "system"),
+    [("python3.11", 26, "al2"), ("python3.12", 34, "al2023"), ("python3.13", 34, "al2023")],
+)
+def test_one_makefile_variable_picks_the_wheels_the_requirements_and_the_templates_runtime(
+    runtime, newest_glibc, system
+):
+    layer = make_dry_run("build-DependenciesLayer", f"LAMBDA_RUNTIME={runtime}", "ARTIFACTS_DIR=/nonexistent")
+    assert layer.returncode == 0, layer.stderr
+    assert f"--python-version {runtime.removeprefix('python')} " in layer.stdout
+    # The newest manylinux that the runtime's glibc loads comes first, down to manylinux2014 (glibc 2.17).
+    platforms = re.findall(r"--platform (\S+)", layer.stdout)
+    assert platforms[0] == f"manylinux_2_{newest_glibc}_aarch64"
+    assert platforms[-2:] == ["manylinux_2_17_aarch64", "manylinux2014_aarch64"]
+    assert len(platforms) == newest_glibc - 17 + 2
+    assert f"-r requirements-lambda.txt -r requirements-lambda-{system}.txt" in layer.stdout
+    # Compiled by that runtime's Python, recorded at the layer's path in Lambda.
+    assert "LAMBDA_PATH=/opt/python" in layer.stdout
+    assert f"python{runtime.removeprefix('python')}" in layer.stdout
+    package = make_dry_run("build-package", f"LAMBDA_RUNTIME={runtime}")
+    assert package.returncode == 0, package.stderr
+    assert f"--parameter-overrides Runtime={runtime}" in package.stdout
+
+
+def test_a_runtime_the_package_is_not_built_for_stops_make():
+    result = make_dry_run("build", "LAMBDA_RUNTIME=python3.10")
+    assert result.returncode != 0
+    assert "LAMBDA_RUNTIME=python3.10 is not one of python3.11 python3.12 python3.13" in result.stderr
+
+
+def test_the_runtime_is_one_parameter_that_every_function_and_the_layer_follow():
+    template = load_template(TEMPLATE)
+    parameter = template["Parameters"]["Runtime"]
+    assert parameter["AllowedValues"] == RUNTIMES
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    assert parameter["Default"] == re.search(r"^LAMBDA_RUNTIME \?= (\S+)", makefile, re.MULTILINE).group(1)
+    assert template["Globals"]["Function"]["Runtime"] == {"Ref": "Runtime"}
+    for name, properties in functions().items():
+        assert "Runtime" not in properties, f"{name} has a runtime of its own"
+    resources = template["Resources"]
+    assert resources["DependenciesLayer"]["Properties"]["CompatibleRuntimes"] == RUNTIMES
