@@ -11,8 +11,10 @@ Two ways to Secrets Manager, chosen by the environment at each read:
   Powertools' parameters utility (which imports boto3) is ever imported: that is the point, a cold start
   without boto3's import and a client's set-up. A try waits ``_TIMEOUT`` seconds at most; after a
   connection refused or dropped (the extension not listening yet) or a 5xx/429 answer, a second one.
-  A failure raises :class:`ExtensionError`, naming the secret's ARN and the HTTP status or the error's
-  type.
+  A failure (:class:`ExtensionError`, naming the secret's ARN and the HTTP status or the error's type) is
+  logged as a warning and the secret is read with boto3 as below: AWS documents the extension as callable
+  only once the function is invoked, not while a cold start sets up (when the settings, the webhook secret
+  and the private token are read), so a set-up that reaches it too early still starts, at boto3's cost.
 - **Otherwise** Powertools' ``SecretsProvider`` over the container's one Secrets Manager client per region
   (``handler.aws``), with bounded waits (2 s to connect, 2 s to read, two attempts); it raises Powertools'
   ``GetParameterError``. boto3 is imported on the first read only, so a container configured without
@@ -32,8 +34,8 @@ token (``ATHM_PRIVATE_TOKEN_SECRET_ARN``) as the container starts; the database 
 ``handler.rds`` the database secret for each new connection; ``handler.webhook_secrets`` the webhook
 secret (``ATHM_WEBHOOK_SECRET_ARN``) at start and every few minutes. This module runs before Django's
 settings exist (the settings call it), so it reads the two variables it needs, the extension's port and the
-session token, from the environment itself, as boto3 reads its own. Nothing here logs, and no error made
-here carries a secret's value.
+session token, from the environment itself, as boto3 reads its own. Nothing here logs but a fall-back
+to boto3 (the ARN and the HTTP status or error type), and no error made here carries a secret's value.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ import binascii
 import functools
 import http.client
 import json
+import logging
 import os
 import threading
 import time
@@ -67,6 +70,7 @@ _TIMEOUT = 2
 # Before the second try, after a connection refused or dropped, or a 5xx/429 answer.
 _PAUSE_SECONDS = 0.1
 
+_log = logging.getLogger(__name__)
 # Monotonic, so that a change of the wall clock neither hastens nor delays a refresh; tests replace it.
 _clock = time.monotonic
 # What was read through the extension: ARN -> (when, value).
@@ -80,10 +84,13 @@ class ExtensionError(Exception):
 
 
 def read(arn: str, *, fresh: bool = False) -> str:
-    """The value of the secret ``arn`` (a plain string). Raises :class:`ExtensionError` through the
-    extension, Powertools' ``GetParameterError`` without it."""
+    """The value of the secret ``arn`` (a plain string), through the extension when it is configured and
+    answers, else with boto3. Raises Powertools' ``GetParameterError`` when boto3 cannot read it either."""
     if _extension_port() is not None:
-        return _through_extension(arn, fresh=fresh)
+        try:
+            return _through_extension(arn, fresh=fresh)
+        except ExtensionError as exc:
+            _falling_back(exc)
     value = provider(_region(arn)).get(arn, max_age=MAX_AGE_SECONDS, force_fetch=fresh)
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -91,15 +98,29 @@ def read(arn: str, *, fresh: bool = False) -> str:
 def database_secret(arn: str, *, fresh: bool = False) -> dict[str, Any]:
     """The database secret's JSON: ``username`` and ``password``, and for a classic RDS secret ``engine``,
     ``host``, ``port`` and ``dbname``. Raises ``ImproperlyConfigured`` for a secret without a password."""
+    value: Any = None
+    through_extension = False
     if _extension_port() is not None:
-        value = _json(_through_extension(arn, fresh=fresh))
-    else:
+        try:
+            value, through_extension = _json(_through_extension(arn, fresh=fresh)), True
+        except ExtensionError as exc:
+            _falling_back(exc)
+    if not through_extension:
         value = provider(_region(arn)).get(arn, max_age=MAX_AGE_SECONDS, force_fetch=fresh, transform="json")
     if not isinstance(value, dict) or "password" not in value:
         raise ImproperlyConfigured(
             f"DB_SECRET_ARN {arn} is not a database secret (not a JSON object with a 'password' key)"
         )
     return value
+
+
+def _falling_back(error: ExtensionError) -> None:
+    # AWS documents the extension as callable in the INVOKE phase only; during a cold start's set-up (and
+    # under load, by some reports) it may refuse. A start never fails for it: boto3 reads the secret.
+    _log.warning(
+        "the Parameters and Secrets extension did not answer; reading the secret with boto3",
+        extra={"error": str(error)},
+    )
 
 
 @functools.cache

@@ -252,7 +252,7 @@ def test_an_error_answer_raises_naming_the_secret_and_the_status_never_the_value
     arn = extension.create_secret(Name="athm-private-token", SecretString=PASSWORD)["ARN"]
     extension.fail_with = status
     with pytest.raises(secrets_manager.ExtensionError) as failed:
-        secrets_manager.read(arn)
+        secrets_manager._ask_extension(arn)
     assert str(failed.value) == (
         f"could not read the secret {arn} through the Parameters and Secrets extension: HTTP {status}"
     )
@@ -285,7 +285,7 @@ def test_an_answer_that_cannot_be_read_raises_without_quoting_it(extension, raw,
     arn = extension.create_secret(Name="athm-private-token", SecretString=PASSWORD)["ARN"]
     extension.raw = raw
     with pytest.raises(secrets_manager.ExtensionError) as failed:
-        secrets_manager.read(arn)
+        secrets_manager._ask_extension(arn)
     assert str(failed.value).endswith(reason or "its answer holds no SecretString or SecretBinary")
     assert PASSWORD not in everything_about(failed.value)
     assert failed.value.__context__ is None  # nothing that could quote the answer travels with it
@@ -306,7 +306,7 @@ def test_a_wrong_token_is_refused_by_the_extension(extension, monkeypatch):
     arn = extension.create_secret(Name="athm-private-token", SecretString=PASSWORD)["ARN"]
     monkeypatch.setenv("AWS_SESSION_TOKEN", "another-token")
     with pytest.raises(secrets_manager.ExtensionError, match=r"HTTP 401$"):
-        secrets_manager.read(arn)
+        secrets_manager._ask_extension(arn)
 
 
 def free_port() -> int:
@@ -320,7 +320,7 @@ def test_an_unreachable_extension_raises_after_a_second_try(monkeypatch):
     monkeypatch.setenv("AWS_SESSION_TOKEN", TOKEN)
     arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:athm-db-AbCdEf"
     with pytest.raises(secrets_manager.ExtensionError) as failed:
-        secrets_manager.read(arn)
+        secrets_manager._ask_extension(arn)
     assert str(failed.value).endswith(
         f"{arn} through the Parameters and Secrets extension: ConnectionRefusedError"
     )
@@ -333,7 +333,7 @@ def test_a_slow_extension_is_given_up_on_within_the_timeout(extension, monkeypat
     extension.delay = 2
     started = time.monotonic()
     with pytest.raises(secrets_manager.ExtensionError, match=r"TimeoutError$") as failed:
-        secrets_manager.read(arn)
+        secrets_manager._ask_extension(arn)
     assert time.monotonic() - started < 1.5
     assert PASSWORD not in everything_about(failed.value)
 
@@ -346,8 +346,8 @@ def test_a_failed_refresh_keeps_the_webhook_secret_and_logs_no_value(extension, 
     extension.fail_with = 500
     clock.now += webhook_secrets.MAX_AGE_SECONDS
     assert webhook_secrets.secrets() == (WEBHOOK_SECRET,)
-    [warning] = [r for r in caplog.records if "could not read the webhook secret" in r.getMessage()]
-    assert warning.error_type == "ExtensionError"
+    # The extension failed, and so did boto3 (no AWS here): the last good value stays.
+    assert [r for r in caplog.records if "could not read the webhook secret" in r.getMessage()]
     assert WEBHOOK_SECRET not in "\n".join(f"{r.getMessage()} {r.__dict__}" for r in caplog.records)
 
 
@@ -447,3 +447,28 @@ def test_without_the_port_secrets_are_read_with_boto3(extension, secretsmanager,
 
     with pytest.raises(GetParameterError):  # the boto3 path's error, as before
         secrets_manager.read(arn.replace("athm-private-token", "not-there"))
+
+
+# --- an extension that does not answer yet (AWS: callable in the INVOKE phase only) -----------------------
+
+
+def test_an_extension_that_refuses_is_fallen_back_from_to_boto3(extension, secretsmanager, caplog):
+    """During a cold start's set-up the extension may refuse (AWS documents it as callable once invoked):
+    boto3 reads the secret instead, and the start goes on. The warning names the secret, not its value."""
+    arn = secretsmanager.create_secret(Name="athm-private-token", SecretString=PASSWORD)["ARN"]
+    database = secretsmanager.create_secret(Name="rds!db", SecretString=json.dumps({"password": "pw"}))["ARN"]
+    extension.fail_with = 400
+    assert secrets_manager.read(arn) == PASSWORD
+    assert secrets_manager.database_secret(database) == {"password": "pw"}
+    assert len(extension.requests) == 2  # asked first, each time
+    warnings = [r for r in caplog.records if "reading the secret with boto3" in r.getMessage()]
+    assert [w.error for w in warnings] == [
+        f"could not read the secret {arn} through the Parameters and Secrets extension: HTTP 400",
+        f"could not read the secret {database} through the Parameters and Secrets extension: HTTP 400",
+    ]
+    assert PASSWORD not in "\n".join(f"{r.getMessage()} {r.__dict__}" for r in caplog.records)
+
+    # Once it answers, it is asked again (a fresh read: the value read with boto3 is boto3's to cache).
+    extension.fail_with = None
+    extension.values[arn] = {"ARN": arn, "SecretString": "sk_through_extension"}
+    assert secrets_manager.read(arn, fresh=True) == "sk_through_extension"
