@@ -1,5 +1,6 @@
 """template.yaml, checked without AWS: cfn-lint, handlers that exist, and every setting accounted for."""
 
+import json
 import re
 import subprocess
 import sys
@@ -225,9 +226,67 @@ def test_the_relay_reports_the_metric_the_alarm_watches_in_seconds(settings):
     assert reported["NoticeOldestPendingAge"]["Value"] == [0.0]  # nothing waits
 
 
-# --- the runtime ---------------------------------------------------------------------------------------
+# --- the runtime, SnapStart and the alias -----------------------------------------------------------------
 
 RUNTIMES = ["python3.11", "python3.12", "python3.13"]
+# What the template's required parameters are given when it is translated; the rest take their defaults.
+REQUIRED = {
+    "DatabaseSecretArn": "arn:aws:secretsmanager:us-east-1:123456789012:secret:db-AbCdEf",
+    "SubnetIds": ["subnet-0123456789abcdef0"],
+    "SecurityGroupIds": ["sg-0123456789abcdef0"],
+}
+
+
+def translate(**parameters) -> dict:
+    """template.yaml as SAM's translator hands it to CloudFormation (what `sam deploy` gets), for these
+    parameter values; the code where `sam package` would have put it."""
+    import boto3
+    from samtranslator.parser.parser import Parser
+    from samtranslator.translator.translator import Translator
+
+    template = load_template(TEMPLATE)
+    template["Globals"]["Function"]["CodeUri"] = "s3://bucket/code.zip"
+    template["Resources"]["DependenciesLayer"]["Properties"]["ContentUri"] = "s3://bucket/layer.zip"
+    translator = Translator(None, Parser(), boto_session=boto3.Session(region_name="us-east-1"))
+    return translator.translate(
+        template, parameter_values={**REQUIRED, **parameters}, get_managed_policy_map=lambda: {}
+    )
+
+
+def resolve(value, template: dict, parameters: dict):
+    """What CloudFormation makes of the parameters and conditions in ``value`` (Ref, Fn::If, Fn::Equals,
+    Fn::Not, Fn::And, Fn::Or); other intrinsics are left as they are."""
+    values = {
+        name: parameters.get(name, spec.get("Default")) for name, spec in template["Parameters"].items()
+    }
+
+    def condition(name):
+        return walk(template["Conditions"][name])
+
+    def walk(node):
+        if isinstance(node, list):
+            return [walk(item) for item in node]
+        if not isinstance(node, dict):
+            return node
+        if len(node) == 1:
+            [(key, argument)] = node.items()
+            if key == "Ref" and argument in values:
+                return values[argument]
+            if key == "Fn::Equals":
+                left, right = walk(argument)
+                return left == right
+            if key == "Fn::Not":
+                return not walk(argument[0])
+            if key in ("Fn::And", "Fn::Or"):
+                results = [walk(item) if isinstance(item, dict) and "Condition" not in item
+                           else condition(item["Condition"]) for item in argument]  # fmt: skip
+                return all(results) if key == "Fn::And" else any(results)
+            if key == "Fn::If":
+                name, then, otherwise = argument
+                return walk(then if condition(name) else otherwise)
+        return {key: walk(item) for key, item in node.items()}
+
+    return walk(value)
 
 
 def make_dry_run(*arguments: str) -> subprocess.CompletedProcess:
@@ -276,3 +335,147 @@ def test_the_runtime_is_one_parameter_that_every_function_and_the_layer_follow()
         assert "Runtime" not in properties, f"{name} has a runtime of its own"
     resources = template["Resources"]
     assert resources["DependenciesLayer"]["Properties"]["CompatibleRuntimes"] == RUNTIMES
+    others = [r for r in resources.values() if r["Type"] == "AWS::Lambda::Function"]
+    assert others and all(r["Properties"]["Runtime"] == {"Ref": "Runtime"} for r in others)
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_snapstart_is_on_for_the_webhook_function_where_the_runtime_has_it(runtime):
+    translated = translate(Runtime=runtime)
+    resources = translated["Resources"]
+    webhook = resolve(resources["WebhookFunction"]["Properties"], translated, {"Runtime": runtime})
+    assert webhook["Runtime"] == runtime
+    expected = "None" if runtime == "python3.11" else "PublishedVersions"
+    assert webhook["SnapStart"] == {"ApplyOn": expected}
+    # The scheduled functions and the migrations do without (template.yaml says why).
+    for name in ("RelayFunction", "ReconcileFunction", "MigrateFunction"):
+        assert "SnapStart" not in resources[name]["Properties"], name
+
+
+def test_the_http_api_invokes_the_webhook_functions_alias_and_the_alarms_its_name():
+    resources = translate(Runtime="python3.13")["Resources"]
+    [alias] = [name for name, r in resources.items() if r["Type"] == "AWS::Lambda::Alias"
+               and r["Properties"]["FunctionName"] == {"Ref": "WebhookFunction"}]  # fmt: skip
+    [version] = [name for name, r in resources.items() if r["Type"] == "AWS::Lambda::Version"
+                 and r["Properties"]["FunctionName"] == {"Ref": "WebhookFunction"}]  # fmt: skip
+    assert resources[alias]["Properties"]["Name"] == "live"
+    assert resources[alias]["Properties"]["FunctionVersion"] == {"Fn::GetAtt": [version, "Version"]}
+    # A new digest of the configuration is a new description, which publishes a new version.
+    assert resources[version]["Properties"]["Description"] == {
+        "Fn::Sub": "configuration ${WebhookConfiguration.Digest}"
+    }
+    [api] = [r for r in resources.values() if r["Type"] == "AWS::ApiGatewayV2::Api"]
+    paths = api["Properties"]["Body"]["paths"]
+    assert set(paths) == {"/webhook/{secret}", "/health"}
+    for path, methods in paths.items():
+        for method in methods.values():
+            uri = method["x-amazon-apigateway-integration"]["uri"]["Fn::Sub"]
+            assert f"${{{alias}}}/invocations" in uri, path
+    permissions = [r for r in resources.values() if r["Type"] == "AWS::Lambda::Permission"
+                   and r["Properties"]["Principal"] == "apigateway.amazonaws.com"]  # fmt: skip
+    assert len(permissions) == 2
+    assert all(p["Properties"]["FunctionName"] == {"Ref": alias} for p in permissions)
+    # Lambda's metrics by FunctionName count every version and alias of the function.
+    for name in ("WebhookErrorsAlarm", "WebhookThrottlesAlarm"):
+        dimensions = resources[name]["Properties"]["Dimensions"]
+        assert dimensions == [{"Name": "FunctionName", "Value": {"Ref": "WebhookFunction"}}], name
+
+
+def _references(node) -> set[str]:
+    """The parameters and resources that ``node`` refers to."""
+    if isinstance(node, list):
+        return set().union(*map(_references, node)) if node else set()
+    if not isinstance(node, dict):
+        return set()
+    found = set()
+    for key, value in node.items():
+        if key == "Ref" and isinstance(value, str) and not value.startswith("AWS::"):
+            found.add(value)
+        elif key == "Fn::GetAtt":
+            found.add(value[0] if isinstance(value, list) else value.split(".")[0])
+        elif key == "Fn::Sub":
+            text = value if isinstance(value, str) else value[0]
+            found |= {name.split(".")[0] for name in re.findall(r"\$\{([^!}][^}]*)\}", text)}
+            found -= {name for name in found if name.startswith("AWS::")}
+        else:
+            found |= _references(value)
+    return found
+
+
+def test_the_configuration_digest_covers_everything_a_deploy_can_change_in_the_webhook_function():
+    template = load_template(TEMPLATE)
+    digest = template["Resources"]["WebhookConfiguration"]["Properties"]
+    globals_ = template["Globals"]["Function"]
+    webhook = functions()["WebhookFunction"]
+    assert digest["Runtime"] == globals_["Runtime"]
+    assert digest["Layers"] == globals_["Layers"]
+    assert digest["VpcConfig"] == globals_["VpcConfig"]
+    assert digest["Environment"] == {
+        **globals_["Environment"]["Variables"],
+        **webhook["Environment"]["Variables"],
+    }
+    # Whatever else of the function as deployed depends on a parameter or a resource is the function's
+    # own (its role, its log group, its concurrency, its code: SAM publishes a version for new code).
+    resources = translate(Runtime="python3.13")["Resources"]
+    deployed = resources["WebhookFunction"]["Properties"]
+    own = {"Role", "LoggingConfig", "ReservedConcurrentExecutions", "Code"}
+    covered = _references(resources["WebhookConfiguration"]["Properties"])
+    for key, value in deployed.items():
+        if key not in own:
+            assert _references(value) <= covered, f"WebhookFunction's {key} is not in WebhookConfiguration"
+
+
+def test_the_configuration_digest_function_answers_cloudformation_with_a_digest_of_its_properties():
+    import http.server
+    import threading
+
+    code = load_template(TEMPLATE)["Resources"]["ConfigurationDigestFunction"]["Properties"]["Code"][
+        "ZipFile"
+    ]
+    assert len(code) < 4096  # CloudFormation's limit for ZipFile
+    namespace: dict = {}
+    exec(compile(code, "index.py", "exec"), namespace)
+    answers: list[dict] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_PUT(self):
+            answers.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+
+        def digest(properties: dict, request_type: str = "Update") -> str:
+            event = {
+                "RequestType": request_type,
+                "ResponseURL": f"http://127.0.0.1:{server.server_port}/response",
+                "StackId": "arn:aws:cloudformation:us-east-1:123456789012:stack/athm/1",
+                "RequestId": "request-1",
+                "LogicalResourceId": "WebhookConfiguration",
+                "PhysicalResourceId": "WebhookConfiguration",
+                "ResourceProperties": {"ServiceToken": "arn:aws:lambda:us-east-1:123456789012:function:d",
+                                       **properties},
+            }  # fmt: skip
+            namespace["handler"](event, None)
+            answer = answers[-1]
+            assert answer["Status"] == "SUCCESS"
+            assert answer["PhysicalResourceId"] == "WebhookConfiguration"  # an update replaces nothing
+            return answer["Data"]["Digest"]
+
+        first = {"Runtime": "python3.13", "Environment": {"ATHM_RECEIVERS": "", "DATABASE_URL": "x"}}
+        same = {"Environment": {"DATABASE_URL": "x", "ATHM_RECEIVERS": ""}, "Runtime": "python3.13"}
+        other = {
+            "Runtime": "python3.13",
+            "Environment": {"ATHM_RECEIVERS": "shop.receivers", "DATABASE_URL": "x"},
+        }
+        assert digest(first) == digest(same)
+        assert digest(first) != digest(other)
+        assert len(digest(first)) == 20
+        digest(first, "Delete")  # a delete is answered too
+    finally:
+        server.shutdown()
