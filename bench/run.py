@@ -12,7 +12,11 @@
    per warm invocation, and what each side recorded of the corpus's state changes and money.
 4. Cold starts: a new process from its start to the first answered webhook, ``--cold-runs`` times per side,
    interleaved: without SNS, with an SNS topic, and as deployed (the topic, and the webhook secret read
-   from Secrets Manager, in Lambda: collection off while setting up), AWS being moto's server on 127.0.0.1.
+   from Secrets Manager with boto3 or through the Parameters and Secrets extension, in an on-demand Lambda
+   container: collection off while setting up, the publish after the answer), AWS being moto's server on
+   127.0.0.1, the extension and Lambda's Extensions API stand-ins on 127.0.0.1. Each saving is measured in
+   the same run by a configuration without it: the secret with boto3, the publish before the answer,
+   collection on during set-up.
 5. Peak memory over a replay of at least 10,000 deliveries, and the unzipped size of what is deployed.
 
 Figures are medians of the repeats; every comparison is a ratio ours/theirs from this run. The report
@@ -255,34 +259,46 @@ def summarize(reports: list[dict[str, Any]]) -> dict[str, Any]:
 
 # --- cold starts -----------------------------------------------------------------------------------------
 
-# What a merchant runs: an SNS topic, the webhook secret in Secrets Manager, in Lambda.
+# What a merchant runs: an SNS topic, the webhook secret in Secrets Manager, in an on-demand Lambda container
+# whose Extensions API (a stand-in) lets the SNS publish wait until after the answer.
 AS_DEPLOYED = "ours, as deployed (SNS topic, secret from Secrets Manager, in Lambda)"
 AS_DEPLOYED_EXTENSION = "ours, as deployed, the secret through the Parameters and Secrets extension"
+# The same, with the publish before the answer (no Extensions API to keep the invocation open after it).
+PUBLISHED_FIRST = "ours, as deployed via the extension, publishing before the answer"
+# The same, with garbage collection on during set-up (bench/collecting/sitecustomize.py).
+COLLECTING = "ours, as deployed via the extension, collecting garbage during set-up"
+# Each configuration: the side, its environment, and whether Lambda's Extensions API answers.
+Configuration = tuple[str, dict[str, str], bool]
 
 
 def cold_starts(
     sides: dict[str, str | Path], scratch: Path, runs: int, skipped: dict[str, str]
 ) -> dict[str, Any]:
-    bodies = iter(corpus.cold_start_bodies(runs * 5))
     urls = {side: f"sqlite:///{scratch}/cold-{side}.sqlite3" for side in sides}
     for side, python in sides.items():
         run_side(python, side, "--prepare", urls[side], scratch / f"cold-prepare-{side}.json")
-    configurations: dict[str, tuple[str, dict[str, str]]] = {"ours": ("ours", {}), "theirs": ("theirs", {})}
+    configurations: dict[str, Configuration] = {"ours": ("ours", {}, False), "theirs": ("theirs", {}, False)}
     aws = _aws_on_loopback()
     if aws:
-        configurations["ours, SNS topic"] = ("ours", aws.topic)
-        # As template.yaml deploys it, and in Lambda (AWS_LAMBDA_FUNCTION_NAME): the headline cold start.
-        in_lambda = {"AWS_LAMBDA_FUNCTION_NAME": "athm-bench", "AWS_LAMBDA_RUNTIME_API": "127.0.0.1:9001"}
-        configurations[AS_DEPLOYED] = ("ours", {**aws.deployed, **in_lambda})
-        configurations[AS_DEPLOYED_EXTENSION] = ("ours", {**aws.extension, **in_lambda})
+        configurations["ours, SNS topic"] = ("ours", aws.topic, False)
+        # As template.yaml deploys it, and in an on-demand Lambda container: the headline cold start.
+        in_lambda = {"AWS_LAMBDA_FUNCTION_NAME": "athm-bench", "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand"}
+        configurations[AS_DEPLOYED] = ("ours", {**aws.deployed, **in_lambda}, True)
+        configurations[AS_DEPLOYED_EXTENSION] = ("ours", {**aws.extension, **in_lambda}, True)
+        configurations[PUBLISHED_FIRST] = ("ours", {**aws.extension, **in_lambda}, False)
+        collecting = {"PYTHONPATH": f"{ROOT / 'bench' / 'collecting'}:{ROOT}"}
+        configurations[COLLECTING] = ("ours", {**aws.extension, **in_lambda, **collecting}, True)
     else:
         skipped["cold start with SNS"] = "moto is not installed"
     times: dict[str, list[dict[str, float]]] = {name: [] for name in configurations}
+    bodies = iter(corpus.cold_start_bodies(runs * len(configurations)))
     try:
         for run in range(runs):
             _say(f"cold starts {run + 1}/{runs}")
-            for name, (side, env) in configurations.items():
-                times[name].append(_cold_start(sides[side], side, next(bodies), urls[side], scratch, env))
+            for name, (side, env, extensions_api) in configurations.items():
+                times[name].append(
+                    _cold_start(sides[side], side, next(bodies), urls[side], scratch, env, extensions_api)
+                )
     finally:
         if aws:
             aws.stop()
@@ -293,6 +309,8 @@ def cold_starts(
             "to_first_answer_ms": statistics.median(t["answered"] for t in samples),
             "init_ms": statistics.median(t["set_up"] for t in samples),
             "first_invocation_ms": statistics.median(t["answered"] - t["set_up"] for t in samples),
+            # When Lambda would end the first invocation: after the work that follows the answer.
+            "to_first_invocation_end_ms": statistics.median(t.get("ended", t["answered"]) for t in samples),
         }
         for name, samples in times.items()
     }
@@ -301,7 +319,24 @@ def cold_starts(
 
 
 def _cold_start(
-    python, side: str, body: str, url: str, scratch: Path, env: dict[str, str]
+    python, side: str, body: str, url: str, scratch: Path, env: dict[str, str], extensions_api: bool = False
+) -> dict[str, float]:
+    """One cold start: the process's start to its first answer (and, with the Extensions API, to the end of
+    its first invocation), in ms. Without ``extensions_api`` a process in Lambda finds none that answers."""
+    from tests.lambda_api import ExtensionsApi
+
+    api = ExtensionsApi(refuse=not extensions_api)
+    if env.get("AWS_LAMBDA_FUNCTION_NAME"):
+        # Lambda hands the container its first invocation: the context's request id is the INVOKE event's.
+        env = {**env, "AWS_LAMBDA_RUNTIME_API": api.address, "BENCH_REQUEST_ID": api.invoke()}
+    try:
+        return _run_cold(python, side, body, url, scratch, env, api)
+    finally:
+        api.stop()
+
+
+def _run_cold(
+    python, side: str, body: str, url: str, scratch: Path, env: dict[str, str], api: Any
 ) -> dict[str, float]:
     out = scratch / "cold.json"
     command = [
@@ -325,7 +360,13 @@ def _cold_start(
     if answer["status"] != 200:
         raise SystemExit(f"{side} cold start answered {answer['status']}")
     # CLOCK_MONOTONIC is the same clock in every process of this machine.
-    return {"set_up": (answer["set_up"] - started) * 1000, "answered": (answer["answered"] - started) * 1000}
+    times = {"set_up": (answer["set_up"] - started) * 1000, "answered": (answer["answered"] - started) * 1000}
+    if api.registered:
+        # The extension asked for its first event at the end of init, and again when the invocation ended.
+        if not api.released(2, timeout=0):
+            raise SystemExit(f"{side}'s first invocation did not end:\n{finished.stderr[-4000:]}")
+        times["ended"] = (api.next_calls[1] - started) * 1000
+    return times
 
 
 def _import_time(python: str, module: str) -> float:
@@ -531,20 +572,26 @@ def report(results: dict[str, Any]) -> str:
         "\n## Cold start: a new process to its first answered webhook "
         f"(SQLite, medians of {cold['ours']['runs']})\n"
     )
-    lines.append("| configuration | to first answer, ms | init, ms | first invocation, ms | / django-athm |")
-    lines.append("|---|---|---|---|---|")
+    lines.append(
+        "| configuration | to first answer, ms | init, ms | first invocation, ms | / django-athm "
+        "| to the first invocation's end, ms |"
+    )
+    lines.append("|---|---|---|---|---|---|")
     for name, figures in cold.items():
         if "to_first_answer_ms" in figures:
             lines.append(
                 f"| {name} | {figures['to_first_answer_ms']:.0f} | {figures['init_ms']:.0f} | "
                 f"{figures['first_invocation_ms']:.0f} | "
-                f"{_ratio(figures['to_first_answer_ms'], cold['theirs']['to_first_answer_ms'])} |"
+                f"{_ratio(figures['to_first_answer_ms'], cold['theirs']['to_first_answer_ms'])} | "
+                f"{figures['to_first_invocation_end_ms']:.0f} |"
             )
     lines.append(
         f"\n`import boto3` alone: {cold['import boto3 alone']['ms']:.0f} ms. Init is everything before"
         " the first request (imports, Django's set-up, receivers, the SNS client, secrets). Lambda"
         " SnapStart (python3.12 and later) would restore init from a snapshot: what would remain is the"
-        " restore and the first invocation."
+        " restore and the first invocation. As deployed, the SNS publish (and, in an on-demand container,"
+        " boto3's import and the SNS client) come after the answer, inside the invocation: the last column"
+        " is when Lambda would end it (handler.after_answer)."
     )
     for name in (AS_DEPLOYED, AS_DEPLOYED_EXTENSION):
         if name in cold:
