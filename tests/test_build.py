@@ -72,8 +72,10 @@ def test_the_built_function_answers_a_webhook_on_sqlite(tmp_path):
     # Everything came from the build, nothing from this checkout or the virtualenv.
     assert where["handler"].startswith(str(BUILD / "WebhookFunction"))
     assert where["django"].startswith(str(LAYER))
-    # And from its .pyc files: no module of the package was compiled from its source.
-    assert [path for path in where["compiled"] if path.startswith(str(BUILD))] == []
+    # And from its .pyc files: no module of the package was compiled from its source (where the suite runs
+    # on Python 3.11; another Python ignores them, as Lambda's would).
+    if sys.version_info[:2] == (3, 11):
+        assert [path for path in where["compiled"] if path.startswith(str(BUILD))] == []
 
 
 @pytest.mark.parametrize("function", FUNCTIONS)
