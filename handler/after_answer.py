@@ -88,7 +88,8 @@ class _Extension:
                 self._finish(str(event.get("requestId", "")), event.get("deadlineMs"))
 
     def _next_event(self) -> dict[str, Any]:
-        connection = http.client.HTTPConnection(self.api)  # no timeout: it blocks until the next event
+        # No timeout, whatever socket.setdefaulttimeout() says: it blocks until the next event.
+        connection = http.client.HTTPConnection(self.api, timeout=None)
         try:
             connection.request(
                 "GET",

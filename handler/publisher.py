@@ -36,6 +36,10 @@ from handler.observability import count, logger, metrics
 _CONNECT_TIMEOUT = 1
 _READ_TIMEOUT = 3
 _ATTEMPTS = 3  # in all: the first try and two retries (botocore's standard mode)
+# The longest one Publish call can take: every attempt waiting out both timeouts, and the backoff between
+# attempts (botocore's standard mode: under a second, then under two). Work with a deadline starts no call
+# later than this before it, so that it never holds claimed messages past its deadline.
+_LONGEST_CALL = _ATTEMPTS * (_CONNECT_TIMEOUT + _READ_TIMEOUT) + 3
 # After this many failures in a row, SNS is taken to be down and the rest waits for the next run.
 _FAILURES_BEFORE_GIVING_UP = 3
 # The messages a webhook publishes: its own, behind any older pending ones of the same payment.
@@ -68,6 +72,16 @@ def publish_committed(sender: Any = None, *, groups: set[str], **kwargs: Any) ->
 
 
 def _publish_groups(groups: set[str], deadline: float | None) -> None:
+    """Publish ``groups``' pending messages; with a ``deadline`` (a :func:`time.monotonic` value: the end of
+    the invocation's work after its answer), only calls that are sure to end by then. When Lambda ends the
+    invocation it may freeze the container, and a claim left open would keep the messages locked (the relay
+    skips locked rows) for as long as it stays frozen."""
+    if deadline is not None:
+        deadline -= _LONGEST_CALL
+        if time.monotonic() >= deadline:
+            count("OutboxPublishDeferred")
+            logger.info("too little time left in the invocation: the messages are left for the relay")
+            return
     try:
         with outbox.claim(limit=_GROUP_LIMIT, groups=groups) as messages:
             _publish(messages, deadline=deadline)

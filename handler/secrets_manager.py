@@ -90,7 +90,7 @@ def read(arn: str, *, fresh: bool = False) -> str:
         try:
             return _through_extension(arn, fresh=fresh)
         except ExtensionError as exc:
-            _falling_back(exc)
+            _falling_back(arn, exc)
     value = provider(_region(arn)).get(arn, max_age=MAX_AGE_SECONDS, force_fetch=fresh)
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -104,7 +104,7 @@ def database_secret(arn: str, *, fresh: bool = False) -> dict[str, Any]:
         try:
             value, through_extension = _json(_through_extension(arn, fresh=fresh)), True
         except ExtensionError as exc:
-            _falling_back(exc)
+            _falling_back(arn, exc)
     if not through_extension:
         value = provider(_region(arn)).get(arn, max_age=MAX_AGE_SECONDS, force_fetch=fresh, transform="json")
     if not isinstance(value, dict) or "password" not in value:
@@ -114,13 +114,14 @@ def database_secret(arn: str, *, fresh: bool = False) -> dict[str, Any]:
     return value
 
 
-def _falling_back(error: ExtensionError) -> None:
+def _falling_back(arn: str, error: ExtensionError) -> None:
     # AWS documents the extension as callable in the INVOKE phase only; during a cold start's set-up (and
-    # under load, by some reports) it may refuse. A start never fails for it: boto3 reads the secret.
-    _log.warning(
-        "the Parameters and Secrets extension did not answer; reading the secret with boto3",
-        extra={"error": str(error)},
-    )
+    # under load, by some reports) it may refuse. A start never fails for it: boto3 reads the secret. What
+    # the extension gave before is forgotten, so that the next read does not return a value older than
+    # this one (a rotated password).
+    with _lock:
+        _read.pop(arn, None)
+    _log.warning("%s; reading the secret with boto3", error, extra={"error": str(error)})
 
 
 @functools.cache
