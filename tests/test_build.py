@@ -19,11 +19,11 @@ from pathlib import Path
 import pytest
 from packaging.requirements import Requirement
 
-from tests.built_function import BUILT_SECRET, WEBHOOK
+from tests.built_function import BUILT_SECRET, TEST_BUILD, WEBHOOK, on_host
 from tests.conftest import ROOT, sample
 
 RUNTIME = "python3.11"
-BUILD = ROOT / ".aws-sam" / f"build-{RUNTIME}"
+BUILD = TEST_BUILD  # .aws-sam/build-python3.11
 LAYER = BUILD / "DependenciesLayer" / "python"
 FUNCTIONS = ["WebhookFunction", "RelayFunction", "MigrateFunction", "ReconcileFunction"]
 # ELF e_machine values.
@@ -38,17 +38,7 @@ if not (BUILD / "template.yaml").exists():
 
 def lambda_python(code: str, function: str, *, env: dict[str, str], cwd: Path, stdin: str = ""):
     """Run ``code`` as Lambda would run the built ``function``: only its code and the layer on the path."""
-    bootstrap = f"import sys\nsys.path[:0] = [{str(BUILD / function)!r}, {str(LAYER)!r}]\n"
-    # -I: no PYTHONPATH, no user site; -S: no site-packages (this virtualenv) either.
-    return subprocess.run(
-        [sys.executable, "-I", "-S", "-c", bootstrap + code],
-        input=stdin,
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return on_host(code, function, env=env, cwd=cwd, stdin=stdin, build=BUILD)
 
 
 def test_the_built_function_answers_a_webhook_on_sqlite(tmp_path):

@@ -13,45 +13,21 @@ import os
 import shutil
 import subprocess
 import time
-import uuid
 from pathlib import Path
 
 import pytest
 
-from tests.built_function import BUILT_SECRET, WEBHOOK
-from tests.conftest import ROOT, sample
+from tests import built_function
+from tests.built_function import BUILD, FIRST_ANSWER, WEBHOOK, bootstrap, environment, first_answer
+from tests.conftest import sample
 
-RUNTIME = "python3.13"
-BUILD = ROOT / ".aws-sam" / "build"
 PYTHON313_ROOT = os.environ.get("PYTHON313_ROOT", "")
-CHROOT = shutil.which("chroot") or "/usr/sbin/chroot"
 
-
-def _built_runtime() -> str:
-    from samcli.yamlhelper import yaml_parse
-
-    template = yaml_parse((BUILD / "template.yaml").read_text(encoding="utf-8"))
-    return template["Parameters"]["Runtime"]["Default"]
-
-
-def _why_not() -> str:
-    if not PYTHON313_ROOT:
-        return "PYTHON313_ROOT is not set (CI makes a Debian trixie root with Python 3.13: .ci/run)"
-    if not (Path(PYTHON313_ROOT) / "usr" / "bin" / "python3.13").exists():
-        return f"{PYTHON313_ROOT} has no usr/bin/python3.13"
-    if not (BUILD / "template.yaml").exists():
-        return "no .aws-sam/build: run `make build`"
-    if _built_runtime() != RUNTIME:
-        return f".aws-sam/build was built for {_built_runtime()}, not {RUNTIME}: run `make build`"
-    if os.geteuid() != 0:
-        return "chroot needs root"
-    return ""
-
-
-if _why_not():
+_WHY_NOT = built_function.why_not_in_root(PYTHON313_ROOT, BUILD)
+if _WHY_NOT:
     if os.environ.get("CI"):
-        raise pytest.UsageError(_why_not())
-    pytest.skip(_why_not(), allow_module_level=True)
+        raise pytest.UsageError(_WHY_NOT)
+    pytest.skip(_WHY_NOT, allow_module_level=True)
 
 
 def test_the_package_is_compiled_by_python313_for_its_lambda_paths():
@@ -80,55 +56,13 @@ def test_the_package_is_compiled_by_python313_for_its_lambda_paths():
     assert result.stdout.splitlines() == ["1 /var/task/handler/app.py", "1 /opt/python/django/__init__.py"]
 
 
-class inside_root:
-    """The webhook function and its layer copied into the root, as /var/task and /opt/python are laid out
-    in Lambda (optionally without their .pyc files); removed afterwards, whatever happens."""
-
-    def __init__(self, *, without_pyc: bool = False) -> None:
-        self.inside = Path("/tmp") / f"athm-{uuid.uuid4().hex}"
-        self.outside = Path(PYTHON313_ROOT) / self.inside.relative_to("/")
-        self.ignore = shutil.ignore_patterns("__pycache__") if without_pyc else None
-
-    def __enter__(self) -> tuple[Path, Path]:
-        try:
-            shutil.copytree(BUILD / "WebhookFunction", self.outside / "var" / "task", ignore=self.ignore)
-            shutil.copytree(BUILD / "DependenciesLayer" / "python", self.outside / "opt" / "python",
-                            ignore=self.ignore)  # fmt: skip
-            (self.outside / "work").mkdir()
-        except BaseException:
-            shutil.rmtree(self.outside, ignore_errors=True)
-            raise
-        return self.inside / "var" / "task", self.inside / "opt" / "python"
-
-    def __exit__(self, *exc) -> None:
-        shutil.rmtree(self.outside, ignore_errors=True)
+def inside_root(*, without_pyc: bool = False) -> built_function.InsideRoot:
+    """The webhook function and its layer in the root, as Lambda lays them out (built_function.InsideRoot)."""
+    return built_function.InsideRoot(PYTHON313_ROOT, BUILD, without_pyc=without_pyc)
 
 
 def in_root(*command: str, env: dict[str, str] | None = None, stdin: str = "") -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [CHROOT, PYTHON313_ROOT, *command],
-        input=stdin,
-        env={"PATH": "/usr/bin:/bin", **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd="/",
-    )
-
-
-def environment(function_root: Path) -> dict[str, str]:
-    return {
-        "AWS_LAMBDA_FUNCTION_NAME": "athm-webhook",
-        "DATABASE_URL": f"sqlite:///{function_root}/work/built.sqlite3",
-        "ATHM_WEBHOOK_SECRET": BUILT_SECRET,
-        "POWERTOOLS_METRICS_DISABLED": "true",
-        # Lambda's code directory is read-only: nothing compiled at run time is kept.
-        "PYTHONDONTWRITEBYTECODE": "1",
-    }
-
-
-def bootstrap(task: Path, layer: Path) -> str:
-    return f"import sys\nsys.path[:0] = [{str(task)!r}, {str(layer)!r}]\n"
+    return built_function.in_root(PYTHON313_ROOT, *command, env=env, stdin=stdin)
 
 
 def cold_answer(task: Path, layer: Path) -> tuple[float, list[str]]:
@@ -141,7 +75,7 @@ def cold_answer(task: Path, layer: Path) -> tuple[float, list[str]]:
     )  # fmt: skip
     elapsed_ms = (time.monotonic() - started) * 1000
     assert cold.returncode == 0 and "RESULT 200" in cold.stdout, (cold.stdout + cold.stderr)[-4000:]
-    [compiled] = [json.loads(line[9:]) for line in cold.stdout.splitlines() if line.startswith("COMPILED ")]
+    compiled = first_answer(cold.stdout)["compiled"]
     return elapsed_ms, [path for path in compiled if path.startswith((str(task), str(layer)))]
 
 
@@ -178,17 +112,3 @@ def test_the_python313_package_answers_a_webhook_and_its_redelivery():
         f"\npython3.13 package: {elapsed * 1000:.0f} ms with migrations, {with_pyc:.0f} ms to a cold answer"
         f" ({without_pyc:.0f} ms without its .pyc files: {len(compiled_without)} modules compiled)"
     )
-
-
-FIRST_ANSWER = """
-import sys
-compiled = []
-sys.addaudithook(lambda event, args: event == "compile" and str(args[1]).endswith(".py")
-                 and compiled.append(args[1]))
-import json, os
-from handler import app
-from handler.local import http_api_event, invoke
-path = "/webhook/" + os.environ["ATHM_WEBHOOK_SECRET"]
-print("RESULT", invoke(app.lambda_handler, http_api_event("POST", path, body=sys.stdin.read()))["statusCode"])
-print("COMPILED", json.dumps(compiled))
-"""
