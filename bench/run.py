@@ -17,6 +17,9 @@
    127.0.0.1, the extension and Lambda's Extensions API stand-ins on 127.0.0.1. Each saving is measured in
    the same run by a configuration without it: the secret with boto3, the publish before the answer,
    collection on during set-up.
+   Then the cold start of the built packages (``bench/packages.py``): the python3.13 package that ``make
+   build`` builds and the python3.11 one, each as Lambda loads it and with its runtime's Python (3.13 in
+   ``PYTHON313_ROOT``, with chroot), beside django-athm's; skipped, saying why, where one is missing.
 5. Peak memory over a replay of at least 10,000 deliveries, and the unzipped size of what is deployed.
 
 Figures are medians of the repeats; every comparison is a ratio ours/theirs from this run. The report
@@ -44,7 +47,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from bench import corpus
+from bench import corpus, packages
 from bench.replay_ours import SECRET
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -127,6 +130,9 @@ def measure(args: argparse.Namespace, peer_python: Path, scratch: Path) -> dict[
                 run_side(sides[side], side, "--drop", database.url_for(side), scratch / "drop.json")
 
     results["cold_start"] = cold_starts(sides, scratch, args.cold_runs, results["skipped"])
+    built = packages.cold_starts(args.cold_runs, scratch, results["skipped"])
+    if built:
+        results["built_packages"] = built
     if not args.no_memory:
         results["memory"] = memory(sides, scratch, args.seed)
     results["artifact"] = artifact_sizes(peer_python)
@@ -599,6 +605,7 @@ def report(results: dict[str, Any]) -> str:
             targets.append((f"cold start {name[6:]} ≤ 0.8x django-athm's", ratio <= 0.8, f"{ratio:.2f}x"))
     ratio = cold["ours"]["to_first_answer_ms"] / cold["theirs"]["to_first_answer_ms"]
     targets.append(("cold start without SNS ≤ 0.8x django-athm", ratio <= 0.8, f"{ratio:.2f}x"))
+    lines.extend(packages.report(results))
     if "memory" in results:
         lines.append("\n## Memory: resident set over one replay, SQLite\n")
         lines.append("| side | deliveries | after set-up, MiB | peak, MiB | at the end, MiB |")

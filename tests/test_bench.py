@@ -192,3 +192,52 @@ def test_the_benchmark_runs_from_end_to_end_against_django_athm(tmp_path):
         assert results["cold_start"][side]["to_first_answer_ms"] > 0
     assert results["versions"]["django-athm"].startswith("1.0.")
     assert results["artifact"]["theirs_bytes"] > 0
+    # The built packages' cold starts are measured where both packages and the Python 3.13 root are here;
+    # elsewhere the results say what is missing.
+    built = results.get("built_packages")
+    if built:
+        assert built["python3.13"]["to_first_answer_ms"] > 0 and built["python3.11"]["to_first_answer_ms"] > 0
+    else:
+        assert results["skipped"]["cold start of the built packages"]
+
+
+def test_the_built_packages_cold_start_says_what_is_missing(tmp_path, monkeypatch):
+    from bench import packages
+
+    assert "has no usr/bin/python3.13" in packages.missing(str(tmp_path))
+    monkeypatch.delenv("PYTHON313_ROOT", raising=False)
+    skipped: dict[str, str] = {}
+    assert packages.cold_starts(1, tmp_path, skipped) is None
+    why = skipped[packages.SECTION]
+    assert "PYTHON313_ROOT is not set" in why
+    assert packages.report({"skipped": skipped}) == [
+        f"\n## Cold start of the built packages\n\nNot measured: {why}."
+    ]
+    assert list(tmp_path.iterdir()) == []  # nothing was started
+
+
+@pytest.mark.skipif(
+    bool(os.environ.get("DATABASE_URL")),
+    reason="runs once per suite, in its SQLite run; the packages run on SQLite",
+)
+def test_the_built_packages_cold_starts_are_measured_side_by_side(tmp_path):
+    from bench import packages
+
+    why = packages.missing(os.environ.get("PYTHON313_ROOT", ""))
+    if why:
+        pytest.skip(why)
+    skipped: dict[str, str] = {}
+    built = packages.cold_starts(1, tmp_path, skipped)
+    assert skipped == {}
+    for runtime, version in (("python3.11", "3.11."), ("python3.13", "3.13.")):
+        figures = built[runtime]
+        assert figures["python"].startswith(version)
+        assert 0 < figures["init_ms"] < figures["to_first_answer_ms"]
+        assert figures["compiled_package_modules"] == 0  # from the .pyc files, as in Lambda
+    assert built["ratio_313_to_311"] == pytest.approx(
+        built["python3.13"]["to_first_answer_ms"] / built["python3.11"]["to_first_answer_ms"]
+    )
+    results = {"built_packages": built, "skipped": {}, "cold_start": {"theirs": {"to_first_answer_ms": 1.0}}}
+    text = "\n".join(packages.report(results))
+    assert f"python3.13/python3.11: {built['ratio_313_to_311']:.2f}" in text
+    assert "not the interpreters on equal footing" in text
