@@ -20,7 +20,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -121,6 +121,7 @@ def cold_starts(runs: int, scratch: Path, skipped: dict[str, str]) -> dict[str, 
         result[runtime] = {
             **where[runtime],
             "to_first_answer_ms": statistics.median(t["answered"] for t in samples),
+            "to_first_answer_range_ms": _range(t["answered"] for t in samples),
             "init_ms": statistics.median(t["set_up"] for t in samples),
             "first_invocation_ms": statistics.median(t["answered"] - t["set_up"] for t in samples),
             # The same interpreter started the same way, running nothing: to the end of its process.
@@ -131,6 +132,11 @@ def cold_starts(runs: int, scratch: Path, skipped: dict[str, str]) -> dict[str, 
         }
     result["ratio_313_to_311"] = result[PY313]["to_first_answer_ms"] / result[PY311]["to_first_answer_ms"]
     return result
+
+
+def _range(values: Iterable[float]) -> list[float]:
+    ordered = sorted(values)
+    return [ordered[0], ordered[-1]]
 
 
 def _where(runtime: str, start: Start) -> dict[str, str]:
@@ -200,8 +206,14 @@ def report(results: dict[str, Any]) -> list[str]:
             f"{figures['to_first_answer_ms'] / theirs:.2f} | {figures['bare_interpreter_ms']:.0f} |"
         )
     lines.append(f"| django-athm, plain (above) | this machine | - | - | {theirs:.0f} | | | | 1.00 | |")
+    spread = "; ".join(
+        f"{runtime} {low:.0f} to {high:.0f} ms"
+        for runtime in (PY311, PY313)
+        for low, high in [packages[runtime]["to_first_answer_range_ms"]]
+    )
     lines.append(
-        f"\npython3.13/python3.11: {packages['ratio_313_to_311']:.2f}. Each package runs the same script with"
+        f"\npython3.13/python3.11: {packages['ratio_313_to_311']:.2f} (to first answer, fastest and slowest"
+        f" runs: {spread}). Each package runs the same script with"
         " only its function's code and its layer on the path, from its .pyc files, on a database it migrated"
         " before; the two are interleaved. The python3.13 package runs inside the root with chroot, with that"
         " root's own (newer) Python and libraries, and the python3.11 one on this machine's Python 3.11: this"
