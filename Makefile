@@ -86,16 +86,51 @@ build-test-package: $(VENV)/.installed
 	$(MAKE) --no-print-directory build-package LAMBDA_RUNTIME=python3.11 BUILD_DIR=$(TEST_BUILD_DIR)
 
 # One package: sam build for LAMBDA_RUNTIME (the build-* targets below read the same variable, which sam's
-# make inherits), then its template is made to allow that runtime alone, so that deploying it with another
-# Runtime (an old samconfig.toml, --parameter-overrides) is refused by CloudFormation with this message.
+# make inherits), then the runtime is written into its template in place of the Runtime parameter, so that
+# `sam deploy` deploys the runtime the package was built for, whatever an existing stack or samconfig.toml
+# last said (sam deploy sends an existing stack's previous value for every parameter it is not given).
 build-package:
 	$(BIN)/sam build --template-file template.yaml --build-dir $(BUILD_DIR) \
 		--parameter-overrides Runtime=$(LAMBDA_RUNTIME)
-	$(BIN)/python -c 'import sys; from samcli.yamlhelper import yaml_dump, yaml_parse; \
-		path, runtime = sys.argv[1:]; template = yaml_parse(open(path).read()); \
-		template["Parameters"]["Runtime"].update(Default=runtime, AllowedValues=[runtime], \
-			ConstraintDescription=f"this package was built for {runtime}: deploy it with Runtime={runtime}, or build again with make build LAMBDA_RUNTIME=<the runtime to deploy>"); \
-		open(path, "w").write(yaml_dump(template))' $(BUILD_DIR)/template.yaml $(LAMBDA_RUNTIME)
+	$(BIN)/python -c "$$PIN_RUNTIME" $(BUILD_DIR)/template.yaml $(LAMBDA_RUNTIME)
+
+# The built template with its runtime written in: every {"Ref": "Runtime"} becomes the runtime, and the
+# Runtime parameter goes. SnapStart: on python3.11 the webhook function's is None and the SnapStart
+# parameter goes too; on the others, the SnapStart parameter alone decides.
+define PIN_RUNTIME
+import sys
+from samcli.yamlhelper import yaml_dump, yaml_parse
+
+path, runtime = sys.argv[1:]
+template = yaml_parse(open(path).read())
+snapstart = runtime != "python3.11"
+
+
+def pin(node):
+    if node == {"Ref": "Runtime"}:
+        return runtime
+    if isinstance(node, dict):
+        if not snapstart and list(node) == ["Fn::If"] and node["Fn::If"][0] == "HasSnapStart":
+            return pin(node["Fn::If"][2])
+        return {key: pin(value) for key, value in node.items()}
+    if isinstance(node, list):
+        return [pin(value) for value in node]
+    return node
+
+
+template = pin(template)
+gone = ["Runtime"] if snapstart else ["Runtime", "SnapStart"]
+for name in gone:
+    del template["Parameters"][name]
+for group in template["Metadata"]["AWS::CloudFormation::Interface"]["ParameterGroups"]:
+    group["Parameters"] = [name for name in group["Parameters"] if name not in gone]
+if snapstart:
+    template["Conditions"]["HasSnapStart"] = {"Fn::Equals": [{"Ref": "SnapStart"}, "true"]}
+else:
+    del template["Conditions"]["HasSnapStart"]
+open(path, "w").write(yaml_dump(template))
+endef
+export PIN_RUNTIME
 
 # The benchmark against django-athm, in django-athm's own virtual environment (.bench/). It builds first:
 # the size of what is deployed is one of its figures, and the python3.13 package's cold start is measured

@@ -78,10 +78,16 @@ def _migrate_on_deploy(event: dict[str, Any], context: Any) -> dict[str, Any]:
 
 
 def _refuse_to_start(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    """The handler of a function that could not start: FAILED to CloudFormation, an error when invoked."""
+    """The handler of a function that could not start: FAILED to CloudFormation, an error when invoked.
+    A Delete succeeds all the same: it changes nothing, and CloudFormation sends one when it rolls back a
+    failed Create or deletes the stack, which a FAILED answer would leave ROLLBACK_FAILED or DELETE_FAILED
+    (a receiver module that cannot be imported, the database secret deleted first)."""
     print(BOOT_FAILURE, file=sys.stderr)
     if "ResponseURL" not in event:
         raise RuntimeError(BOOT_FAILURE)
+    if event.get("RequestType") == "Delete":
+        _answer(event, "SUCCESS", "nothing to undo (the function could not start: see its log)")
+        return {"status": "SUCCESS"}
     _answer(event, "FAILED", BOOT_FAILURE)
     return {"status": "FAILED", "reason": BOOT_FAILURE[:_REASON_LENGTH]}
 

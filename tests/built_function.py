@@ -100,13 +100,13 @@ def bootstrap(task: Path, layer: Path) -> str:
 
 
 def built_runtime(build: Path) -> str | None:
-    """The runtime the package in ``build`` was built for (its template allows that one alone), if built."""
+    """The runtime the package in ``build`` was built for (written into its template), if built."""
     template = build / "template.yaml"
     if not template.exists():
         return None
     from samcli.yamlhelper import yaml_parse
 
-    return yaml_parse(template.read_text(encoding="utf-8"))["Parameters"]["Runtime"]["Default"]
+    return yaml_parse(template.read_text(encoding="utf-8"))["Globals"]["Function"]["Runtime"]
 
 
 # --- the python3.11 package, on this machine's Python ----------------------------------------------------

@@ -20,7 +20,7 @@ import pytest
 from packaging.requirements import Requirement
 
 from tests.built_function import BUILT_SECRET, TEST_BUILD, WEBHOOK, on_host
-from tests.conftest import ROOT, sample
+from tests.conftest import ROOT, cfn_lint, sample
 
 RUNTIME = "python3.11"
 BUILD = TEST_BUILD  # .aws-sam/build-python3.11
@@ -93,14 +93,28 @@ def test_the_layer_is_precompiled_for_its_lambda_path():
     assert sources <= compiled, sorted(sources - compiled)[:5]
 
 
-def test_the_built_template_deploys_with_the_runtime_it_was_built_for_alone():
+def test_the_built_template_deploys_the_runtime_it_was_built_for_whatever_a_stack_said_before():
+    """The runtime is written into the built template and its Runtime parameter is gone: `sam deploy`
+    sends an existing stack's previous value for each parameter it is not given, and nothing can send a
+    runtime the package was not built for. python3.11 has no SnapStart, nor a SnapStart parameter."""
     from samcli.yamlhelper import yaml_parse
 
     built = yaml_parse((BUILD / "template.yaml").read_text(encoding="utf-8"))
-    parameter = built["Parameters"]["Runtime"]
-    assert (parameter["Default"], parameter["AllowedValues"]) == (RUNTIME, [RUNTIME])
-    assert f"built for {RUNTIME}" in parameter["ConstraintDescription"]
-    assert built["Globals"]["Function"]["Runtime"] == {"Ref": "Runtime"}
+    assert "Runtime" not in built["Parameters"] and "SnapStart" not in built["Parameters"]
+    assert built["Globals"]["Function"]["Runtime"] == RUNTIME
+    assert "Runtime" not in str(built["Metadata"]["AWS::CloudFormation::Interface"])
+    assert {"Ref": "Runtime"} not in _all_nodes(built)
+    webhook = built["Resources"]["WebhookFunction"]["Properties"]
+    assert webhook["SnapStart"] == {"ApplyOn": "None"} and "HasSnapStart" not in built["Conditions"]
+    result = cfn_lint(BUILD / "template.yaml")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _all_nodes(node):
+    yield node
+    children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+    for child in children:
+        yield from _all_nodes(child)
 
 
 def test_the_layer_holds_the_pinned_dependencies_for_the_templates_architecture():

@@ -339,14 +339,21 @@ def test_the_runtime_is_one_parameter_that_every_function_and_the_layer_follow()
     assert others and all(r["Properties"]["Runtime"] == {"Ref": "Runtime"} for r in others)
 
 
+@pytest.mark.parametrize("snapstart", ["true", "false"])
 @pytest.mark.parametrize("runtime", RUNTIMES)
-def test_snapstart_is_on_for_the_webhook_function_where_the_runtime_has_it(runtime):
-    translated = translate(Runtime=runtime)
+def test_snapstart_is_on_for_the_webhook_function_where_the_runtime_has_it_unless_turned_off(
+    runtime, snapstart
+):
+    parameters = {"Runtime": runtime, "SnapStart": snapstart}
+    translated = translate(**parameters)
     resources = translated["Resources"]
-    webhook = resolve(resources["WebhookFunction"]["Properties"], translated, {"Runtime": runtime})
+    webhook = resolve(resources["WebhookFunction"]["Properties"], translated, parameters)
     assert webhook["Runtime"] == runtime
-    expected = "None" if runtime == "python3.11" else "PublishedVersions"
+    expected = "None" if runtime == "python3.11" or snapstart == "false" else "PublishedVersions"
     assert webhook["SnapStart"] == {"ApplyOn": expected}
+    # The configuration's digest changes with it, so that turning it on or off publishes a version.
+    digest = resolve(resources["WebhookConfiguration"]["Properties"], translated, parameters)
+    assert digest["SnapStart"] == expected
     # The scheduled functions and the migrations do without (template.yaml says why).
     for name in ("RelayFunction", "ReconcileFunction", "MigrateFunction"):
         assert "SnapStart" not in resources[name]["Properties"], name
