@@ -32,7 +32,8 @@ from athm_core.models import OutboxMessage
 from handler import after_answer, aws
 from handler.observability import count, logger, metrics
 
-# A webhook waits for its own publish, so SNS gets little time before the relay takes over.
+# A webhook publishes inside its own invocation (in Lambda right after its answer), so SNS gets little time
+# before the relay takes over.
 _CONNECT_TIMEOUT = 1
 _READ_TIMEOUT = 3
 _ATTEMPTS = 3  # in all: the first try and two retries (botocore's standard mode)
