@@ -316,12 +316,17 @@ def cold_starts(
             "init_ms": statistics.median(t["set_up"] for t in samples),
             "first_invocation_ms": statistics.median(t["answered"] - t["set_up"] for t in samples),
             # When Lambda would end the first invocation: after the work that follows the answer.
-            "to_first_invocation_end_ms": statistics.median(t.get("ended", t["answered"]) for t in samples),
+            "to_first_invocation_end_ms": _median_or_none([t["ended"] for t in samples if "ended" in t])
+            or statistics.median(t["answered"] for t in samples),
         }
         for name, samples in times.items()
     }
     result["import boto3 alone"] = {"runs": runs, "ms": statistics.median(boto3_import)}
     return result
+
+
+def _median_or_none(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
 
 
 def _cold_start(
@@ -367,10 +372,9 @@ def _run_cold(
         raise SystemExit(f"{side} cold start answered {answer['status']}")
     # CLOCK_MONOTONIC is the same clock in every process of this machine.
     times = {"set_up": (answer["set_up"] - started) * 1000, "answered": (answer["answered"] - started) * 1000}
-    if api.registered:
-        # The extension asked for its first event at the end of init, and again when the invocation ended.
-        if not api.released(2, timeout=0):
-            raise SystemExit(f"{side}'s first invocation did not end:\n{finished.stderr[-4000:]}")
+    # The extension asked for its first event at the end of init, and again when the invocation ended (the
+    # process may have gone before it asked: then this run has no figure for the invocation's end).
+    if api.registered and api.released(2, timeout=1):
         times["ended"] = (api.next_calls[1] - started) * 1000
     return times
 
