@@ -14,8 +14,9 @@ MARIADB_TEST_URL ?= mysql://root@127.0.0.1:3306/test
 
 # The Lambda runtime the package is built for, and deployed on: one variable for the wheels (their Python
 # version, and the newest manylinux that the runtime's glibc loads), the requirements, the Python that
-# precompiles, and template.yaml's Runtime parameter, which the built template then allows alone (so that
-# `sam deploy` refuses another: docs/deploy.md, "Runtime and SnapStart"). make build LAMBDA_RUNTIME=python3.12
+# precompiles, and the runtime written into the built template in place of template.yaml's Runtime parameter
+# (so that `sam deploy` deploys that one: docs/deploy.md, "Runtime and SnapStart").
+# make build LAMBDA_RUNTIME=python3.12
 LAMBDA_RUNTIME ?= python3.13
 # The architecture; template.yaml's Architectures must say the same.
 LAMBDA_ARCH ?= arm64
