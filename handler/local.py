@@ -1,8 +1,9 @@
 """Run the Lambda function on this machine, without AWS or Docker.
 
 ``athm serve`` turns each HTTP request into an API Gateway HTTP API (payload 2.0) event and calls
-``lambda_handler`` with it, one request at a time, as one Lambda container would (what
-``sam local start-api`` does). ``athm invoke EVENT.json`` makes one invocation (what ``sam local invoke``
+``lambda_handler`` with it, one invocation at a time, as one Lambda container would (what
+``sam local start-api`` does); each connection has its own thread, so a slow client holds up no other, and a
+chunked body is read whole. ``athm invoke EVENT.json`` makes one invocation (what ``sam local invoke``
 does). The event builders are shared with the tests and the benchmark.
 
 ``athm serve`` prints a line per request with the path cut to its route's name (``POST /webhook/…``), and
@@ -12,14 +13,16 @@ spelling the caller typed.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import BaseHTTPRequestHandler, HTTPServer, ThreadingHTTPServer
 from typing import Any
 
 LambdaHandler = Callable[[dict[str, Any], Any], dict[str, Any]]
@@ -163,8 +166,22 @@ def invoke(lambda_handler: LambdaHandler, event: dict[str, Any]) -> dict[str, An
     return lambda_handler(event, LocalContext())
 
 
+# The most ``athm serve`` reads of a chunked body (API Gateway's own payload limit is 10 MB).
+MAX_CHUNKED_BODY = 10 * 1024 * 1024
+
+
 def make_server(lambda_handler: LambdaHandler, host: str, port: int) -> HTTPServer:
-    """An HTTP server that answers each request by invoking ``lambda_handler``, one at a time."""
+    """An HTTP server that answers each request by invoking ``lambda_handler``. Each connection has its own
+    thread, so a client slow to send its request or read its answer holds up no other; the invocations
+    themselves run one at a time, as in one Lambda container. A body may come with a Content-Length or
+    chunked (``Transfer-Encoding: chunked``, as curl sends one of unknown length): the function gets it
+    whole, as API Gateway hands it over."""
+    # One thread makes every invocation, as Lambda's runtime does, with an event loop of its own for Mangum.
+    invoker = ThreadPoolExecutor(
+        max_workers=1,
+        thread_name_prefix="lambda-runtime",
+        initializer=lambda: asyncio.set_event_loop(asyncio.new_event_loop()),
+    )
 
     class ApiGateway(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -172,21 +189,16 @@ def make_server(lambda_handler: LambdaHandler, host: str, port: int) -> HTTPServ
 
         def _invoke(self) -> None:
             path, _, query = self.path.partition("?")
-            declared = (self.headers.get("Content-Length") or "0").strip()
-            if not (declared.isascii() and declared.isdigit()):
-                # The body cannot be framed: API Gateway refuses such a request itself, before the function.
-                self.send_error(400, "Content-Length is not a number of bytes")
+            body = self._body()
+            if body is None:
                 return
-            length = int(declared)
+            headers = {
+                name: value for name, value in self.headers.items() if name.lower() != "transfer-encoding"
+            }
             event = http_api_event(
-                self.command,
-                path,
-                body=self.rfile.read(length) if length else b"",
-                headers=dict(self.headers.items()),
-                source_ip=self.client_address[0],
-                query=query,
+                self.command, path, body=body, headers=headers, source_ip=self.client_address[0], query=query
             )
-            response = invoke(lambda_handler, event)
+            response = invoker.submit(invoke, lambda_handler, event).result()
             body = response_body(response)
             self.send_response(response.get("statusCode", 502))
             for name, value in (response.get("headers") or {}).items():
@@ -197,6 +209,38 @@ def make_server(lambda_handler: LambdaHandler, host: str, port: int) -> HTTPServ
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
+
+        def _body(self) -> bytes | None:
+            """The request's body, or None once a refusal has been sent (API Gateway refuses such a
+            request itself, before the function)."""
+            if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+                return self._chunked()
+            declared = (self.headers.get("Content-Length") or "0").strip()
+            if not (declared.isascii() and declared.isdigit()):
+                self.send_error(400, "Content-Length is not a number of bytes")
+                return None
+            length = int(declared)
+            return self.rfile.read(length) if length else b""
+
+        def _chunked(self) -> bytes | None:
+            body = bytearray()
+            while True:
+                size_line = self.rfile.readline(1024).split(b";", 1)[0].strip()
+                try:
+                    size = int(size_line, 16)
+                except ValueError:
+                    self.send_error(400, "a chunk's size is not a hexadecimal number")
+                    return None
+                if size == 0:
+                    break
+                if len(body) + size > MAX_CHUNKED_BODY:
+                    self.send_error(413, "the body is larger than API Gateway accepts")
+                    return None
+                body += self.rfile.read(size)
+                self.rfile.readline(1024)  # the CRLF after the chunk
+            while self.rfile.readline(1024).strip():  # trailers, up to the empty line
+                pass
+            return bytes(body)
 
         do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _invoke
 
@@ -210,7 +254,9 @@ def make_server(lambda_handler: LambdaHandler, host: str, port: int) -> HTTPServ
             # What else the server logs are its refusals, which quote the request line: their numbers only.
             print(format % tuple(arg if isinstance(arg, int) else "…" for arg in args), flush=True)
 
-    return HTTPServer((host, port), ApiGateway)
+    server = ThreadingHTTPServer((host, port), ApiGateway)
+    server.daemon_threads = True
+    return server
 
 
 def printable_path(path: str) -> str:

@@ -234,3 +234,49 @@ def test_watch_topic_needs_a_topic(child_env):
         [*athm_command(), "watch_topic"], env=child_env, cwd=ROOT, capture_output=True, text=True
     )
     assert result.returncode == 1 and "set ATHM_SNS_TOPIC_ARN" in result.stderr
+
+
+def test_serve_reads_a_chunked_body(server):
+    """curl and many HTTP clients send a body of unknown length chunked (Transfer-Encoding: chunked), with
+    no Content-Length: API Gateway hands the function the whole body, and so must athm serve."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    base, _ = server
+    address = urlsplit(base)
+    body = sample("ecommerce_completed.production").encode()
+    connection = http.client.HTTPConnection(address.hostname, address.port, timeout=30)
+    connection.putrequest("POST", f"/webhook/{SECRET}")
+    connection.putheader("Content-Type", "application/json")
+    connection.putheader("Transfer-Encoding", "chunked")
+    connection.endheaders()
+    for start in range(0, len(body), 100):
+        piece = body[start : start + 100]
+        connection.send(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
+    connection.send(b"0\r\n\r\n")
+    response = connection.getresponse()
+    answer = json.loads(response.read())
+    connection.close()
+    assert (response.status, answer["outcome"]) == (200, "applied")
+    assert Payment.objects.get().status == Payment.Status.COMPLETED
+
+
+def test_serve_answers_others_while_a_client_is_slow_to_send_its_body(server):
+    """One client that opens a request and sends its body slowly must not stall the rest."""
+    import socket
+    from urllib.parse import urlsplit
+
+    base, _ = server
+    address = urlsplit(base)
+    slow = socket.create_connection((address.hostname, address.port), timeout=30)
+    try:
+        slow.sendall(
+            f"POST /webhook/{SECRET} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            "Content-Length: 500\r\n\r\n{".encode()
+        )
+        # The slow client has sent 1 byte of 500; another request is answered meanwhile.
+        request = urllib.request.Request(f"{base}/health")
+        with urllib.request.urlopen(request, timeout=5) as response:
+            assert response.status == 200
+    finally:
+        slow.close()
