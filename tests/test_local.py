@@ -6,6 +6,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -280,3 +281,30 @@ def test_serve_answers_others_while_a_client_is_slow_to_send_its_body(server):
             assert response.status == 200
     finally:
         slow.close()
+
+
+def test_serve_prints_the_url_to_post_to_with_the_secret_masked(child_env, tmp_path):
+    with serving(child_env, tmp_path / "serve.log") as (base, process):
+        output = process.stdout.readline() + process.stdout.readline()  # the banner's next two lines
+    assert f"POST {base}/webhook/{SECRET[:4]}…" in output
+    assert SECRET not in output and "$ATHM_WEBHOOK_SECRET" not in output
+
+
+def test_serve_and_invoke_say_on_stderr_when_no_webhook_secret_is_set(child_env, tmp_path):
+    env = {key: value for key, value in child_env.items() if key != "ATHM_WEBHOOK_SECRET"}
+    log = tmp_path / "serve.log"
+    with serving(env, log) as (_, process):
+        process.stdout.readline()  # the banner's GET line: the warning comes next, on stderr
+        deadline = time.monotonic() + 30
+        while "not set" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    said = log.read_text()
+    assert "ATHM_WEBHOOK_SECRET is not set: every webhook gets 404" in said
+    assert "athm new_secret" in said
+    result = subprocess.run(
+        [*athm_command(), "invoke", str(EVENTS / "webhook-http-api.json")],
+        env=env, cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "ATHM_WEBHOOK_SECRET is not set: every webhook gets 404" in result.stderr
+    assert f"ATHM_WEBHOOK_SECRET={LOCAL_SECRET}" in result.stderr  # the secret the sample events post to

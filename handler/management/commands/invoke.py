@@ -15,12 +15,24 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, event, **options):
+        from handler import webhook_secrets
         from handler.app import lambda_handler
         from handler.local import invoke, load_event
+        from handler.management.commands.serve import no_secret_warning
 
         try:
             payload = json.load(sys.stdin) if event == "-" else load_event(event)
         except (OSError, ValueError) as exc:
             raise CommandError(f"cannot read the event: {exc}") from exc
+        if not webhook_secrets.secrets():
+            # The sample events under events/ post to the secret `make serve` uses.
+            self.stderr.write(no_secret_warning(example=_path_secret(payload) or ""))
         response = invoke(lambda_handler, payload)
         self.stdout.write(json.dumps(response, indent=2, ensure_ascii=False))
+
+
+def _path_secret(event: dict) -> str | None:
+    """The secret segment of an event's /webhook/<secret> path, if it has one."""
+    path = str(event.get("rawPath") or event.get("path") or "")
+    _, found, rest = path.partition("/webhook/")
+    return rest.split("/")[0] if found else None

@@ -24,13 +24,27 @@ class Command(BaseCommand):
         base = f"http://{host}:{server.server_port}"
         self.stdout.write(f"Serving the ATH Móvil webhook function on {base} (Ctrl-C stops it)")
         self.stdout.write(f"  GET  {base}/health")
-        if webhook_secrets.secrets():
-            self.stdout.write(f"  POST {base}/webhook/$ATHM_WEBHOOK_SECRET")
+        secrets = webhook_secrets.secrets()
+        if secrets:
+            # Masked: a terminal's scrollback is no place for it. The rest is ATHM_WEBHOOK_SECRET's value.
+            self.stdout.write(
+                f"  POST {base}/webhook/{secrets[0][:4]}…  (the rest: ATHM_WEBHOOK_SECRET's value)"
+            )
         else:
-            self.stdout.write(self.style.WARNING("  ATHM_WEBHOOK_SECRET is not set: every webhook gets 404"))
+            self.stderr.write(no_secret_warning())
         try:
             server.serve_forever()
         except KeyboardInterrupt:
             pass
         finally:
             server.server_close()
+
+
+def no_secret_warning(example: str = "") -> str:
+    """What ``athm serve`` and ``athm invoke`` say, on stderr, when no webhook secret is configured."""
+    value = example or "$(athm new_secret)"
+    return (
+        "ATHM_WEBHOOK_SECRET is not set: every webhook gets 404 (the secret is the last segment of the URL "
+        f"ATH Móvil posts to). Set it, e.g. ATHM_WEBHOOK_SECRET={value} (`athm new_secret` makes a good "
+        "one), or ATHM_WEBHOOK_SECRET_ARN for one in Secrets Manager."
+    )
