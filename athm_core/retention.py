@@ -50,8 +50,9 @@ class PurgeReport:
 def purge_events(older_than: timedelta, *, dry_run: bool = False) -> PurgeReport:
     """Empty the stored bodies of the webhook events received more than ``older_than`` ago, and delete the
     outbox messages published and the notices delivered before then. ``dry_run`` counts them and changes
-    nothing."""
-    if older_than <= timedelta(0):
+    nothing, and takes any period that is not negative (0: everything a purge could take). Raises
+    ``ValueError`` for a period that is negative, or zero without ``dry_run``."""
+    if older_than < timedelta(0) or (older_than == timedelta(0) and not dry_run):
         # A zero period would empty the body of the event being processed right now.
         raise ValueError(f"the retention period must be positive, not {older_than}")
     cutoff = timezone.now() - older_than

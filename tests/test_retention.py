@@ -249,8 +249,9 @@ def test_the_command_prints_what_it_did(history):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--older-than", "0"], "--older-than must be at least 1 day"),
-        (["--older-than", "-5"], "--older-than must be at least 1 day"),
+        (["--older-than", "0"], "--older-than must be at least 1 day for a purge .* --dry-run counts"),
+        (["--older-than", "-5"], "--older-than cannot be negative"),
+        (["--older-than", "-5", "--dry-run"], "--older-than cannot be negative"),
         (["--older-than", "thirty"], "invalid int value"),
         ([], "the following arguments are required: --older-than"),
     ],
@@ -259,6 +260,15 @@ def test_the_command_refuses_a_period_that_is_not_a_number_of_days(history, args
     tables = [table(model) for model in (WebhookEvent, OutboxMessage, Notice)]
     with pytest.raises(CommandError, match=message):
         purge_command(*args)
+    assert [table(model) for model in (WebhookEvent, OutboxMessage, Notice)] == tables
+
+
+def test_a_dry_run_counts_with_any_period_zero_days_included(history):
+    """`--older-than 0 --dry-run` counts everything a purge could ever take, and changes nothing."""
+    tables = [table(model) for model in (WebhookEvent, OutboxMessage, Notice)]
+    dry = purge_command("--older-than", "0", "--dry-run")
+    assert dry.startswith("would empty the stored bodies of ")
+    assert "(dry run: nothing changed)" in dry
     assert [table(model) for model in (WebhookEvent, OutboxMessage, Notice)] == tables
 
 

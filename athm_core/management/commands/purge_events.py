@@ -27,13 +27,19 @@ class Command(BaseCommand):
             type=int,
             required=True,
             metavar="DAYS",
-            help="the retention period in days, at least 1",
+            help="the retention period in days: at least 1 for a purge, any with --dry-run (0: everything)",
         )
         parser.add_argument("--dry-run", action="store_true", help="count what would go; change nothing")
 
     def handle(self, *args, older_than, dry_run, **options):
-        if older_than < 1:
-            raise CommandError("--older-than must be at least 1 day")
+        if older_than < 0:
+            raise CommandError("--older-than cannot be negative: it is a number of days")
+        if older_than < 1 and not dry_run:
+            # A day at least: a recent event's stored body is what `athm reprocess` works from.
+            raise CommandError(
+                "--older-than must be at least 1 day for a purge (recent bodies are what `athm reprocess` "
+                "needs); --dry-run counts with any number of days, 0 included"
+            )
         report = purge_events(timedelta(days=older_than), dry_run=dry_run)
         cutoff = f"{timezone.localtime(report.cutoff):%Y-%m-%d %H:%M %Z}"
         if dry_run:
