@@ -47,6 +47,9 @@ TEST_BUILD_DIR := .aws-sam/build-python3.11
 PYTHON313_ROOT ?=
 CHROOT := $(or $(shell command -v chroot),/usr/sbin/chroot)
 
+# SAM CLI's usage telemetry is off for every sam command the Makefile runs (it prints a notice otherwise).
+export SAM_CLI_TELEMETRY := 0
+
 .PHONY: serve test test-sqlite test-postgres test-mariadb lint build build-package build-test-package bench clean compile
 
 # The suite runs the psycopg that the default runtime's package ships (requirements-lambda-al2023.txt

@@ -486,3 +486,19 @@ def test_the_configuration_digest_function_answers_cloudformation_with_a_digest_
         digest(first, "Delete")  # a delete is answered too
     finally:
         server.shutdown()
+
+
+@pytest.mark.parametrize("path", [TEMPLATE, ROOT / "examples" / "receivers_layer" / "template.yaml"])
+def test_each_layer_declares_the_architecture_it_is_built_for(path):
+    """Without BuildArchitecture, sam build takes a layer for x86_64 and warns that it is not compatible."""
+    layers = [
+        r for r in load_template(path)["Resources"].values() if r["Type"] == "AWS::Serverless::LayerVersion"
+    ]
+    assert layers
+    for layer in layers:
+        assert [layer["Metadata"]["BuildArchitecture"]] == layer["Properties"]["CompatibleArchitectures"]
+
+
+def test_the_makefile_turns_sam_telemetry_off():
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    assert re.search(r"^export SAM_CLI_TELEMETRY := 0$", makefile, re.MULTILINE)
