@@ -308,3 +308,34 @@ def test_serve_and_invoke_say_on_stderr_when_no_webhook_secret_is_set(child_env,
     assert result.returncode == 0, result.stderr
     assert "ATHM_WEBHOOK_SECRET is not set: every webhook gets 404" in result.stderr
     assert f"ATHM_WEBHOOK_SECRET={LOCAL_SECRET}" in result.stderr  # the secret the sample events post to
+
+
+def test_watch_topic_says_so_in_a_line_when_sns_stops_answering(child_env, tmp_path):
+    """moto's server (or the network) going away while watching ends the command with one clear line on
+    stderr, not a traceback."""
+    from moto.server import ThreadedMotoServer
+
+    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    moto.start()
+    host, port = moto.get_host_and_port()
+    env = {
+        **child_env,
+        "AWS_ENDPOINT_URL": f"http://{host}:{port}",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "ATHM_SNS_TOPIC_ARN": "arn:aws:sns:us-east-1:123456789012:athm-watched",
+    }
+    watcher = subprocess.Popen(
+        [*athm_command(), "watch_topic", "--create"],
+        env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert watcher.stdout.readline().startswith("watching ")
+    finally:
+        moto.stop()
+    _, errors = watcher.communicate(timeout=90)
+    assert watcher.returncode == 1
+    assert "Traceback" not in errors
+    assert f"stopped answering at http://{host}:{port}" in errors
+    assert len(errors.strip().splitlines()) <= 3, errors

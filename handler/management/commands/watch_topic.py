@@ -5,7 +5,9 @@ creates the topic, and for a look at a real topic. It subscribes a queue of its 
 delivery, so what it prints is exactly the published body), reads it until interrupted, then removes it.
 """
 
+import contextlib
 import json
+import os
 import uuid
 
 from django.conf import settings
@@ -25,6 +27,16 @@ class Command(BaseCommand):
         arn = settings.ATHM_SNS_TOPIC_ARN
         if not arn:
             raise CommandError("set ATHM_SNS_TOPIC_ARN to the topic to watch")
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self._watch(arn, create, max_messages)
+        except (BotoCoreError, ClientError) as exc:
+            # moto's server stopped, the network went: one line, not botocore's traceback.
+            where = os.environ.get("AWS_ENDPOINT_URL") or "AWS"
+            raise CommandError(f"SNS/SQS stopped answering at {where}: {exc}") from None
+
+    def _watch(self, arn: str, create: bool, max_messages: int | None) -> None:
         import boto3
 
         region, name = arn.split(":")[3], arn.split(":")[5]
@@ -57,9 +69,9 @@ class Command(BaseCommand):
             except KeyboardInterrupt:
                 pass
             finally:
-                sns.unsubscribe(SubscriptionArn=subscription)
+                _quietly(sns.unsubscribe, SubscriptionArn=subscription)
         finally:
-            sqs.delete_queue(QueueUrl=queue_url)
+            _quietly(sqs.delete_queue, QueueUrl=queue_url)
 
     def _print_messages(self, sqs, queue_url: str, max_messages: int | None) -> None:
         printed = 0
@@ -76,6 +88,14 @@ class Command(BaseCommand):
                 self.stdout.flush()
                 sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
                 printed += 1
+
+
+def _quietly(call, **arguments) -> None:
+    """Clean up what the watch made, if SNS/SQS still answers (the first error is the one to report)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    with contextlib.suppress(BotoCoreError, ClientError):
+        call(**arguments)
 
 
 def _policy(queue_arn: str, topic_arn: str) -> str:
