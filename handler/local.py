@@ -191,6 +191,7 @@ def make_server(lambda_handler: LambdaHandler, host: str, port: int) -> HTTPServ
             path, _, query = self.path.partition("?")
             body = self._body()
             if body is None:
+                self.close_connection = True  # the rest of the refused body must not be read as a request
                 return
             headers = {
                 name: value for name, value in self.headers.items() if name.lower() != "transfer-encoding"
