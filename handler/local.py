@@ -277,3 +277,13 @@ def load_event(path: str) -> dict[str, Any]:
     if not isinstance(event, dict):
         raise ValueError(f"{path} does not hold a JSON object")
     return event
+
+
+def no_secret_warning(example: str = "") -> str:
+    """What ``athm serve`` and ``athm invoke`` say, on stderr, when no webhook secret is configured."""
+    value = example or "$(athm new_secret)"
+    return (
+        "ATHM_WEBHOOK_SECRET is not set: every webhook gets 404 (the secret is the last segment of the URL "
+        f"ATH Móvil posts to). Set it, e.g. ATHM_WEBHOOK_SECRET={value} (`athm new_secret` makes a good "
+        "one), or ATHM_WEBHOOK_SECRET_ARN for one in Secrets Manager."
+    )

@@ -383,12 +383,9 @@ def event_schema() -> Any:
     return jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
 
 
-@pytest.fixture
-def moto_server(monkeypatch) -> Iterator[dict[str, str]]:
-    """moto as a real endpoint on 127.0.0.1, for this process and its children: yields their AWS settings."""
+def start_moto() -> tuple[Any, dict[str, str]]:
+    """moto's server started on 127.0.0.1 (``.stop()`` it), and the AWS settings that point at it."""
     from moto.server import ThreadedMotoServer
-
-    from handler import publisher
 
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
@@ -399,6 +396,15 @@ def moto_server(monkeypatch) -> Iterator[dict[str, str]]:
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_DEFAULT_REGION": "us-east-1",
     }
+    return server, env
+
+
+@pytest.fixture
+def moto_server(monkeypatch) -> Iterator[dict[str, str]]:
+    """moto as a real endpoint on 127.0.0.1, for this process and its children: yields their AWS settings."""
+    from handler import publisher
+
+    server, env = start_moto()
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     publisher.reset()

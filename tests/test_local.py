@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from athm_core.models import Payment, WebhookEvent
-from tests.conftest import ROOT, SECRET, sample
+from tests.conftest import ROOT, SECRET, sample, start_moto
 
 EVENTS = ROOT / "events"
 # The sample API Gateway events under events/ post to this secret, the one `make serve` uses.
@@ -313,19 +313,8 @@ def test_serve_and_invoke_say_on_stderr_when_no_webhook_secret_is_set(child_env,
 def test_watch_topic_says_so_in_a_line_when_sns_stops_answering(child_env, tmp_path):
     """moto's server (or the network) going away while watching ends the command with one clear line on
     stderr, not a traceback."""
-    from moto.server import ThreadedMotoServer
-
-    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    moto.start()
-    host, port = moto.get_host_and_port()
-    env = {
-        **child_env,
-        "AWS_ENDPOINT_URL": f"http://{host}:{port}",
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "ATHM_SNS_TOPIC_ARN": "arn:aws:sns:us-east-1:123456789012:athm-watched",
-    }
+    moto, aws = start_moto()
+    env = {**child_env, **aws, "ATHM_SNS_TOPIC_ARN": "arn:aws:sns:us-east-1:123456789012:athm-watched"}
     watcher = subprocess.Popen(
         [*athm_command(), "watch_topic", "--create"],
         env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -337,5 +326,5 @@ def test_watch_topic_says_so_in_a_line_when_sns_stops_answering(child_env, tmp_p
     _, errors = watcher.communicate(timeout=90)
     assert watcher.returncode == 1
     assert "Traceback" not in errors
-    assert f"stopped answering at http://{host}:{port}" in errors
+    assert f"stopped answering at {aws['AWS_ENDPOINT_URL']}" in errors
     assert len(errors.strip().splitlines()) <= 3, errors

@@ -17,8 +17,7 @@ class Command(BaseCommand):
     def handle(self, *args, event, **options):
         from handler import webhook_secrets
         from handler.app import lambda_handler
-        from handler.local import invoke, load_event
-        from handler.management.commands.serve import no_secret_warning
+        from handler.local import invoke, load_event, no_secret_warning
 
         try:
             payload = json.load(sys.stdin) if event == "-" else load_event(event)

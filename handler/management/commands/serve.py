@@ -17,7 +17,7 @@ class Command(BaseCommand):
         os.environ.setdefault("POWERTOOLS_DEV", "true")
         from handler import webhook_secrets
         from handler.app import lambda_handler
-        from handler.local import make_server
+        from handler.local import make_server, no_secret_warning
 
         self.check_migrations()
         server = make_server(lambda_handler, host, port)
@@ -38,13 +38,3 @@ class Command(BaseCommand):
             pass
         finally:
             server.server_close()
-
-
-def no_secret_warning(example: str = "") -> str:
-    """What ``athm serve`` and ``athm invoke`` say, on stderr, when no webhook secret is configured."""
-    value = example or "$(athm new_secret)"
-    return (
-        "ATHM_WEBHOOK_SECRET is not set: every webhook gets 404 (the secret is the last segment of the URL "
-        f"ATH Móvil posts to). Set it, e.g. ATHM_WEBHOOK_SECRET={value} (`athm new_secret` makes a good "
-        "one), or ATHM_WEBHOOK_SECRET_ARN for one in Secrets Manager."
-    )
