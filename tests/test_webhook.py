@@ -264,3 +264,17 @@ def test_a_bug_in_processing_is_500_and_the_delivery_is_kept_with_its_traceback(
     assert record.outcome == "failed" and "ZeroDivisionError: a bug" in record.error
     assert record.raw_body == sample("payment_received")
     assert business_rows() == (0, 0)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_webhook_is_exempt_from_the_admins_csrf_check(settings):
+    """With the admin on (``ATHM_ADMIN=1``, ``make serve``'s default) its CsrfViewMiddleware runs for
+    every view; ATH Móvil posts without a CSRF token, so the webhook must not be checked (it was: 403)."""
+    from django.test import Client
+
+    settings.MIDDLEWARE = ["django.middleware.csrf.CsrfViewMiddleware"]
+    response = Client(enforce_csrf_checks=True).post(
+        f"/webhook/{SECRET}", sample("ecommerce_completed.production"), content_type="application/json"
+    )
+    assert response.status_code == 200, response.content
+    assert response.json()["outcome"] == "applied"
