@@ -199,7 +199,14 @@ def verify_pending(
         due = due.filter(verify_after__lte=timezone.now())
     if not athm_settings.ATHM_VERIFY and athm_settings.ATHM_APPLY_UNVERIFIED_AFTER is None:
         # A process that cannot ask ATH Móvil (no public token) must not apply what ATH was to confirm.
-        log.error("pending deliveries are not verified here: ATHM_VERIFY is off in this process")
+        # Said only when there is something it leaves (a local `athm relay` usually has nothing pending).
+        waiting = due.count()
+        if waiting:
+            log.error(
+                "%d pending %s not verified here: ATHM_VERIFY is off in this process",
+                waiting,
+                "delivery is" if waiting == 1 else "deliveries are",
+            )
         due = due.none()
     with one_report_call_per_day():
         for pk in list(due.order_by("verify_after", "pk").values_list("pk", flat=True)[:batch]):

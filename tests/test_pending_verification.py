@@ -186,15 +186,26 @@ def test_the_retention_purge_keeps_the_body_of_a_delivery_still_pending(lambda_h
 
 
 def test_a_relay_that_cannot_ask_ath_leaves_pending_deliveries_pending(
-    lambda_handler, ath, settings, signal_log
+    lambda_handler, ath, settings, signal_log, caplog
 ):
     """As a relay deployed without the public token would run: it never applies what ATH was to confirm."""
     ath_is_down(ath, settings)
     lambda_handler.post(BODY)
     settings.ATHM_VERIFY = False
-    report = replay.finish_pending(retry_now=True).verification
+    with caplog.at_level("ERROR", logger="athm_core"):
+        report = replay.finish_pending(retry_now=True).verification
     assert report["settled"] == {} and report["pending"] == 1
     assert not Payment.objects.exists() and signal_log.names() == []
+    assert "1 pending delivery is not verified here: ATHM_VERIFY is off in this process" in caplog.text
+
+
+@pytest.mark.django_db
+def test_a_relay_that_cannot_ask_ath_says_nothing_when_nothing_is_pending(settings, caplog):
+    """``athm relay`` from a local shell (no public token): no error about deliveries that do not exist."""
+    settings.ATHM_VERIFY = False
+    with caplog.at_level("ERROR", logger="athm_core"):
+        assert replay.finish_pending(retry_now=True).verification["pending"] == 0
+    assert caplog.text == ""
 
 
 def test_after_the_deadline_ath_is_still_asked_first_and_its_no_stands(
