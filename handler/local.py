@@ -6,6 +6,9 @@
 chunked body is read whole. ``athm invoke EVENT.json`` makes one invocation (what ``sam local invoke``
 does). The event builders are shared with the tests and the benchmark.
 
+The server's events carry ``X-Forwarded-Proto: http`` (unless a proxy in front sent its own): it serves
+plain http, and the admin's CSRF check compares a browser's Origin with the scheme the event names.
+
 ``athm serve`` prints a line per request with the path cut to its route's name (``POST /webhook/…``), and
 nothing of a request line it refuses but the numbers: the webhook secret is in the path, in whatever
 spelling the caller typed.
@@ -30,7 +33,7 @@ LambdaHandler = Callable[[dict[str, Any], Any], dict[str, Any]]
 # A path's first segment that `athm serve` prints, when it names one of the routes; anything else in a path
 # is elided, because the webhook secret can be anywhere in it, in any spelling (/WEBHOOK/<secret>,
 # /%77ebhook/<secret>, /<secret>, /webhook?<secret>).
-_ROUTES = frozenset({"webhook", "health", "admin"})
+_ROUTES = frozenset({"webhook", "health", "admin", "static"})
 _TEXT_TYPES = ("text/", "application/json", "application/x-www-form-urlencoded")
 
 
@@ -196,6 +199,12 @@ def make_server(lambda_handler: LambdaHandler, host: str, port: int) -> HTTPServ
             headers = {
                 name: value for name, value in self.headers.items() if name.lower() != "transfer-encoding"
             }
+            if not any(name.lower() == "x-forwarded-proto" for name in headers):
+                # This server speaks plain http. Mangum takes the scheme from X-Forwarded-Proto (https
+                # without it, as API Gateway always is), and Django's CSRF check compares a browser's
+                # Origin with that scheme: an https event refuses every form posted to http://127.0.0.1.
+                # A proxy in front (a tunnel serving https) names its own scheme, which is kept.
+                headers["x-forwarded-proto"] = "http"
             event = http_api_event(
                 self.command, path, body=body, headers=headers, source_ip=self.client_address[0], query=query
             )

@@ -2,7 +2,7 @@
 Django's settings and athm_core's (``athm_core.conf``).
 
 Values only: a secret named by an ARN is read by the module that owns Secrets Manager
-(``handler.secrets_manager``). Every variable is listed in the README. Nothing else in the project reads
+(``handler.secrets_manager``). Every variable is listed in docs/settings.md. Nothing else in the project reads
 the environment for settings, but for what ``handler.secrets_manager`` needs before these settings exist
 (the Parameters and Secrets extension's port, and Lambda's session token to ask it with).
 """
@@ -145,6 +145,8 @@ INSTALLED_APPS = ["handler", "athm_core", *_list("ATHM_INSTALLED_APPS")]
 MIDDLEWARE: list[str] = []
 TEMPLATES: list[dict[str, Any]] = []
 
+# The read-only admin and its overview page (handler.urls), for local use: `athm serve` with ATHM_ADMIN=1.
+# `athm createsuperuser` and `athm changepassword` turn it on themselves (handler.cli).
 ATHM_ADMIN = _flag("ATHM_ADMIN")
 if ATHM_ADMIN:
     INSTALLED_APPS[:0] = [
@@ -153,7 +155,11 @@ if ATHM_ADMIN:
         "django.contrib.contenttypes",
         "django.contrib.sessions",
         "django.contrib.messages",
+        "django.contrib.staticfiles",
     ]
+    # The admin's CSS, scripts and pictures, found in the apps' static folders and served by handler.urls
+    # (nothing to collect): DEBUG is off, so Django would serve none of them by itself.
+    STATIC_URL = "static/"
     MIDDLEWARE = [
         "django.contrib.sessions.middleware.SessionMiddleware",
         "django.middleware.csrf.CsrfViewMiddleware",
