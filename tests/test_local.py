@@ -110,10 +110,17 @@ def test_invoke_the_sample_api_gateway_events(child_env, name):
 
 
 def test_every_sample_event_posts_to_the_local_secret():
+    quick_start = json.loads(sample("ecommerce_completed.production"))  # what the README's curl posts
+    payments = set()
     for path in EVENTS.glob("webhook-*.json"):
         event = json.loads(path.read_text())
         assert (event.get("rawPath") or event.get("path")) == f"/webhook/{LOCAL_SECRET}"
-        assert json.loads(event["body"]) == json.loads(sample("ecommerce_completed.production"))
+        payload = json.loads(event["body"])
+        # The production shape, for a payment of its own: not the quick start's, nor the other event's.
+        assert payload.keys() == quick_start.keys()
+        payments.add((payload["ecommerceId"], payload["referenceNumber"]))
+    assert len(payments) == 2
+    assert (quick_start["ecommerceId"], quick_start["referenceNumber"]) not in payments
 
 
 def test_athm_is_djangos_command_line_with_the_settings_preset(child_env):
@@ -328,3 +335,106 @@ def test_watch_topic_says_so_in_a_line_when_sns_stops_answering(child_env, tmp_p
     assert "Traceback" not in errors
     assert f"stopped answering at {aws['AWS_ENDPOINT_URL']}" in errors
     assert len(errors.strip().splitlines()) <= 3, errors
+
+
+def test_invoking_the_sample_events_after_the_quick_start_applies_their_payments(child_env):
+    """The README's quick start posts the production sample with curl; `athm invoke` of each sample event
+    after it is a payment of its own (applied), not a duplicate of that one."""
+    from athm_core import processor
+    from athm_core.payloads import parse
+
+    quick_start = sample("ecommerce_completed.production")
+    processor.process(parse(quick_start), raw_body=quick_start)
+    env = {**child_env, "ATHM_WEBHOOK_SECRET": LOCAL_SECRET}
+    for name in ("webhook-http-api.json", "webhook-rest-api.json"):
+        answer = json.loads(invoke(EVENTS / name, env)["body"])
+        assert (answer["outcome"], answer["duplicate"]) == ("applied", False), name
+    assert Payment.objects.filter(status=Payment.Status.COMPLETED).count() == 3
+
+
+READABLE_LINE = re.compile(
+    r"^\d\d:\d\d:\d\d INFO  webhook event processed  event_id=\d+ event_type=ecommerce\.completed"
+    r" outcome=applied$",
+    re.MULTILINE,
+)
+# What Lambda's context adds to its JSON lines, and the metric documents: none of it on a terminal.
+LAMBDA_NOISE = ("function_arn", "function_request_id", "cold_start", "correlation_id", '"_aws"', '{"level"')
+
+
+def test_invoke_prints_a_readable_line_per_log_record_and_no_metrics(child_env):
+    env = {key: value for key, value in child_env.items() if key != "POWERTOOLS_METRICS_DISABLED"}
+    env["ATHM_WEBHOOK_SECRET"] = LOCAL_SECRET
+    result = subprocess.run(
+        [*athm_command(), "invoke", str(EVENTS / "webhook-http-api.json")],
+        env=env, cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    logs = result.stdout[: result.stdout.rindex("\n{")]
+    assert READABLE_LINE.search(logs), logs
+    assert not [noise for noise in LAMBDA_NOISE if noise in logs], logs
+    # Asked for, the metrics are printed as in Lambda.
+    result = subprocess.run(
+        [*athm_command(), "invoke", str(EVENTS / "webhook-rest-api.json")],
+        env={**env, "POWERTOOLS_METRICS_DISABLED": "false"}, cwd=ROOT, capture_output=True, text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert '"ColdStart"' in result.stdout and '"WebhookApplied"' in result.stdout
+
+
+def test_serve_prints_a_readable_line_per_log_record_and_no_metrics(child_env, tmp_path):
+    env = {key: value for key, value in child_env.items() if key != "POWERTOOLS_METRICS_DISABLED"}
+    with serving(env, tmp_path / "serve.log") as (base, process):
+        status, answer = http("POST", f"{base}/webhook/{SECRET}", sample("ecommerce_completed.production"))
+        assert (status, answer["outcome"]) == (200, "applied")
+        process.terminate()
+        output = process.communicate(timeout=30)[0] + (tmp_path / "serve.log").read_text()
+    assert READABLE_LINE.search(output), output
+    assert not [noise for noise in LAMBDA_NOISE if noise in output], output
+    assert SECRET not in output
+
+
+def test_the_console_line_keeps_a_records_keys_names_its_logger_and_shows_its_traceback():
+    import logging
+
+    from handler.observability import ConsoleFormatter
+
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        record = logging.getLogger("athm_core.dispatch").makeRecord(
+            "athm_core.dispatch", logging.ERROR, __file__, 1, "a receiver failed", (), sys.exc_info(),
+            extra={"receiver": "shop.receivers.ship", "error_type": "ValueError", "report": {"failed": 1}},
+        )  # fmt: skip
+    first, *traceback = ConsoleFormatter().format(record).splitlines()
+    assert re.fullmatch(
+        r"\d\d:\d\d:\d\d ERROR athm_core\.dispatch: a receiver failed  receiver=shop\.receivers\.ship"
+        r' error_type=ValueError report=\{"failed":1\}',
+        first,
+    ), first
+    assert traceback[0] == "Traceback (most recent call last):" and traceback[-1] == "ValueError: boom"
+
+
+def test_console_logs_leave_the_json_logs_and_the_metrics_as_they_were(monkeypatch):
+    """A command called in a process that goes on (call_command("relay")) gives the terminal's format
+    back: the process's other logs stay Lambda's JSON, and its metrics on."""
+    import io
+    import os
+
+    from handler.observability import console_logs, logger, metrics
+
+    monkeypatch.delenv("POWERTOOLS_METRICS_DISABLED", raising=False)
+    written = io.StringIO()
+    stream = logger.registered_handler.setStream(written)
+    try:
+        with console_logs():
+            logger.info("inside", extra={"event_id": 1})
+            assert os.environ["POWERTOOLS_METRICS_DISABLED"] == "true"
+        logger.info("after", extra={"event_id": 2})
+    finally:
+        logger.registered_handler.setStream(stream)
+    inside, after = written.getvalue().splitlines()
+    assert re.fullmatch(r"\d\d:\d\d:\d\d INFO  inside  event_id=1", inside), inside
+    assert json.loads(after)["message"] == "after" and json.loads(after)["event_id"] == 2
+    assert "POWERTOOLS_METRICS_DISABLED" not in os.environ
+    assert "add_cold_start_metric" not in vars(metrics.provider)

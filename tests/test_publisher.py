@@ -241,4 +241,22 @@ def test_athm_relay_without_a_topic_delivers_notices_and_says_there_is_nothing_t
     call_command("relay")
     out = capsys.readouterr().out
     assert "notices: linked 0 waiting refund(s), delivered 0, 0 receiver failure(s), pending 0" in out
-    assert "outbox: ATHM_SNS_TOPIC_ARN is not set; nothing to publish" in out
+    assert "outbox: nothing to publish (no message waits; ATHM_SNS_TOPIC_ARN is not set here)" in out
+    assert capsys.readouterr().err == ""  # nothing waits: no warning
+
+
+def test_athm_relay_from_a_shell_without_the_servers_topic_says_what_waits_and_what_to_export(
+    aws, settings, lambda_handler, capsys
+):
+    """The README's SNS walkthrough: messages a server with a topic wrote, then `athm relay` from a shell
+    that has not exported ATHM_SNS_TOPIC_ARN: the messages stay, and the shell is told what to export."""
+    settings.ATHM_OUTBOX = True
+    replay(lambda_handler, [body("payment_received"), body("donation_received")])
+    settings.ATHM_SNS_TOPIC_ARN = ""
+    call_command("relay", "--retry-now")
+    said = capsys.readouterr()
+    assert "notices: linked 0 waiting refund(s)" in said.out
+    assert "outbox: 2 message(s) wait to be published (the oldest for 0 s)" in said.err
+    assert "ATHM_SNS_TOPIC_ARN is not set in this shell" in said.err
+    assert "Export the ATHM_SNS_TOPIC_ARN that the server had (and its AWS_ENDPOINT_URL" in said.err
+    assert OutboxMessage.objects.filter(published_at=None).count() == 2

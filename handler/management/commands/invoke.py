@@ -14,7 +14,13 @@ class Command(BaseCommand):
             "event", help="API Gateway event (HTTP API 2.0 or REST 1.0), e.g. events/webhook.json"
         )
 
-    def handle(self, *args, event, **options):
+    def handle(self, *args, **options):
+        from handler.observability import console_logs
+
+        with console_logs():  # readable lines, and no metric documents, from the function's start on
+            self.invoke(**options)
+
+    def invoke(self, *, event, **options):
         from handler import webhook_secrets
         from handler.app import lambda_handler
         from handler.local import invoke, load_event, no_secret_warning

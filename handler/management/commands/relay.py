@@ -17,7 +17,10 @@ class Command(relay.Command):
     def handle(self, *args, batch_size, **options):
         if batch_size < 1:
             raise CommandError("--batch-size must be at least 1")
-        super().handle(*args, batch_size=batch_size, **options)
+        from handler.observability import console_logs
+
+        with console_logs():
+            super().handle(*args, batch_size=batch_size, **options)
 
     def run_once(self, *, retry_now, batch_size, **options):
         from handler import relay
@@ -36,4 +39,22 @@ class Command(relay.Command):
                 f" pending {outbox['pending']} (oldest waiting {outbox['oldest_pending_seconds']:.0f} s)"
             )
         elif not settings.ATHM_SNS_TOPIC_ARN:
-            self.stdout.write("outbox: ATHM_SNS_TOPIC_ARN is not set; nothing to publish")
+            self.no_topic()
+
+    def no_topic(self) -> None:
+        """Say what the outbox holds when this shell has no topic to publish it to: messages that a server
+        with a topic wrote (``make serve`` with ``ATHM_SNS_TOPIC_ARN`` exported, say) wait for one."""
+        from athm_core import outbox
+
+        waiting = outbox.backlog()
+        if not waiting.pending:
+            self.stdout.write(
+                "outbox: nothing to publish (no message waits; ATHM_SNS_TOPIC_ARN is not set here)"
+            )
+            return
+        self.stderr.write(
+            f"outbox: {waiting.pending} message(s) wait to be published (the oldest for"
+            f" {waiting.oldest_age().total_seconds():.0f} s), but ATHM_SNS_TOPIC_ARN is not set in this"
+            " shell. Export the ATHM_SNS_TOPIC_ARN that the server had (and its AWS_ENDPOINT_URL, for"
+            " moto's server), then run athm relay again."
+        )

@@ -1,7 +1,5 @@
 """``athm serve``: the Lambda function behind a local HTTP server, as ``sam local start-api`` runs it."""
 
-import os
-
 from django.core.management.base import BaseCommand
 
 
@@ -12,9 +10,13 @@ class Command(BaseCommand):
         parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
         parser.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
 
-    def handle(self, *args, host, port, **options):
-        # Readable logs and no metric blobs on a terminal, unless asked for.
-        os.environ.setdefault("POWERTOOLS_DEV", "true")
+    def handle(self, *args, **options):
+        from handler.observability import console_logs
+
+        with console_logs():  # readable lines, and no metric documents, from the function's start on
+            self.serve(**options)
+
+    def serve(self, *, host, port, **options):
         from handler import webhook_secrets
         from handler.app import lambda_handler
         from handler.local import make_server, no_secret_warning
@@ -32,6 +34,19 @@ class Command(BaseCommand):
             )
         else:
             self.stderr.write(no_secret_warning())
+        from django.conf import settings
+
+        if settings.ATHM_ADMIN:
+            self.stdout.write(
+                f"  Admin:    {base}/admin/  (log in with a user made by `athm createsuperuser`)"
+            )
+            self.stdout.write(
+                f"  Overview: {base}/admin/overview/  (the latest payments, refunds and webhooks)"
+            )
+        else:
+            self.stdout.write(
+                "  The admin (your payments in a browser) is off: ATHM_ADMIN=1 athm serve turns it on"
+            )
         try:
             server.serve_forever()
         except KeyboardInterrupt:
