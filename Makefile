@@ -1,6 +1,9 @@
 # Two commands do all the set-up on a fresh machine (Python 3.11+ with venv, and make):
-#   make serve   the webhook function on http://127.0.0.1:8000, on a local SQLite file
+#   make serve   the webhook function on http://127.0.0.1:8000, on a local SQLite file, with the read-only
+#                admin under /admin (make serve ATHM_ADMIN=0: without it); it installs only what serving
+#                needs (the package, and moto's server for the README's local SNS walkthrough)
 #   make test    lint, build the Lambda package, then the whole test suite on SQLite, PostgreSQL and MariaDB
+#                (its first run installs the rest: the test, lint and build tools)
 # and one more for deploying: make build (sam build, without Docker), then sam deploy --guided.
 # make bench measures the handler against django-athm (bench/run.py; BENCH_ARGS=--help for its options).
 
@@ -52,17 +55,33 @@ export SAM_CLI_TELEMETRY := 0
 
 .PHONY: serve test test-sqlite test-postgres test-mariadb lint build build-package build-test-package bench clean compile
 
-# The suite runs the psycopg that the default runtime's package ships (requirements-lambda-al2023.txt
-# constrains it); the python3.11 package ships an older one (requirements-lambda-al2.txt says why).
-$(VENV)/.installed: pyproject.toml requirements-lambda-al2023.txt
+# What `make serve` needs, and no more: the package and its `serve` extra (moto's server). Where the full
+# install below is there (it has all of that), serving uses it, and installs nothing of its own.
+SERVING := $(if $(wildcard $(VENV)/.installed),$(VENV)/.installed,$(VENV)/.serving)
+$(VENV)/.serving: pyproject.toml
+	@echo "Installing what serving needs into $(VENV): the package and moto's server" \
+		"(about 40 packages, 200 MB; 20 seconds or so, once)"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,postgres,mysql]' -c requirements-lambda-al2023.txt
+	$(BIN)/python -m pip install --quiet -e '.[serve]'
 	touch $@
 
-serve: $(VENV)/.installed
-	$(BIN)/athm migrate --noinput
-	ATHM_WEBHOOK_SECRET=$${ATHM_WEBHOOK_SECRET:-local-dev-secret} $(BIN)/athm serve --port $(PORT)
+# Everything else: the test, lint and build tools, and both database drivers. The suite runs the psycopg that
+# the default runtime's package ships (requirements-lambda-al2023.txt constrains it); the python3.11 package
+# ships an older one (requirements-lambda-al2.txt says why).
+$(VENV)/.installed: pyproject.toml requirements-lambda-al2023.txt
+	@echo "Installing the test, lint and build tools into $(VENV) (about 120 packages, 510 MB; a minute or so, once)"
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev,serve,postgres,mysql]' -c requirements-lambda-al2023.txt
+	touch $@ $(VENV)/.serving
+
+# ATHM_ADMIN defaults to 1 here (the admin under /admin; `athm createsuperuser` makes its user): the
+# migrations of the admin's tables run with the same value as the server.
+serve: $(SERVING)
+	ATHM_ADMIN=$${ATHM_ADMIN:-1} $(BIN)/athm migrate --noinput
+	ATHM_ADMIN=$${ATHM_ADMIN:-1} ATHM_WEBHOOK_SECRET=$${ATHM_WEBHOOK_SECRET:-local-dev-secret} \
+		$(BIN)/athm serve --port $(PORT)
 
 test: lint build build-test-package test-sqlite test-postgres test-mariadb
 
