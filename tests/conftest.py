@@ -23,7 +23,7 @@ from athm_core import signals
 ROOT = Path(__file__).parent.parent
 SAMPLES = Path(__file__).parent / "samples"
 SECRET = settings.ATHM_WEBHOOK_SECRET.split(",")[0]
-# The signals of the contract (DESIGN.md, the README), written out here, apart from athm_core.events.
+# The signals of the contract (DESIGN.md, docs/receivers.md), written out here, apart from athm_core.events.
 SIGNAL_NAMES = [
     "payment_completed",
     "payment_cancelled",

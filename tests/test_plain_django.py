@@ -93,8 +93,8 @@ print(json.dumps({
 
 
 def readme_example() -> str:
-    """The view in the README's "athm_core in your own Django project"."""
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    """The view in docs/receivers.md's "athm_core in your own Django project"."""
+    readme = (ROOT / "docs" / "receivers.md").read_text(encoding="utf-8")
     section = readme.split("## athm_core in your own Django project", 1)[1]
     return section.split("```python\n", 1)[1].split("```", 1)[0]
 
@@ -112,7 +112,7 @@ def test_athm_core_works_in_a_plain_django_project(fake_athm, tmp_path):
     (project / "shop_settings.py").write_text(
         textwrap.dedent(SETTINGS.format(database=str(tmp_path / "shop.sqlite3"), ath=fake_athm.base_url))
     )
-    # The view is the README's example, as a merchant would copy it.
+    # The view is the documented example (docs/receivers.md), as a merchant would copy it.
     (project / "shop_views.py").write_text(readme_example())
     (project / "shop_urls.py").write_text(URLS)
     env = {
