@@ -13,6 +13,9 @@ with its traceback).
 
 from __future__ import annotations
 
+import sys
+import traceback
+
 from django.conf import settings
 from django.core.exceptions import DisallowedHost, RequestDataTooBig
 from django.db import DatabaseError, connection
@@ -98,9 +101,12 @@ def webhook(request: HttpRequest, secret: str) -> JsonResponse:
     )
 
 
+# With the admin on, its CsrfViewMiddleware runs too: a POST here is the JSON 405, not Django's CSRF page.
+@csrf_exempt
 def health(request: HttpRequest) -> JsonResponse:
-    """200 when the function can reach its database, 503 when it cannot."""
-    if request.method != "GET":
+    """200 when the function can reach its database, 503 when it cannot; to GET and to HEAD (which uptime
+    checkers send)."""
+    if request.method not in ("GET", "HEAD"):
         return _method_not_allowed("GET")
     count("HealthCheck")
     try:
@@ -118,7 +124,20 @@ def not_found(request: HttpRequest, exception: Exception | None = None) -> JsonR
 
 
 def server_error(request: HttpRequest | None) -> JsonResponse:
+    """Django's 500 (``handler500``), called while the view's exception is being handled. Django's own
+    request log is off (the path holds the webhook secret), so this logs what failed and where: the
+    exception's type and the line that raised it, never its text, which may quote customer data."""
     count("InternalError")
+    error = sys.exc_info()[1]
+    if error is not None:
+        frame = traceback.extract_tb(error.__traceback__)[-1]
+        logger.error(
+            "a view failed",
+            extra={
+                "error_type": type(error).__name__,
+                "at": f"{frame.filename}:{frame.lineno} in {frame.name}",
+            },
+        )
     return _error(500, "internal_error", "the request could not be handled")
 
 

@@ -450,6 +450,7 @@ urlpatterns = [
     path("too-big", _raise(RequestDataTooBig("Request body exceeded settings.DATA_UPLOAD_MAX_MEMORY_SIZE."))),
     path("forbidden", _raise(PermissionDenied())),
     path("bug", _raise(ZeroDivisionError())),
+    path("bug-quoting-a-customer", _raise(ValueError("no order for Luis Ortiz 7875550102"))),
     *handler_urls.urlpatterns,
 ]
 
@@ -467,6 +468,34 @@ urlpatterns = [
 def test_the_errors_django_answers_are_json_too(lambda_handler, settings, route, status, error):
     settings.ROOT_URLCONF = __name__
     assert_json_error(Response(lambda_handler(event("http", "GET", route))), status, error)
+
+
+def test_a_view_s_bug_is_logged_by_its_type_and_place_never_its_message(lambda_handler, settings, caplog):
+    """Django's own request log is off (the path holds the webhook secret), so the 500 view says what
+    failed and where: the exception's type and the line that raised it, without its text (customer data)."""
+    settings.ROOT_URLCONF = __name__
+    response = Response(lambda_handler(event("http", "GET", "/bug-quoting-a-customer")))
+    assert_json_error(response, 500, "internal_error")
+    (record,) = [record for record in caplog.records if record.levelname == "ERROR"]
+    assert record.error_type == "ValueError" and "test_edges.py" in record.at and record.at.endswith("view")
+    logged = str(record.__dict__)
+    assert "Luis" not in logged and "7875550102" not in logged
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+def test_the_health_check_answers_get_and_head(lambda_handler, method):
+    """Uptime checkers that send HEAD see the same status as GET (it was 405)."""
+    assert Response(lambda_handler(event("http", method, "/health"))).status == 200
+
+
+def test_the_health_check_is_json_with_the_admin_s_csrf_check_on(settings):
+    """With the admin on (its CsrfViewMiddleware runs for every view), a POST to /health is the JSON 405,
+    not Django's HTML CSRF page."""
+    from django.test import Client
+
+    settings.MIDDLEWARE = ["django.middleware.csrf.CsrfViewMiddleware"]
+    response = Client(enforce_csrf_checks=True).post("/health")
+    assert response.status_code == 405 and response.json()["error"] == "method_not_allowed"
 
 
 def test_a_failure_outside_djangos_request_handling_is_the_json_500(lambda_handler, monkeypatch):
