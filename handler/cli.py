@@ -23,7 +23,7 @@ _ADMIN_USERS = {"createsuperuser", "changepassword"}
 # The commands of the admin's apps (auth, contenttypes, sessions, staticfiles): they exist only with it.
 _ADMIN_COMMANDS = {*_ADMIN_USERS, "remove_stale_contenttypes", "clearsessions", "collectstatic", "findstatic"}
 # The admin's apps, whose tables `createsuperuser` and `changepassword` need.
-_ADMIN_APP_LABELS = {"admin", "auth", "contenttypes", "sessions"}
+ADMIN_APP_LABELS = {"admin", "auth", "contenttypes", "sessions"}
 
 ADMIN_OFF = (
     "athm: `{command}` is a command of the admin, which is off: set ATHM_ADMIN=1 "
@@ -70,7 +70,7 @@ def _admin_tables_missing() -> bool:
 
     executor = MigrationExecutor(connections[DEFAULT_DB_ALIAS])
     plan = executor.migration_plan(executor.loader.graph.leaf_nodes())
-    return any(migration.app_label in _ADMIN_APP_LABELS for migration, _ in plan)
+    return any(migration.app_label in ADMIN_APP_LABELS for migration, _ in plan)
 
 
 if __name__ == "__main__":

@@ -438,3 +438,30 @@ def test_console_logs_leave_the_json_logs_and_the_metrics_as_they_were(monkeypat
     assert json.loads(after)["message"] == "after" and json.loads(after)["event_id"] == 2
     assert "POWERTOOLS_METRICS_DISABLED" not in os.environ
     assert "add_cold_start_metric" not in vars(metrics.provider)
+
+
+def test_serve_with_the_admin_on_a_database_without_its_tables_says_how_to_make_them(child_env, tmp_path):
+    """``ATHM_ADMIN=1 athm serve`` (what the banner of a server without the admin suggests) on a database
+    migrated without the admin: one line naming the command, not a server whose login answers 500."""
+    import subprocess
+
+    from tests.test_admin_serve import athm
+
+    env = {**child_env, "DATABASE_URL": f"sqlite:///{tmp_path / 'no-admin.sqlite3'}"}
+    assert athm(env, "migrate", "-v", "0").returncode == 0
+    try:
+        result = athm(env, "serve", "--port", "0", ATHM_ADMIN="1", ATHM_WEBHOOK_SECRET="local-dev-secret")
+    except subprocess.TimeoutExpired:
+        pytest.fail("athm serve started without the admin's tables")
+    assert result.returncode != 0
+    assert "the admin's tables are not in this database: run `ATHM_ADMIN=1 athm migrate`" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_serve_names_athm_migrate_for_unapplied_migrations(child_env, tmp_path):
+    """Django's own warning says ``python manage.py migrate``, a command this project does not have."""
+    env = {**child_env, "DATABASE_URL": f"sqlite:///{tmp_path / 'empty.sqlite3'}"}
+    with serving(env, tmp_path / "serve.log"):
+        pass
+    warning = (tmp_path / "serve.log").read_text()
+    assert "manage.py" not in warning and "not applied to this database: run `athm migrate`" in warning

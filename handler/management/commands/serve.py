@@ -1,6 +1,6 @@
 """``athm serve``: the Lambda function behind a local HTTP server, as ``sam local start-api`` runs it."""
 
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 
 class Command(BaseCommand):
@@ -16,12 +16,32 @@ class Command(BaseCommand):
         with console_logs():  # readable lines, and no metric documents, from the function's start on
             self.serve(**options)
 
+    def check_tables(self) -> None:
+        """Refuse to serve the admin without its tables (every login would be a 500), and say, in this
+        project's words, when other migrations are not applied (Django's warning names manage.py)."""
+        from django.conf import settings
+        from django.db import DEFAULT_DB_ALIAS, connections
+        from django.db.migrations.executor import MigrationExecutor
+
+        from handler.cli import ADMIN_APP_LABELS, NO_ADMIN_TABLES
+
+        executor = MigrationExecutor(connections[DEFAULT_DB_ALIAS])
+        plan = executor.migration_plan(executor.loader.graph.leaf_nodes())
+        apps = sorted({migration.app_label for migration, _ in plan})
+        if settings.ATHM_ADMIN and ADMIN_APP_LABELS.intersection(apps):
+            raise CommandError(NO_ADMIN_TABLES.format(command="serve").removeprefix("athm: "))
+        if plan:
+            self.stderr.write(
+                f"{len(plan)} migration(s) of {', '.join(apps)} not applied to this database:"
+                " run `athm migrate`"
+            )
+
     def serve(self, *, host, port, **options):
         from handler import webhook_secrets
         from handler.app import lambda_handler
         from handler.local import make_server, no_secret_warning
 
-        self.check_migrations()
+        self.check_tables()
         server = make_server(lambda_handler, host, port)
         base = f"http://{host}:{server.server_port}"
         self.stdout.write(f"Serving the ATH Móvil webhook function on {base} (Ctrl-C stops it)")
