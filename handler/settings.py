@@ -9,6 +9,7 @@ the environment for settings, but for what ``handler.secrets_manager`` needs bef
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import secrets
@@ -92,6 +93,11 @@ def database_settings(env: Mapping[str, str]) -> dict[str, Any]:
         options.setdefault("timeout", 20)
         options.setdefault("init_command", "PRAGMA journal_mode=WAL;PRAGMA synchronous=NORMAL")
     elif engine == "django.db.backends.postgresql":
+        if importlib.util.find_spec("psycopg") is None:  # looked for, not imported
+            raise ImproperlyConfigured(
+                "A PostgreSQL DATABASE_URL needs psycopg: pip install -e '.[postgres]' in the project"
+                " (make test installs it), or pip install 'athm-lambda[postgres]'"
+            )
         options.setdefault("connect_timeout", timeout)
     elif engine == "django.db.backends.mysql":
         _install_pymysql()
@@ -121,7 +127,8 @@ def _install_pymysql() -> None:
             import pymysql
         except ImportError:
             raise ImproperlyConfigured(
-                "A MySQL/MariaDB DATABASE_URL needs PyMySQL: pip install 'athm-lambda[mysql]'"
+                "A MySQL/MariaDB DATABASE_URL needs PyMySQL: pip install -e '.[mysql]' in the project"
+                " (make test installs it), or pip install 'athm-lambda[mysql]'"
             ) from None
         pymysql.install_as_MySQLdb()
 

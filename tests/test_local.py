@@ -465,3 +465,42 @@ def test_serve_names_athm_migrate_for_unapplied_migrations(child_env, tmp_path):
         pass
     warning = (tmp_path / "serve.log").read_text()
     assert "manage.py" not in warning and "not applied to this database: run `athm migrate`" in warning
+
+
+def test_invoke_says_when_the_event_s_secret_is_not_the_function_s(child_env):
+    """A configured secret that is not the one in the event's path: the 404 comes with why, on stderr."""
+    env = {**child_env, "ATHM_WEBHOOK_SECRET": "another-secret-0123456789abcdef0123456789"}
+    result = subprocess.run(
+        [*athm_command(), "invoke", str(EVENTS / "webhook-http-api.json")],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert '"statusCode": 404' in result.stdout
+    assert "The event posts to /webhook/loca…, which is not a secret this function accepts" in result.stderr
+    assert LOCAL_SECRET not in result.stderr
+
+
+def test_watch_topic_says_when_sns_never_answered(child_env):
+    """Nothing listening at AWS_ENDPOINT_URL from the start (moto's server not started yet): it is not
+    answering, and the line says to start it, rather than that it stopped."""
+    from tests.test_verification import closed_port
+
+    endpoint = f"http://127.0.0.1:{closed_port()}"
+    env = {
+        **child_env,
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "local",
+        "AWS_SECRET_ACCESS_KEY": "local",
+        "AWS_MAX_ATTEMPTS": "1",
+        "ATHM_SNS_TOPIC_ARN": "arn:aws:sns:us-east-1:123456789012:athm-watched",
+    }
+    result = subprocess.run(
+        [*athm_command(), "watch_topic", "--create"],
+        env=env, cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"SNS/SQS is not answering at {endpoint}" in result.stderr
+    assert "stopped" not in result.stderr

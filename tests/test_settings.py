@@ -188,3 +188,16 @@ def test_applying_unverified_is_off_unless_the_environment_gives_seconds(child_e
     result = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == printed
+
+
+def test_a_postgresql_url_without_psycopg_names_the_extra_to_install(monkeypatch):
+    """``make serve`` installs no database driver: pointing it at PostgreSQL says what to install, instead
+    of Django's "Error loading psycopg2 or psycopg module" at the first query."""
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *args: None if name == "psycopg" else find_spec(name, *args)
+    )
+    with pytest.raises(ImproperlyConfigured, match=r"needs psycopg: pip install -e '\.\[postgres\]'"):
+        database_settings({"DATABASE_URL": "postgres://postgres@127.0.0.1:5432/shop"})

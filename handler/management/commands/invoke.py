@@ -29,9 +29,17 @@ class Command(BaseCommand):
             payload = json.load(sys.stdin) if event == "-" else load_event(event)
         except (OSError, ValueError) as exc:
             raise CommandError(f"cannot read the event: {exc}") from exc
+        in_path = _path_secret(payload)
         if not webhook_secrets.secrets():
             # The sample events under events/ post to the secret `make serve` uses.
-            self.stderr.write(no_secret_warning(example=_path_secret(payload) or ""))
+            self.stderr.write(no_secret_warning(example=in_path or ""))
+        elif in_path is not None and not webhook_secrets.matches(in_path):
+            # Masked like serve's banner: the event file holds it whole, for whoever needs to compare.
+            self.stderr.write(
+                f"The event posts to /webhook/{in_path[:4]}…, which is not a secret this function accepts"
+                " (ATHM_WEBHOOK_SECRET): the answer is 404. Set ATHM_WEBHOOK_SECRET to the event's, or"
+                " edit the event's path."
+            )
         response = invoke(lambda_handler, payload)
         self.stdout.write(json.dumps(response, indent=2, ensure_ascii=False))
 

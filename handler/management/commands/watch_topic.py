@@ -29,12 +29,17 @@ class Command(BaseCommand):
             raise CommandError("set ATHM_SNS_TOPIC_ARN to the topic to watch")
         from botocore.exceptions import BotoCoreError, ClientError
 
+        self.watching = False
         try:
             self._watch(arn, create, max_messages)
         except (BotoCoreError, ClientError) as exc:
-            # moto's server stopped, the network went: one line, not botocore's traceback.
+            # moto's server stopped (or never started), the network went: one line, not a traceback.
             where = os.environ.get("AWS_ENDPOINT_URL") or "AWS"
-            raise CommandError(f"SNS/SQS stopped answering at {where}: {exc}") from None
+            if self.watching:
+                raise CommandError(f"SNS/SQS stopped answering at {where}: {exc}") from None
+            raise CommandError(
+                f"SNS/SQS is not answering at {where}: {exc}. Is moto's server (or the endpoint) running?"
+            ) from None
 
     def _watch(self, arn: str, create: bool, max_messages: int | None) -> None:
         import boto3
@@ -63,6 +68,7 @@ class Command(BaseCommand):
                 ReturnSubscriptionArn=True,
             )["SubscriptionArn"]
             try:
+                self.watching = True
                 self.stdout.write(f"watching {arn} (Ctrl-C to stop)")
                 self.stdout.flush()
                 self._print_messages(sqs, queue_url, max_messages)
