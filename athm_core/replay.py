@@ -64,7 +64,7 @@ NOTHING_TO_DO = "nothing to do"  # the event has no failed receivers
 REFUSED = "refused"
 
 # Outcomes after which reprocessing the same event can only give a duplicate.
-_SETTLED = [Outcome.APPLIED, Outcome.DUPLICATE, Outcome.IGNORED, Outcome.SIMULATED]
+SETTLED = [Outcome.APPLIED, Outcome.DUPLICATE, Outcome.IGNORED, Outcome.SIMULATED]
 
 
 @dataclass(frozen=True)
@@ -332,7 +332,7 @@ def _unconfirmed(reason: str):
 def failed_events():
     """The failed events worth reprocessing: not purged, and not settled since by a redelivery or a
     reprocess; the latest failed delivery of each event only, oldest first."""
-    settled = WebhookEvent.objects.filter(outcome__in=_SETTLED).exclude(idempotency_key="")
+    settled = WebhookEvent.objects.filter(outcome__in=SETTLED).exclude(idempotency_key="")
     candidates = (
         WebhookEvent.objects.filter(outcome=Outcome.FAILED, purged_at=None)
         .exclude(raw_body="")

@@ -1,10 +1,13 @@
 """The overview: one read-only page where a merchant sees what ATH Móvil sent and what came of it, in plain
 words, without knowing the admin's lists and filters.
 
-It shows the latest payments (status, total, reference number, date, customer), the latest refunds, the
-latest webhooks ATH Móvil delivered with their outcome and any error, and what is still unfinished: changes
-that a receiver of the merchant's has failed or not yet run (their notices), and messages still waiting to
-be published to SNS (the outbox), with how many and since when. Each row links to its page in the admin.
+It shows the latest payments (date, status, total, order, reference number or ecommerceId, customer), the
+latest refunds, the latest webhooks ATH Móvil delivered with their outcome and any error, and what is still
+to finish: webhook deliveries that need a look (failed, pending ATH Móvil's verification, unverified,
+rejected) and are not settled since; changes that a receiver of the merchant's has failed or not yet run
+(their notices); and messages still waiting to be published to SNS (the outbox), with how many and since
+when. Each row links to its page in the admin. Nothing retries by itself on a local machine: the page says
+which command does (``athm relay``, ``athm reprocess --failed``), and that in AWS the relay runs every minute.
 
 Mount it behind the admin's login, staff only, in the admin's look (``handler.urls`` does)::
 
@@ -17,18 +20,21 @@ bounded, its columns chosen, and what a row links to is read in the same query.
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from django.contrib import admin
 from django.contrib.admin.sites import AdminSite
-from django.db.models import Count, Min, Model
+from django.db.models import Count, Exists, F, Min, Model, OuterRef, Q
+from django.db.models.functions import Coalesce
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 
+from athm_core import replay
 from athm_core.conf import athm_settings
 from athm_core.models import Notice, OutboxMessage, Payment, Refund, WebhookEvent
 
@@ -66,14 +72,46 @@ TROUBLE = {
 }
 
 
+# What the merchant does about a delivery that needs a look, by its outcome.
+NEEDS_A_LOOK = {
+    WebhookEvent.Outcome.FAILED: (
+        "Failed to record: a bug, kept with its traceback (on its page). Once the cause is fixed, "
+        "run athm reprocess --failed."
+    ),
+    WebhookEvent.Outcome.PENDING: (
+        "Held until ATH Móvil can verify it. In AWS the relay asks again every minute; on this machine "
+        "run athm relay."
+    ),
+    WebhookEvent.Outcome.UNVERIFIED: (
+        "Kept, not applied: ATH Móvil could not confirm it. Check it in ATH Business; "
+        "athm reprocess {pk} applies it once ATH Móvil confirms it."
+    ),
+    WebhookEvent.Outcome.REJECTED: (
+        "Not applied: ATH Móvil (or a payment it confirmed) contradicts it. Check the payment in "
+        "ATH Business; nothing to run."
+    ),
+}
+# Names of the sections a user may not see, for the sentence that says why they are missing.
+SECTION_NAMES = [
+    (Payment, "payments"),
+    (Refund, "refunds"),
+    (WebhookEvent, "webhooks"),
+    (Notice, "notices"),
+    (OutboxMessage, "outbox messages"),
+]
+
+
 def overview(request: HttpRequest, site: AdminSite = admin.site) -> TemplateResponse:
-    """The overview page. Shows a section only to a user who may view its rows in ``site``."""
+    """The overview page. Shows a section only to a user who may view its rows in ``site``, and says which
+    sections the user may not view."""
     links = _Links(request, site)
+    now = timezone.now()
     context: dict[str, Any] = {
         **site.each_context(request),
         "title": "Overview",
         "subtitle": None,
         "time_zone": timezone.get_current_timezone_name(),
+        "hidden": _and([name for model, name in SECTION_NAMES if not links.can_view(model)]),
     }
     if links.can_view(Payment):
         context["payments"] = _payments(links)
@@ -81,10 +119,11 @@ def overview(request: HttpRequest, site: AdminSite = admin.site) -> TemplateResp
         context["refunds"] = _refunds(links)
     if links.can_view(WebhookEvent):
         context["webhooks"] = _webhooks(links)
+        context["deliveries"] = _deliveries(links, now)
     if links.can_view(Notice):
-        context["unfinished"] = _unfinished(links)
+        context["unfinished"] = _unfinished(links, now)
     if links.can_view(OutboxMessage):
-        context["waiting"] = _waiting(links)
+        context["waiting"] = _waiting(links, now)
     request.current_app = site.name
     return TemplateResponse(request, "athm_core/overview.html", context)
 
@@ -143,6 +182,32 @@ def when(moment: datetime | None) -> str:
     return f"{local:%b} {local.day}, {local.year}, {hour}:{local:%M} {'AM' if local.hour < 12 else 'PM'}"
 
 
+def next_try(moment: datetime | None, now: datetime) -> str:
+    """When something is tried again: ``"due now"`` once that time is past."""
+    if moment is None:
+        return ""
+    return "due now" if moment <= now else when(moment)
+
+
+def payment_label(reference_number: str | None, order: str | None, ecommerce_id: str | None, pk: Any) -> str:
+    """What names a payment to a merchant: its reference number, else its order (metadata1), else its
+    ecommerceId, else ``"payment N"``."""
+    if reference_number:
+        return reference_number
+    if order:
+        return f"order {order}"
+    if ecommerce_id:
+        return ecommerce_id
+    return f"payment {pk}" if pk is not None else ""
+
+
+def _and(names: list[str]) -> str:
+    """``["a", "b", "c"]`` -> ``"a, b or c"``."""
+    if len(names) < 2:
+        return "".join(names)
+    return ", ".join(names[:-1]) + " or " + names[-1]
+
+
 def last_line(error: str, limit: int = 300) -> str:
     """An error's last line (a traceback's exception and message), cut to ``limit`` characters."""
     lines = [line.strip() for line in str(error or "").splitlines() if line.strip()]
@@ -161,10 +226,14 @@ def _payments(links: _Links) -> list[dict[str, Any]]:
             "total",
             "total_refunded_amount",
             "name",
+            "metadata_1",
             "transaction_date",
             "created_at",
         )
-        .order_by("-created_at", "-id")
+        # The payment's date in ATH Móvil, or when it was recorded where ATH Móvil gave none (a cancelled
+        # or expired checkout): the date shown, so that the list reads sorted.
+        .annotate(date=Coalesce("transaction_date", "created_at"))
+        .order_by(F("date").desc(), "-id")
         .all()[:LATEST]
     )
     return [
@@ -172,13 +241,14 @@ def _payments(links: _Links) -> list[dict[str, Any]]:
             "url": links.change(Payment, payment.pk),
             "reference_number": payment.reference_number or "",
             "ecommerce_id": payment.ecommerce_id or "",
+            "order": payment.metadata_1,
             "kind": payment.get_transaction_type_display(),
             "status": payment.get_status_display(),
             "status_value": payment.status,
             "total": money(payment.total),
             "refunded": money(payment.total_refunded_amount) if payment.total_refunded_amount else "",
             "customer": payment.name,
-            "date": when(payment.transaction_date or payment.created_at),
+            "date": when(payment.date),
         }
         for payment in rows
     ]
@@ -186,10 +256,19 @@ def _payments(links: _Links) -> list[dict[str, Any]]:
 
 def _refunds(links: _Links) -> list[dict[str, Any]]:
     rows = (
-        Refund.objects.only(
-            "id", "payment_id", "reference_number", "amount", "transaction_date", "name", "created_at"
+        Refund.objects.select_related("payment")
+        .only(
+            "id",
+            "payment_id",
+            "reference_number",
+            "amount",
+            "transaction_date",
+            "name",
+            "created_at",
+            *_PAYMENT_NAMES,
         )
-        .order_by("-created_at", "-id")
+        # By the date shown (ATH Móvil's, always given for a refund), as the payments are.
+        .order_by("-transaction_date", "-id")
         .all()[:LATEST]
     )
     return [
@@ -200,6 +279,7 @@ def _refunds(links: _Links) -> list[dict[str, Any]]:
             "customer": refund.name.strip(),
             "date": when(refund.transaction_date),
             "payment_url": links.change(Payment, refund.payment_id),
+            "payment": _payment_label(refund.payment),
             "matched": refund.payment_id is not None,
         }
         for refund in rows
@@ -208,7 +288,8 @@ def _refunds(links: _Links) -> list[dict[str, Any]]:
 
 def _webhooks(links: _Links) -> list[dict[str, Any]]:
     rows = (
-        WebhookEvent.objects.only("id", "received_at", "event_type", "outcome", "error", "payment_id")
+        WebhookEvent.objects.select_related("payment")
+        .only("id", "received_at", "event_type", "outcome", "error", "payment_id", *_PAYMENT_NAMES)
         .order_by("-received_at", "-id")
         .all()[:LATEST]
     )
@@ -221,12 +302,124 @@ def _webhooks(links: _Links) -> list[dict[str, Any]]:
             "error": last_line(event.error),
             "received": when(event.received_at),
             "payment_url": links.change(Payment, event.payment_id),
+            "payment": _payment_label(event.payment),
         }
         for event in rows
     ]
 
 
-def _unfinished(links: _Links) -> dict[str, Any]:
+# The payment's columns that name it (payment_label), read in the same query as the row that links to it.
+_PAYMENT_NAMES = ("payment__id", "payment__reference_number", "payment__metadata_1", "payment__ecommerce_id")
+
+
+def _payment_label(payment: Payment | None) -> str:
+    if payment is None:
+        return ""
+    return payment_label(payment.reference_number, payment.metadata_1, payment.ecommerce_id, payment.pk)
+
+
+def _needing_a_look():
+    """The webhook deliveries that need a look and are not settled since (none of them purged):
+
+    - failed: :func:`athm_core.replay.failed_events`, what ``athm reprocess --failed`` retries;
+    - pending: :func:`athm_core.replay.pending_verification`, what the relay verifies again;
+    - unverified and rejected: not settled by a later delivery of the same event (applied, duplicate,
+      ignored, simulated, as for ``failed_events``); the latest delivery of each event only.
+
+    One query now (``failed_events`` reads its candidates), and a queryset to read the rest with.
+    """
+    same_event = WebhookEvent.objects.filter(idempotency_key=OuterRef("idempotency_key")).exclude(
+        idempotency_key=""
+    )
+    later = Q(received_at__gt=OuterRef("received_at")) | Q(
+        received_at=OuterRef("received_at"), pk__gt=OuterRef("pk")
+    )
+    kept = (
+        WebhookEvent.objects.filter(
+            outcome__in=[WebhookEvent.Outcome.UNVERIFIED, WebhookEvent.Outcome.REJECTED], purged_at=None
+        )
+        .exclude(Exists(same_event.filter(later, outcome__in=replay.SETTLED)))
+        .exclude(Exists(same_event.filter(later, outcome=OuterRef("outcome"), purged_at=None)))
+        .values("pk")
+    )
+    failed = replay.failed_events().values("pk")
+    pending = replay.pending_verification().values("pk")
+    return WebhookEvent.objects.filter(Q(pk__in=failed) | Q(pk__in=pending) | Q(pk__in=kept))
+
+
+def _deliveries(links: _Links, now: datetime) -> dict[str, Any]:
+    """The deliveries that need a look: how many of each outcome, and the oldest of them, with what their
+    stored body says they are about (never the customer's name, phone or email)."""
+    trouble = _needing_a_look()
+    counts = {
+        row["outcome"]: row["count"]
+        for row in trouble.order_by().values("outcome").annotate(count=Count("id"))
+    }
+    rows = trouble.only("id", "received_at", "event_type", "outcome", "raw_body", "verify_after").order_by(
+        "received_at", "id"
+    )[:UNFINISHED]
+    return {
+        "count": sum(counts.values()),
+        "counts": [
+            {"outcome": outcome.label.split(" (")[0].lower(), "count": counts[outcome]}
+            for outcome in NEEDS_A_LOOK
+            if counts.get(outcome)
+        ],
+        "list_url": links.changelist(WebhookEvent),
+        "rows": [
+            {
+                "url": links.change(WebhookEvent, event.pk),
+                "kind": EVENT_WORDS.get(event.event_type, event.event_type),
+                "received": when(event.received_at),
+                "about": about(event.raw_body),
+                "outcome": event.get_outcome_display(),
+                "todo": NEEDS_A_LOOK[event.outcome].format(pk=event.pk),
+                "next_try": next_try(event.verify_after, now)
+                if event.outcome == WebhookEvent.Outcome.PENDING
+                else "",
+            }
+            for event in rows
+        ],
+    }
+
+
+# What a stored body says its delivery is about, and how each is shown. Never a customer's name, phone or
+# email: only these fields are read.
+ABOUT = [("metadata1", "order"), ("referenceNumber", "reference"), ("ecommerceId", "ecommerceId")]
+_SHOWN = 100
+
+
+def about(raw_body: str) -> dict[str, str] | None:
+    """``{"order", "reference", "ecommerceId", "total"}`` as a stored body gives them (empty where it does
+    not), or None for a body that cannot be read: purged (empty), not JSON, not a JSON object."""
+    try:
+        data = json.loads(raw_body, parse_float=Decimal) if raw_body else None
+    except (ValueError, RecursionError):
+        data = None
+    if not isinstance(data, dict):
+        return None
+    found = {name: _scalar(data.get(field)) for field, name in ABOUT}
+    found["total"] = _total(data.get("total"))
+    return found
+
+
+def _scalar(value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, (str, int, Decimal)):
+        return ""
+    text = str(value).strip()
+    return text if len(text) <= _SHOWN else text[: _SHOWN - 1] + "…"
+
+
+def _total(value: Any) -> str:
+    text = _scalar(value)
+    try:
+        amount = Decimal(text)
+    except InvalidOperation:
+        return text
+    return money(amount) if amount.is_finite() else text
+
+
+def _unfinished(links: _Links, now: datetime) -> dict[str, Any]:
     """Notices not yet delivered to every receiver: how many, since when, and the oldest of them."""
     pending = Notice.objects.filter(delivered_at=None)
     totals = pending.aggregate(count=Count("id"), oldest=Min("created_at"))
@@ -242,6 +435,7 @@ def _unfinished(links: _Links) -> dict[str, Any]:
             "payment__id",
             "payment__reference_number",
             "payment__ecommerce_id",
+            "payment__metadata_1",
         )
         .order_by("id")[:UNFINISHED]
     )
@@ -253,10 +447,10 @@ def _unfinished(links: _Links) -> dict[str, Any]:
             {
                 "url": links.change(Notice, notice.pk),
                 "change": CHANGE_WORDS.get(notice.signal, notice.signal.replace("_", " ")),
-                "payment": str(notice.payment),
+                "payment": _payment_label(notice.payment),
                 "payment_url": links.change(Payment, notice.payment_id),
                 "since": when(notice.created_at),
-                "next_try": when(notice.next_attempt_at),
+                "next_try": next_try(notice.next_attempt_at, now),
                 "receivers": _receivers_left(notice),
             }
             for notice in rows
@@ -281,7 +475,7 @@ def _receivers_left(notice: Notice) -> list[dict[str, str]]:
     return left
 
 
-def _waiting(links: _Links) -> dict[str, Any]:
+def _waiting(links: _Links, now: datetime) -> dict[str, Any]:
     """Outbox messages not yet published: how many, since when, and the oldest of them."""
     pending = OutboxMessage.objects.filter(published_at=None)
     totals = pending.aggregate(count=Count("id"), oldest=Min("created_at"))
@@ -301,7 +495,7 @@ def _waiting(links: _Links) -> dict[str, Any]:
                 "since": when(message.created_at),
                 "attempts": message.attempts,
                 "error": last_line(message.last_error),
-                "next_try": when(message.next_attempt_at),
+                "next_try": next_try(message.next_attempt_at, now),
             }
             for message in rows
         ],

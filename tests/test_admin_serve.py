@@ -9,10 +9,12 @@ the overview's script runs on each test database's server, like the rest of the 
 
 from __future__ import annotations
 
+import html
 import http.client
 import re
 import subprocess
 import threading
+from datetime import datetime
 from http.cookies import SimpleCookie
 from pathlib import Path
 from urllib.parse import urlencode, urlsplit
@@ -287,9 +289,10 @@ from django.contrib.auth.models import User
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
+from datetime import timedelta
 from django.utils import timezone
 from athm_core import processor
-from athm_core.models import Notice, OutboxMessage, Payment
+from athm_core.models import Notice, OutboxMessage, Payment, WebhookEvent
 from athm_core.payloads import parse
 from athm_core.receive import receive
 from athm_core.signals import payment_received
@@ -315,6 +318,41 @@ never_called = Notice.objects.create(
 )
 payment = Payment.objects.get(pk=completed.payment_id)
 
+# Recorded after the payment received (Nov 22) but paid before it (Nov 20): the list is by the payment's date.
+earlier = deliver(open("tests/samples/ecommerce_completed.documented.json").read())
+cancelled = deliver(open("tests/samples/ecommerce_cancelled.production.json").read())  # no reference number
+
+# Deliveries that need a look, and others settled since by a later delivery of the same event.
+def sample(name):
+    return open(f"tests/samples/{name}.json").read()
+
+def keep(body, outcome, event=True, **options):
+    return processor.record(body, outcome, event=parse(body) if event else None, error="why", **options)
+
+soon, past = now + timedelta(minutes=5), now - timedelta(minutes=1)
+trouble = {
+    "failed": keep(sample("ecommerce_completed.legacy"), "failed"),
+    "failed_not_json": keep("not json {", "failed", event=False),
+    "pending_later": keep(sample("ecommerce_expired.legacy"), "pending", verify_after=soon),
+    "pending_due": keep(sample("ecommerce_cancelled.legacy"), "pending", verify_after=past),
+    "pending_empty": keep("", "pending", event=False, verify_after=past),
+    "unverified": keep(sample("donation_received"), "unverified"),
+    "rejected_list": keep("[1, 2]", "rejected", event=False),
+    "rejected_odd": keep(json.dumps({"metadata1": {"x": 1}, "total": "abc", "ecommerceId": None,
+        "name": "Secret Name", "phoneNumber": "7875550199", "email": "secret@example.com"}),
+        "rejected", event=False),
+    "rejected_deep": keep("[" * 100000, "rejected", event=False),
+}
+settled = {
+    "failed_applied_since": keep(sample("payment_received"), "failed"),
+    "pending_settled": keep(sample("ecommerce_expired"), "pending", verify_after=past),
+    "unverified_applied_since": keep(sample("refund_sent.documented"), "unverified"),
+    "rejected_purged": keep(sample("simulated"), "rejected"),
+}
+WebhookEvent.objects.filter(pk=settled["pending_settled"].pk).update(settled_by=earlier, verify_after=None)
+WebhookEvent.objects.filter(pk=settled["rejected_purged"].pk).update(raw_body="", purged_at=now)
+deliver(sample("refund_sent.documented"))
+
 result = {
     "payment": [payment.pk, payment.reference_number],
     "refund_pk": refunded.refund.pk,
@@ -335,6 +373,13 @@ response = client.get("/admin/overview/")
 result["status"] = response.status_code
 result["page"] = response.content.decode()
 result["index"] = client.get("/admin/").content.decode()
+result["trouble"] = {name: row.pk for name, row in trouble.items()}
+result["settled"] = {name: row.pk for name, row in settled.items()}
+result["earlier"] = [earlier.payment_id, cancelled.payment.ecommerce_id]
+viewer = Client()
+User.objects.create_user("viewer", password="pw", is_staff=True)
+viewer.login(username="viewer", password="pw")
+result["no_permission"] = viewer.get("/admin/overview/").content.decode()
 
 def queries():
     with CaptureQueriesContext(connection) as captured:
@@ -345,6 +390,9 @@ before = queries()
 body = open("tests/samples/payment_received.json").read()
 for number in range(1, 6):
     deliver(body.replace("215070500-", f"21507050{number}-"))
+    keep(body.replace("215070500-", f"21507060{number}-"), "failed")
+    keep(body.replace("215070500-", f"21507070{number}-"), "rejected")
+    keep(body.replace("215070500-", f"21507080{number}-"), "pending", verify_after=past)
 result["queries"] = [before, queries()]
 print(json.dumps(result, default=str))
 """
@@ -418,3 +466,76 @@ def test_the_overview_costs_no_query_per_row(overview):
 def test_the_overview_posts_nothing_and_changes_nothing(overview):
     page = overview["page"]
     assert "<form" not in page.split('id="content"', 1)[1].split('id="footer"', 1)[0]
+
+
+def section(page: str, section_id: str) -> str:
+    """The HTML of the overview's section ``section_id`` (a ``<div class="module" id=...>``), or ''."""
+    start = page.find(f'id="{section_id}"')
+    if start < 0:
+        return ""
+    end = page.find('<div class="module"', start)
+    return page[start : end if end > 0 else len(page)]
+
+
+def test_the_overview_says_who_retries_what_here_and_in_aws(overview):
+    page = overview["page"]
+    assert "automatically" not in page  # nothing runs the relay on this machine
+    counts = section(page, "still-to-finish")
+    assert "every minute" in counts and "athm relay" in counts
+    assert "athm relay --watch 60" in counts and "--retry-now" in counts
+    # The never-run notice was due at once: its next try is past, so it is due now, not a time gone by.
+    assert "due now" in section(page, "unfinished")
+
+
+def test_the_overview_counts_and_lists_the_deliveries_that_need_a_look(overview):
+    page = overview["page"]
+    counts = section(page, "still-to-finish")
+    listed = section(page, "deliveries")
+    total = len(overview["trouble"])
+    assert re.search(rf"<strong>{total}</strong>\s+webhook deliver", counts), counts
+    for name, pk in overview["trouble"].items():
+        assert f'href="/admin/athm_core/webhookevent/{pk}/change/"' in listed, name
+    for name, pk in overview["settled"].items():
+        assert f'href="/admin/athm_core/webhookevent/{pk}/change/"' not in listed, name
+    # The commands to run, in plain words.
+    assert "athm reprocess --failed" in listed and "athm relay" in listed
+    # What each stored body says it is about: the order, the reference number or ecommerceId, the total.
+    assert "order-2044" in listed and "402894d5-7c1e00aa19bd4e3c0f2b" in listed and "$12.50" in listed
+    assert "order-2046" in listed  # pending, its next check in five minutes
+    assert "due now" in listed  # pending, its next check already past
+    assert "215070501-402894c185ab1be40185acfe61c2001b" in listed and "$20.00" in listed
+    assert "Donation received" in listed and "Online payment completed" in listed
+    assert "unreadable" in listed
+    # No customer's name, phone or email from a stored body.
+    for private in ("Marisol Ocasio", "José Vega", "Secret Name", "7875550199", "secret@example.com"):
+        assert private not in page
+
+
+def test_the_overview_lists_payments_by_their_date_and_identifies_each(overview):
+    page = overview["page"]
+    payments = section(page, "payments")
+    header = payments.split("</thead>", 1)[0]
+    assert "recorded" in header  # which date the list is ordered by
+    assert "Order" in header and "order-1002" in payments
+    pk, ecommerce_id = overview["earlier"]
+    assert f'href="/admin/athm_core/payment/{pk}/change/"' in payments
+    assert ecommerce_id in payments  # a cancelled checkout: no reference number, its ecommerceId
+    dates = [
+        datetime.strptime(html.unescape(cell), "%b %d, %Y, %I:%M %p")
+        for cell in re.findall(r'<tr>\s*<td><a href="[^"]+">([^<]+)</a></td>', payments)
+    ]
+    assert len(dates) >= 4
+    assert dates == sorted(dates, reverse=True), dates
+
+
+def test_the_overview_names_the_payment_each_row_links_to(overview):
+    page = overview["page"]
+    assert "the payment</a>" not in page
+    _, reference = overview["payment"]
+    assert reference in section(page, "refunds") and reference in section(page, "webhooks")
+
+
+def test_a_staff_user_without_permissions_is_told_why_the_page_is_empty(overview):
+    page = overview["no_permission"]
+    assert "Latest payments" not in page
+    assert "may not view payments" in page and "ask a superuser" in page
