@@ -63,14 +63,20 @@ def main() -> None:
     execute_from_command_line(sys.argv)
 
 
-def _admin_tables_missing() -> bool:
-    """Whether a migration of the admin's apps has not been applied to the default database."""
+def unapplied_migrations() -> list[str]:
+    """The app label of each migration not applied to the default database yet (``athm serve`` says so)."""
     from django.db import DEFAULT_DB_ALIAS, connections
     from django.db.migrations.executor import MigrationExecutor
 
     executor = MigrationExecutor(connections[DEFAULT_DB_ALIAS])
-    plan = executor.migration_plan(executor.loader.graph.leaf_nodes())
-    return any(migration.app_label in ADMIN_APP_LABELS for migration, _ in plan)
+    return [
+        migration.app_label for migration, _ in executor.migration_plan(executor.loader.graph.leaf_nodes())
+    ]
+
+
+def _admin_tables_missing() -> bool:
+    """Whether a migration of the admin's apps has not been applied to the default database."""
+    return bool(ADMIN_APP_LABELS.intersection(unapplied_migrations()))
 
 
 if __name__ == "__main__":

@@ -20,14 +20,11 @@ class Command(BaseCommand):
         """Refuse to serve the admin without its tables (every login would be a 500), and say, in this
         project's words, when other migrations are not applied (Django's warning names manage.py)."""
         from django.conf import settings
-        from django.db import DEFAULT_DB_ALIAS, connections
-        from django.db.migrations.executor import MigrationExecutor
 
-        from handler.cli import ADMIN_APP_LABELS, NO_ADMIN_TABLES
+        from handler.cli import ADMIN_APP_LABELS, NO_ADMIN_TABLES, unapplied_migrations
 
-        executor = MigrationExecutor(connections[DEFAULT_DB_ALIAS])
-        plan = executor.migration_plan(executor.loader.graph.leaf_nodes())
-        apps = sorted({migration.app_label for migration, _ in plan})
+        plan = unapplied_migrations()
+        apps = sorted(set(plan))
         if settings.ATHM_ADMIN and ADMIN_APP_LABELS.intersection(apps):
             raise CommandError(NO_ADMIN_TABLES.format(command="serve").removeprefix("athm: "))
         if plan:
