@@ -74,13 +74,18 @@ TROUBLE = {
 
 # What the merchant does about a delivery that needs a look, by its outcome.
 NEEDS_A_LOOK = {
+    WebhookEvent.Outcome.INVALID: (
+        "Could not be read (the problem says why), so nothing was recorded. If ATH Business shows this "
+        "payment, athm reprocess {pk} records it once a fix of this project reads it; a body you do not "
+        "recognise means someone else knows the listener URL: rotate the webhook secret (docs/operations.md)."
+    ),
     WebhookEvent.Outcome.FAILED: (
         "Failed to record: a bug, kept with its traceback (on its page). Once the cause is fixed, "
         "run athm reprocess --failed."
     ),
     WebhookEvent.Outcome.PENDING: (
         "Held until ATH Móvil can verify it. In AWS the relay asks again every minute; on this machine "
-        "run athm relay."
+        "run athm relay (it asks ATH Móvil with ATHM_PUBLIC_TOKEN), or athm reprocess {pk} to try now."
     ),
     WebhookEvent.Outcome.UNVERIFIED: (
         "Kept, not applied: ATH Móvil could not confirm it. Check it in ATH Business; "
@@ -88,7 +93,8 @@ NEEDS_A_LOOK = {
     ),
     WebhookEvent.Outcome.REJECTED: (
         "Not applied: ATH Móvil (or a payment it confirmed) contradicts it. Check the payment in "
-        "ATH Business; nothing to run."
+        "ATH Business. If ATH Móvil never sent it, someone else knows the listener URL: rotate the webhook "
+        "secret (docs/operations.md)."
     ),
 }
 # Names of the sections a user may not see, for the sentence that says why they are missing.
@@ -322,9 +328,11 @@ def _needing_a_look():
     """The webhook deliveries that need a look and are not settled since (none of them purged):
 
     - failed: :func:`athm_core.replay.failed_events`, what ``athm reprocess --failed`` retries;
-    - pending: :func:`athm_core.replay.pending_verification`, what the relay verifies again;
+    - pending: :func:`athm_core.replay.pending_verification`, what the relay verifies again, unless a
+      later delivery of the same event settled it (ATH Móvil's retry, ``athm reprocess``);
     - unverified and rejected: not settled by a later delivery of the same event (applied, duplicate,
-      ignored, simulated, as for ``failed_events``); the latest delivery of each event only.
+      ignored, simulated, as for ``failed_events``); the latest delivery of each event only;
+    - invalid: every one not purged (an unreadable body names no event that could settle it).
 
     One query now (``failed_events`` reads its candidates), and a queryset to read the rest with.
     """
@@ -343,8 +351,17 @@ def _needing_a_look():
         .values("pk")
     )
     failed = replay.failed_events().values("pk")
-    pending = replay.pending_verification().values("pk")
-    return WebhookEvent.objects.filter(Q(pk__in=failed) | Q(pk__in=pending) | Q(pk__in=kept))
+    pending = (
+        replay.pending_verification()
+        .exclude(Exists(same_event.filter(later, outcome__in=replay.SETTLED)))
+        .values("pk")
+    )
+    unreadable = WebhookEvent.objects.filter(outcome=WebhookEvent.Outcome.INVALID, purged_at=None).values(
+        "pk"
+    )
+    return WebhookEvent.objects.filter(
+        Q(pk__in=failed) | Q(pk__in=pending) | Q(pk__in=kept) | Q(pk__in=unreadable)
+    )
 
 
 def _deliveries(links: _Links, now: datetime) -> dict[str, Any]:

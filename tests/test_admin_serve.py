@@ -342,16 +342,20 @@ trouble = {
         "name": "Secret Name", "phoneNumber": "7875550199", "email": "secret@example.com"}),
         "rejected", event=False),
     "rejected_deep": keep("[" * 100000, "rejected", event=False),
+    "invalid": invalid.record,
 }
 settled = {
     "failed_applied_since": keep(sample("payment_received"), "failed"),
     "pending_settled": keep(sample("ecommerce_expired"), "pending", verify_after=past),
     "unverified_applied_since": keep(sample("refund_sent.documented"), "unverified"),
     "rejected_purged": keep(sample("simulated"), "rejected"),
+    # Held for ATH Móvil's verification, then applied by a later delivery (ATH's retry, athm reprocess).
+    "pending_applied_since": keep(sample("ecommerce_cancelled.documented"), "pending", verify_after=past),
 }
 WebhookEvent.objects.filter(pk=settled["pending_settled"].pk).update(settled_by=earlier, verify_after=None)
 WebhookEvent.objects.filter(pk=settled["rejected_purged"].pk).update(raw_body="", purged_at=now)
 deliver(sample("refund_sent.documented"))
+deliver(sample("ecommerce_cancelled.documented"))
 
 result = {
     "payment": [payment.pk, payment.reference_number],
@@ -499,6 +503,7 @@ def test_the_overview_counts_and_lists_the_deliveries_that_need_a_look(overview)
         assert f'href="/admin/athm_core/webhookevent/{pk}/change/"' not in listed, name
     # The commands to run, in plain words.
     assert "athm reprocess --failed" in listed and "athm relay" in listed
+    assert "rotate the webhook secret" in listed  # a rejected or unreadable body: maybe a forger
     # What each stored body says it is about: the order, the reference number or ecommerceId, the total.
     assert "order-2044" in listed and "402894d5-7c1e00aa19bd4e3c0f2b" in listed and "$12.50" in listed
     assert "order-2046" in listed  # pending, its next check in five minutes
