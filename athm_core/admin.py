@@ -165,7 +165,14 @@ def receiver_lines(notice: Notice, *, tracebacks: bool):
 
 class RefundInline(ReadOnlyInline):
     model = Refund
-    fields = ["reference_number", "amount", "status", "transaction_date", "linked_at"]
+    fields = [
+        "reference_number",
+        "amount",
+        "status",
+        "transaction_date",
+        "linked_at",
+        "refund_reference_number",
+    ]
     readonly_fields = fields
 
 
@@ -253,7 +260,7 @@ class PaymentAdmin(ReadOnlyAdmin):
                 self.message_user(
                     request,
                     f"payment {payment}: refunded {refund.amount} (refund {refund.pk}, ATH Móvil reference "
-                    f"number {refund.reference_number})",
+                    f"number {refund.refund_reference_number})",
                     messages.SUCCESS,
                 )
         return None

@@ -123,9 +123,12 @@ class Refund(models.Model):
     linked_at = models.DateTimeField(null=True, blank=True)
 
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.COMPLETED)
-    # A refund this system asked ATH Móvil for: when it asked (null for refunds only heard of), the
-    # original transaction's reference number as ATH's answer named it, and why it failed or is pending.
+    # A refund this system asked ATH Móvil for: when it asked (null for refunds only heard of), the refund's
+    # own reference number and the original transaction's, as ATH's answer named them, and why it failed
+    # or is pending. (``reference_number`` stays the one ATH's deliveries name it by: the payment's until
+    # its Refund Sent event is matched, then that event's.)
     requested_at = models.DateTimeField(null=True, blank=True)
+    refund_reference_number = models.CharField(max_length=100, blank=True)
     original_reference_number = models.CharField(max_length=100, blank=True)
     error = models.TextField(blank=True)
 

@@ -396,10 +396,12 @@ def _receive_payment(event: AthmEvent, transaction_type: str) -> Transition:
 
 def _send_refund(event: AthmEvent) -> Transition:
     refund = same_refund(event)
-    if refund is not None:
+    if refund is not None and refund.claimed:
         waiting = event.reference_number if refund.payment is None else None
         return Transition(Outcome.DUPLICATE, refund.payment, refund, link_reference=waiting)
-    requested = requested_refund(event)
+    # A refund asked for here: the one its reference number, daily id and day name (from ATH's answer),
+    # else the oldest of its amount not yet matched.
+    requested = refund or requested_refund(event)
     if requested is not None:
         transition = _claim_requested(requested.pk, event)
         if transition is not None:
@@ -436,7 +438,7 @@ def _send_refund(event: AthmEvent) -> Transition:
 def requested_refund(event: AthmEvent) -> Refund | None:
     """The refund this system asked for that a Refund Sent event (webhook or report row) reports, if any: one
     not yet matched to a delivery, pending or completed by ATH's answer, of the event's amount, whose
-    payment's reference number or whose own (from ATH's answer) is the event's; the oldest first."""
+    payment's reference number or whose own (from ATH's answer) is the event's; the oldest."""
     if event.type != EventType.REFUND_SENT or not event.reference_number:
         return None
     return (
@@ -446,7 +448,8 @@ def requested_refund(event: AthmEvent) -> Refund | None:
             amount=event.total,
         )
         .filter(
-            Q(payment__reference_number=event.reference_number) | Q(reference_number=event.reference_number)
+            Q(payment__reference_number=event.reference_number)
+            | Q(refund_reference_number=event.reference_number)
         )
         .order_by("created_at", "pk")
         .first()
@@ -465,8 +468,8 @@ def _claim_requested(pk: int, event: AthmEvent) -> Transition | None:
         return None
     refund.idempotency_key = event.idempotency_key
     refund.daily_transaction_id = event.daily_transaction_id or refund.daily_transaction_id
-    if event.reference_number != payment.reference_number:
-        refund.reference_number = event.reference_number  # the refund's own
+    # The number ATH's deliveries name it by (its copies, the report's row find it by that).
+    refund.reference_number = event.reference_number
     for name in ("name", "phone_number", "email"):
         setattr(refund, name, getattr(refund, name) or getattr(event, name))
     if refund.status == Refund.Status.COMPLETED:
@@ -536,17 +539,16 @@ def complete_requested_refund(
     daily_transaction_id: int | None = None,
     transaction_date: datetime | None = None,
 ) -> Refund:
-    """Record ATH Móvil's answer to a refund this system asked for: its own reference number, the original
-    transaction's, and, if no webhook completed it first, complete it with its ``refund_sent`` (delivered
-    after the commit)."""
+    """Record ATH Móvil's answer to a refund this system asked for: the refund's own reference number, the
+    original transaction's, and, if no webhook completed it first, complete it with its ``refund_sent``
+    (delivered after the commit)."""
     notices: list[Notice] = []
     messages: list[OutboxMessage] = []
     with transaction.atomic():
         payment_id = Refund.objects.filter(pk=pk).values_list("payment_id", flat=True).get()
         payment = _locked_payment(pk=payment_id)
         refund = Refund.objects.select_for_update().get(pk=pk)
-        if reference_number and not refund.claimed:
-            refund.reference_number = reference_number
+        refund.refund_reference_number = reference_number or refund.refund_reference_number
         refund.original_reference_number = original_reference_number or refund.original_reference_number
         if daily_transaction_id is not None and refund.daily_transaction_id is None:
             refund.daily_transaction_id = daily_transaction_id

@@ -140,7 +140,8 @@ def check(refund_pk: int) -> Refund:
         public_token=public_token,
         private_token=private_token,
     )
-    references = {refund.reference_number, refund.payment.reference_number}
+    references = {refund.reference_number, refund.payment.reference_number, refund.refund_reference_number}
+    references.discard("")
     for row in rows:
         try:
             event = parse_report_row(row)

@@ -114,8 +114,9 @@ def test_a_full_refund_is_asked_of_ath_and_completed_with_its_answer(ath, paymen
     refund.refresh_from_db()
     assert refund.status == Refund.Status.COMPLETED
     assert (refund.amount, refund.payment_id) == (Decimal("26.00"), payment.pk)
-    assert refund.reference_number == REFUND_REFERENCE
+    assert refund.refund_reference_number == REFUND_REFERENCE
     assert refund.original_reference_number == REFERENCE
+    assert refund.reference_number == REFERENCE  # ATH's deliveries may name it by its payment's
     assert refund.daily_transaction_id == 9
     assert refund.requested_at is not None
     payment.refresh_from_db()
@@ -355,6 +356,7 @@ def test_the_webhook_after_the_answer_is_a_duplicate(ath, payment, signal_log, l
 
     [refund] = Refund.objects.all()
     assert refund.pk == made.pk and refund.claimed and refund.status == "completed"
+    assert (refund.reference_number, refund.refund_reference_number) == (REFUND_REFERENCE, REFUND_REFERENCE)
     assert WebhookEvent.objects.get().outcome == WebhookEvent.Outcome.DUPLICATE
     assert len(refund_signals(signal_log)) == 1
     payment.refresh_from_db()
@@ -376,10 +378,26 @@ def test_the_answer_after_the_webhook_completes_nothing_twice(ath, payment, sign
 
     [refund] = Refund.objects.all()
     assert refund.pk == made.pk and refund.status == "completed"
-    assert refund.original_reference_number == REFERENCE  # the answer still recorded
+    # The answer still recorded.
+    assert (refund.original_reference_number, refund.refund_reference_number) == (REFERENCE, REFUND_REFERENCE)
     assert WebhookEvent.objects.get().outcome == WebhookEvent.Outcome.APPLIED
     assert [s["refund"].pk for s in refund_signals(signal_log)] == [refund.pk]
     assert Notice.objects.count() == 1 and OutboxMessage.objects.count() == 1
+    payment.refresh_from_db()
+    assert payment.total_refunded_amount == Decimal("5.00")
+
+
+def test_after_the_answer_and_the_webhook_the_report_s_row_is_the_same_refund(ath, payment, lambda_handler):
+    ath.answer(REFUND_PATH, 200, success("5.00", daily="12"))
+    refunds.refund(payment, "5.00")
+    lambda_handler.post(refund_webhook("5.00", dailyTransactionID="12"))
+    # The report dates it otherwise than the webhook did (its key differs): the same refund all the same.
+    ath.answer(REPORT_PATH, 200, [report_refund("5.00", daily=12)])
+
+    call_command("reconcile", stdout=io.StringIO())
+
+    [refund] = Refund.objects.all()
+    assert refund.status == "completed"
     payment.refresh_from_db()
     assert payment.total_refunded_amount == Decimal("5.00")
 

@@ -1,5 +1,6 @@
 """Refunds this system asks ATH Móvil for: their status (pending, completed, failed), when they were asked
-for, the original transaction ATH named and why one failed. Existing refunds are completed."""
+for, the reference numbers ATH's answer gives (the refund's own, the original transaction's) and why one
+failed. Refunds recorded before are completed."""
 
 from django.db import migrations, models
 
@@ -19,6 +20,11 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='refund',
             name='original_reference_number',
+            field=models.CharField(blank=True, max_length=100),
+        ),
+        migrations.AddField(
+            model_name='refund',
+            name='refund_reference_number',
             field=models.CharField(blank=True, max_length=100),
         ),
         migrations.AddField(

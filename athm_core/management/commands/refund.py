@@ -70,7 +70,7 @@ class Command(BaseCommand):
             raise CommandError(f"not refunded, nothing was sent: {exc}") from None
         self.stdout.write(
             f"refunded {made.amount} of payment {found.pk}: refund {made.pk}, ATH Móvil reference number "
-            f"{made.reference_number}"
+            f"{made.refund_reference_number or '(not in its answer)'}"
         )
 
     def _check(self, pk: int) -> None:
@@ -86,8 +86,8 @@ class Command(BaseCommand):
                 f"refund {pk} stays pending (its webhook or a later check settles it)"
             )
         self.stdout.write(
-            f"refund {pk} is {refund.status}: {refund.amount} of payment {refund.payment_id}, ATH Móvil "
-            f"reference number {refund.reference_number}"
+            f"refund {pk} is {refund.status}: {refund.amount} of payment {refund.payment_id}, reference "
+            f"number {refund.reference_number} in ATH Móvil's report"
         )
 
 
