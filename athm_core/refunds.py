@@ -80,6 +80,7 @@ def refund(payment: Payment, amount: Decimal | str | None = None, message: str =
     pending), ``ImproperlyConfigured`` without the tokens (nothing written).
     """
     public_token, private_token = _tokens()
+    client.check_refund_transport()
     if amount is not None:
         try:
             amount = parse_amount(amount)

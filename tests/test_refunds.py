@@ -192,6 +192,13 @@ def test_without_the_tokens_nothing_is_sent_or_written(ath, payment, settings):
     assert ath.requests == [] and not Refund.objects.exists()
 
 
+def test_over_plain_http_off_this_machine_nothing_is_sent_or_written(ath, payment, settings):
+    settings.ATHM_PAYMENTS_API_BASE_URL = "http://payments.athmovil.com"
+    with pytest.raises(ImproperlyConfigured, match="https://"):
+        refunds.refund(payment)
+    assert ath.requests == [] and not Refund.objects.exists()
+
+
 # --- ATH Móvil says no -----------------------------------------------------------------------------------
 
 

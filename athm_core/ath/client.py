@@ -170,6 +170,12 @@ def refund(
     )
 
 
+def check_refund_transport() -> None:
+    """Raise ``ImproperlyConfigured`` when a refund would go over plain http off this machine: asked
+    before a refund is recorded, so that a refund that cannot be sent leaves nothing behind."""
+    _check_transport(endpoint(REFUND_PATH, athm_settings.ATHM_PAYMENTS_API_BASE_URL))
+
+
 def _report_date(value: datetime) -> str:
     if value.tzinfo is not None:
         value = value.astimezone(PUERTO_RICO)
