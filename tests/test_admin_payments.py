@@ -44,6 +44,10 @@ ana = deliver({**APP, "name": "Ana Rivera", "phoneNumber": "(939) 555-0177", "em
 luis, ana = luis.payment, ana.payment
 # An open checkout whose completion this database never heard of (ATH says COMPLETED: see the fake).
 missed = Payment.objects.create(transaction_type="ecommerce", ecommerce_id=MISSED, total=Decimal("26.00"))
+# A checkout ATH Móvil does not know (BTRA_0031).
+unknown = Payment.objects.create(
+    transaction_type="ecommerce", ecommerce_id="unknown-to-ath", total=Decimal("1.00"), status="cancelled"
+)
 
 User.objects.create_superuser("admin", "admin@example.com", "pw")
 staff = User.objects.create_user("clerk", "clerk@example.com", "pw", is_staff=True)
@@ -62,7 +66,7 @@ def act(client, action, payments):
     response = client.post(url, data, follow=True)
     return [response.status_code, [(m.level_tag, str(m)) for m in response.context["messages"]]]
 
-result = {"ids": {"luis": luis.pk, "ana": ana.pk, "missed": missed.pk}}
+result = {"ids": {"luis": luis.pk, "ana": ana.pk, "missed": missed.pk, "unknown": unknown.pk}}
 result["search"] = {
     term: found(term)
     for term in ["Luis", "ortiz", "luis@example.com", "example.org", "7875550102", "(939) 555-0177",
@@ -82,10 +86,10 @@ clerk_listing = clerk_client.get(url).content.decode()
 result["actions_for_clerk"] = [
     name for name in ("check_with_ath", "apply_from_ath") if f'value="{name}"' in clerk_listing
 ]
-result["check"] = act(clerk_client, "check_with_ath", [luis, ana, missed])
+result["check"] = act(clerk_client, "check_with_ath", [luis, ana, missed, unknown])
 result["after_check"] = [Payment.objects.get(pk=missed.pk).status, WebhookEvent.objects.count(), list(heard)]
 result["clerk_apply"] = act(clerk_client, "apply_from_ath", [missed])
-result["apply"] = act(admin_client, "apply_from_ath", [luis, missed])
+result["apply"] = act(admin_client, "apply_from_ath", [luis, missed, unknown])
 result["after_apply"] = [
     Payment.objects.get(pk=missed.pk).status,
     Payment.objects.get(pk=missed.pk).reference_number,
@@ -162,7 +166,7 @@ def test_payments_are_found_by_customer_name_phone_and_email_as_well_as_ids_and_
 
 def test_the_list_filters_by_created_at(outcome):
     assert outcome["created_filter"] is True
-    assert len(outcome["created_today"]) == 3
+    assert len(outcome["created_today"]) == 4
 
 
 def test_a_payment_s_page_shows_its_deliveries_as_a_timeline_and_its_refundable_amount(outcome):
@@ -194,6 +198,12 @@ def test_check_with_ath_gives_a_message_per_payment_and_changes_nothing(outcome)
     assert level == "warning"
     assert "status ATH Móvil COMPLETED, recorded open" in text and "reference number" in text
     assert "a completion this database missed: “Apply what ATH Móvil says” records it" in text
+    unknown = outcome["ids"]["unknown"]
+    assert texts[f"payment {unknown}"] == (
+        "error",
+        f"payment {unknown}: ATH Móvil knows no payment with ecommerceId unknown-to-ath (BTRA_0031); "
+        "nothing was changed",
+    )
     assert outcome["after_check"] == ["open", 4, [luis]]  # 4 deliveries, as before
     assert all(PUBLIC not in text for _, text in messages)
 
@@ -206,6 +216,11 @@ def test_apply_records_only_the_missed_completion_through_the_processor_once(out
     texts = dict((text.split(":")[0], (level, text)) for level, text in messages)
     assert (
         texts[f"payment {luis}"][1] == f"payment {luis}: nothing applied: ATH Móvil and this database agree"
+    )
+    unknown = outcome["ids"]["unknown"]
+    assert (
+        texts[f"payment {unknown}"][0] == "error"
+        and "(BTRA_0031); nothing was changed" in texts[f"payment {unknown}"][1]
     )
     level, text = texts[f"payment {missed}"]
     assert level == "success" and text.startswith(

@@ -62,6 +62,11 @@ def heard():
             )
         )
 
+    # Connected for one sender, as django-athm's users also write it.
+    @receiver(payment_completed, sender=Payment)
+    def on_payment_completed_by_sender(sender, payment, **kwargs):
+        log.append(("completed by sender", payment.reference_number))
+
     @receiver(payment_expired)
     def on_payment_expired(sender, payment, **kwargs):
         log.append(("expired", sender, payment.ecommerce_id, payment.status == Payment.Status.EXPIRED))
@@ -84,6 +89,7 @@ def heard():
 
     receivers = [
         (payment_completed, on_payment_completed),
+        (payment_completed, on_payment_completed_by_sender),
         (payment_cancelled, on_payment_cancelled),
         (payment_expired, on_payment_expired),
         (refund_sent, on_refund_sent),
@@ -114,6 +120,7 @@ def test_django_athm_s_documented_receivers_run_unchanged(heard):
             Decimal("26.00"),
             True,
         ),
+        ("completed by sender", reference),
         # The refund: the customer's fields as django-athm names them; 20.00 of 26.00 left to refund.
         (
             "refund",

@@ -271,15 +271,17 @@ def test_a_payment_recorded_without_its_ecommerce_id_is_found_by_reference_numbe
     ],
     ids=["unknown-id", "btra-error-quoting-the-token", "unavailable", "no-payment"],
 )
-def test_ath_errors_say_why_and_change_nothing(ath, signal_log, status, body, expected):
+def test_ath_errors_say_why_and_change_nothing(ath, signal_log, caplog, status, body, expected):
     Payment.objects.create(transaction_type="ecommerce", ecommerce_id=CHECKOUT, total=26)
     if body is None:
         ath.answer(FIND_PAYMENT_PATH, status, raw=b"")
     else:
         ath.answer(FIND_PAYMENT_PATH, status, body)
     before = snapshot()
+    caplog.set_level("DEBUG")
     assert expected in failed(CHECKOUT, "--apply")
     assert snapshot() == before and signal_log.calls == []
+    assert PUBLIC not in caplog.text
 
 
 def test_an_unreachable_ath_says_so_and_changes_nothing(settings, transactional_db):
