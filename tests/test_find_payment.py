@@ -155,7 +155,7 @@ def test_a_completion_never_recorded_is_shown_then_applied_once_through_the_proc
     record = WebhookEvent.objects.get()
     assert text.splitlines()[-1] == (
         f"applied: payment {payment.pk} recorded completed from ATH Móvil's answer "
-        f"(webhook event {record.pk}); its signal and SNS message go out once"
+        f"(webhook event {record.pk}); announced once (its signal, and SNS message if the outbox is on)"
     )
     assert (record.outcome, record.request_id, record.event_type) == (
         "applied",

@@ -195,7 +195,7 @@ def apply(lookup: Lookup) -> tuple[bool, str]:
         payment = record.payment
         return True, (
             f"applied: payment {payment.pk} recorded {payment.status} from ATH Móvil's answer "
-            f"(webhook event {record.pk}); its signal and SNS message go out once"
+            f"(webhook event {record.pk}); announced once (its signal, and SNS message if the outbox is on)"
         )
     if record.outcome == WebhookEvent.Outcome.DUPLICATE:
         return False, f"nothing applied: already recorded (webhook event {record.pk}, a duplicate)"
