@@ -10,6 +10,13 @@ now, and neither edits a row by hand. Reprocessing here takes the same path as a
 verification included (``ATHM_VERIFIER``). On payments, superusers can refund through ATH Móvil
 (:func:`athm_core.refunds.refund`, as ``athm refund``), after a confirmation page that shows what each
 payment can still be refunded.
+
+Payments have two actions that ask ATH Móvil, the same as ``athm find_payment`` (see
+:mod:`athm_core.ath.lookup`): "Check with ATH Móvil", for whoever may view payments, says per payment how
+findPayment's answer differs from the row and changes nothing; "Apply what ATH Móvil says", for superusers,
+records a completion the database missed through the processor, and nothing else. A payment's page shows
+its deliveries as a timeline and its refundable amount; payments are found by the customer's name, phone
+and email too.
 """
 
 from __future__ import annotations
@@ -24,10 +31,12 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import connection
 from django.db.models import Prefetch
 from django.template.response import TemplateResponse
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from athm_core import refunds, replay
+from athm_core.ath import lookup
 from athm_core.models import Notice, OutboxMessage, Payment, Refund, WebhookEvent
 
 State = Notice.ReceiverState
@@ -204,6 +213,14 @@ class HasAnomaliesFilter(_HasEntriesFilter):
     parameter_name = "has_anomalies"
 
 
+def _digits(text: str) -> str:
+    return "".join(character for character in text if character.isdigit() and character.isascii())
+
+
+# A search term with at least this many digits is also looked for among the phones, as digits.
+_PHONE_DIGITS = 4
+
+
 @admin.register(Payment)
 class PaymentAdmin(ReadOnlyAdmin):
     list_display = [
@@ -213,14 +230,115 @@ class PaymentAdmin(ReadOnlyAdmin):
         "status",
         "total",
         "total_refunded_amount",
+        "name",
         "metadata_1",
         "transaction_date",
     ]
-    list_filter = ["status", "transaction_type", HasAnomaliesFilter, "transaction_date"]
-    search_fields = ["reference_number", "ecommerce_id", "metadata_1", "metadata_2"]
+    list_filter = ["status", "transaction_type", HasAnomaliesFilter, "transaction_date", "created_at"]
+    search_fields = [
+        "reference_number",
+        "ecommerce_id",
+        "metadata_1",
+        "metadata_2",
+        "name",
+        "phone_number",
+        "email",
+    ]
+    search_help_text = (
+        "A reference number, an ecommerceId, metadata, or a customer's name, phone (written any way) or email"
+    )
     date_hierarchy = "transaction_date"
+    readonly_fields = ["refundable_amount", "deliveries"]
     inlines = [RefundInline]
-    actions = ["refund_selected"]
+    actions = ["check_with_ath", "apply_from_ath", "refund_selected"]
+
+    def get_search_results(self, request, queryset, search_term):
+        results, may_have_duplicates = super().get_search_results(request, queryset, search_term)
+        # Phones are stored as digits ("9395550177"): "(939) 555-0177" finds them too.
+        digits = _digits(search_term)
+        if len(digits) >= _PHONE_DIGITS and digits != search_term.strip():
+            results |= queryset.filter(phone_number__contains=digits)
+        return results, may_have_duplicates
+
+    @admin.display(description="refundable amount")
+    def refundable_amount(self, payment: Payment):
+        return payment.refundable_amount
+
+    @admin.display(description="deliveries (webhook events), oldest first")
+    def deliveries(self, payment: Payment):
+        """The payment's story: every delivery that touched it, in the order received, each with its
+        outcome, where it came from, and a link to it."""
+        events = payment.webhook_events.order_by("received_at", "id")
+        lines = []
+        for event in events:
+            origin = ", ".join(part for part in (event.request_id, event.source_ip or "") if part)
+            reason = f" — {_last_line(event.error)[:120]}" if event.error else ""
+            lines.append(
+                (
+                    reverse("admin:athm_core_webhookevent_change", args=[event.pk]),
+                    f"{timezone.localtime(event.received_at):%Y-%m-%d %H:%M:%S}",
+                    f"{event.event_type or 'unreadable event'}: {event.outcome}",
+                    f" ({origin})" if origin else "",
+                    reason,
+                )
+            )
+        if not lines:
+            return self.get_empty_value_display()
+        items = format_html_join("", '<li><a href="{}">{}</a> {}{}{}</li>', lines)
+        return format_html('<ol class="athm-timeline">{}</ol>', items)
+
+    # --- asking ATH Móvil (athm_core.ath.lookup; the same as `athm find_payment`) ---
+
+    def has_apply_permission(self, request) -> bool:
+        # It records a payment's completion, signals and SNS message included: the command line's power.
+        return request.user.is_active and request.user.is_superuser
+
+    @admin.action(description="Check with ATH Móvil", permissions=["view"])
+    def check_with_ath(self, request, queryset):
+        for payment in queryset.order_by("pk"):
+            found = self._look_up(request, payment)
+            if found is None:
+                continue
+            differences = [field for field in found.fields if field.differs]
+            if not differences:
+                self.message_user(
+                    request, f"payment {payment.pk}: ATH Móvil agrees ({found.ath_status})", messages.SUCCESS
+                )
+                continue
+            text = "; ".join(
+                f"{field.name} ATH Móvil {field.ath}, recorded {field.recorded}" for field in differences
+            )
+            if found.missed_completion:
+                text += "; a completion this database missed: “Apply what ATH Móvil says” records it"
+            self.message_user(request, f"payment {payment.pk}: {text}", messages.WARNING)
+
+    @admin.action(description="Apply what ATH Móvil says (a missed completion only)", permissions=["apply"])
+    def apply_from_ath(self, request, queryset):
+        for payment in queryset.order_by("pk"):
+            found = self._look_up(request, payment)
+            if found is None:
+                continue
+            applied, text = lookup.apply(found)
+            level = messages.SUCCESS if applied else messages.INFO
+            self.message_user(request, f"payment {payment.pk}: {text}", level)
+
+    def _look_up(self, request, payment: Payment) -> lookup.Lookup | None:
+        """ATH's answer beside ``payment``, or ``None`` with a message saying why there is none."""
+        if not payment.ecommerce_id:
+            self.message_user(
+                request,
+                f"payment {payment.pk}: a {payment.get_transaction_type_display()} with no ecommerceId: "
+                "findPayment knows eCommerce checkouts only",
+                messages.WARNING,
+            )
+            return None
+        try:
+            return lookup.look_up(payment.ecommerce_id, payment=payment)
+        except (ValueError, ImproperlyConfigured, lookup.LookupFailed) as exc:
+            self.message_user(request, f"payment {payment.pk}: {exc}", messages.ERROR)
+            return None
+
+    # --- refunds (athm_core.refunds; the same as `athm refund`) ---
 
     def has_refund_permission(self, request) -> bool:
         # It sends money back through ATH Móvil: the same power as `athm refund`.

@@ -38,6 +38,11 @@ class Payment(models.Model):
         CANCELLED = "cancelled", "Cancelled"
         EXPIRED = "expired", "Expired"
 
+    # django-athm's name for a cancelled checkout: CANCELLED itself (the same stored value), so that its
+    # users' ``payment.status == Payment.Status.CANCEL`` keeps working; not a choice of its own (Django's
+    # choices refuse two members of one value, so it is set beside the members, not among them).
+    Status.CANCEL = Status.CANCELLED
+
     transaction_type = models.CharField(max_length=16, choices=TransactionType.choices)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.OPEN)
     ecommerce_id = models.CharField("eCommerce id", max_length=100, unique=True, null=True, blank=True)
@@ -82,10 +87,42 @@ class Payment(models.Model):
     def __str__(self) -> str:
         return self.reference_number or self.ecommerce_id or f"payment {self.pk}"
 
+    # Read-only aliases under django-athm's names, for receivers written against it
+    # (docs/migrating-from-django-athm.md).
+
+    @property
+    def customer_name(self) -> str:
+        """The customer's name (``name``), as django-athm calls it."""
+        return self.name
+
+    @property
+    def customer_phone(self) -> str:
+        """The customer's phone (``phone_number``), as django-athm calls it."""
+        return self.phone_number
+
+    @property
+    def customer_email(self) -> str:
+        """The customer's email (``email``), as django-athm calls it."""
+        return self.email
+
+    @property
+    def is_successful(self) -> bool:
+        """Whether the payment completed: money reached the business."""
+        return self.status == self.Status.COMPLETED
+
+    @property
+    def is_refundable(self) -> bool:
+        """Whether some of it can still be refunded: completed, and refunded less than its total."""
+        return self.is_successful and self.total > self.total_refunded_amount
+
     @property
     def refundable_amount(self) -> Decimal:
-        """What can still be refunded: the total less every refund recorded against it (refunds still
-        pending at ATH Móvil are not counted here; :func:`athm_core.refunds.refundable` counts them)."""
+        """What can still be refunded: the total less every refund recorded against it, for a completed
+        payment; ``0.00`` for one that never completed or is refunded whole (or more: an ``over_refund``).
+        Refunds still pending at ATH Móvil are not counted here; :func:`athm_core.refunds.refundable`
+        counts them."""
+        if not self.is_refundable:
+            return Decimal("0.00")
         return self.total - self.total_refunded_amount
 
 
@@ -138,6 +175,20 @@ class Refund(models.Model):
 
     def __str__(self) -> str:
         return f"refund {self.amount} of {self.reference_number}"
+
+    # Read-only aliases under django-athm's names (docs/migrating-from-django-athm.md).
+
+    @property
+    def customer_name(self) -> str:
+        return self.name
+
+    @property
+    def customer_phone(self) -> str:
+        return self.phone_number
+
+    @property
+    def customer_email(self) -> str:
+        return self.email
 
     @property
     def claimed(self) -> bool:

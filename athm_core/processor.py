@@ -679,7 +679,7 @@ def _refund_anomalies(payment: Payment, refunds: list[Refund]) -> list[dict]:
             _anomaly(
                 "over_refund",
                 f"{payment.total_refunded_amount} refunded of a total of {payment.total} "
-                f"(refundable {payment.refundable_amount})",
+                f"(refundable {payment.total - payment.total_refunded_amount})",
             )
         )
     return found

@@ -45,9 +45,8 @@ def test_a_refund_of_500_on_a_26_payment_is_recorded_and_flagged_as_an_over_refu
     assert response.status == 200 and response.json()["outcome"] == "applied", response
     assert response.json()["anomalies"] == ["over_refund"]
     payment = Payment.objects.get()
-    assert payment.total_refunded_amount == Decimal("500.00") and payment.refundable_amount == Decimal(
-        "-474.00"
-    )
+    # Nothing is left to refund (never a negative amount); the anomaly says by how much it went over.
+    assert payment.total_refunded_amount == Decimal("500.00") and payment.refundable_amount == Decimal("0.00")
     assert (
         kinds(payment.anomalies) == ["over_refund"] and "refundable -474.00" in payment.anomalies[0]["detail"]
     )
@@ -61,7 +60,8 @@ def test_refunds_summing_past_the_total_are_flagged_at_the_one_that_passes_it(la
     first = post(lambda_handler, {**REFUND, "total": "20.00", "dailyTransactionID": "1"})
     second = post(lambda_handler, {**REFUND, "total": "10.00", "dailyTransactionID": "2"})
     assert first.json()["anomalies"] == [] and second.json()["anomalies"] == ["over_refund"]
-    assert Payment.objects.get().refundable_amount == Decimal("-4.00")
+    payment = Payment.objects.get()
+    assert payment.total_refunded_amount == Decimal("30.00") and payment.refundable_amount == Decimal("0.00")
 
 
 def test_a_refund_that_waited_for_its_payment_is_flagged_when_linked(lambda_handler, signal_log):
