@@ -24,7 +24,25 @@ def _money(verbose_name: str, **options) -> models.DecimalField:
     return models.DecimalField(verbose_name, max_digits=12, decimal_places=2, **options)
 
 
-class Payment(models.Model):
+class CustomerAliases:
+    """The customer's fields under django-athm's names, read-only, for receivers written against it
+    (docs/migrating-from-django-athm.md): ``customer_name`` is ``name``, ``customer_phone``
+    ``phone_number``, ``customer_email`` ``email``."""
+
+    @property
+    def customer_name(self) -> str:
+        return self.name
+
+    @property
+    def customer_phone(self) -> str:
+        return self.phone_number
+
+    @property
+    def customer_email(self) -> str:
+        return self.email
+
+
+class Payment(CustomerAliases, models.Model):
     """A transaction that paid the business: an eCommerce checkout, an app payment or a donation."""
 
     class TransactionType(models.TextChoices):
@@ -88,22 +106,7 @@ class Payment(models.Model):
         return self.reference_number or self.ecommerce_id or f"payment {self.pk}"
 
     # Read-only aliases under django-athm's names, for receivers written against it
-    # (docs/migrating-from-django-athm.md).
-
-    @property
-    def customer_name(self) -> str:
-        """The customer's name (``name``), as django-athm calls it."""
-        return self.name
-
-    @property
-    def customer_phone(self) -> str:
-        """The customer's phone (``phone_number``), as django-athm calls it."""
-        return self.phone_number
-
-    @property
-    def customer_email(self) -> str:
-        """The customer's email (``email``), as django-athm calls it."""
-        return self.email
+    # (docs/migrating-from-django-athm.md); the customer's are CustomerAliases'.
 
     @property
     def is_successful(self) -> bool:
@@ -124,7 +127,7 @@ class Payment(models.Model):
         return self.total - self.total_refunded_amount
 
 
-class Refund(models.Model):
+class Refund(CustomerAliases, models.Model):
     """Money sent back to a customer. ``payment`` is empty until the refund can be tied to its payment."""
 
     payment = models.ForeignKey(
@@ -150,20 +153,6 @@ class Refund(models.Model):
 
     def __str__(self) -> str:
         return f"refund {self.amount} of {self.reference_number}"
-
-    # Read-only aliases under django-athm's names (docs/migrating-from-django-athm.md).
-
-    @property
-    def customer_name(self) -> str:
-        return self.name
-
-    @property
-    def customer_phone(self) -> str:
-        return self.phone_number
-
-    @property
-    def customer_email(self) -> str:
-        return self.email
 
 
 class WebhookEvent(models.Model):
