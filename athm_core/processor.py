@@ -20,6 +20,7 @@ This is the only module that changes payments and refunds, and that records webh
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -28,13 +29,13 @@ from functools import partial
 from typing import Any
 
 from django.db import IntegrityError, OperationalError, connection, transaction
-from django.db.models import Exists, OuterRef, QuerySet
+from django.db.models import Exists, OuterRef, Q, QuerySet, Sum
 from django.utils import timezone
 
 from athm_core import dispatch, outbox
 from athm_core.dispatch import payment_notice, refund_notice
 from athm_core.events import EventType
-from athm_core.models import Notice, OutboxMessage, Payment, Refund, WebhookEvent
+from athm_core.models import REQUESTED_KEY_PREFIX, Notice, OutboxMessage, Payment, Refund, WebhookEvent
 from athm_core.payloads import PUERTO_RICO, AthmEvent
 from athm_core.text import storable
 
@@ -395,9 +396,16 @@ def _receive_payment(event: AthmEvent, transaction_type: str) -> Transition:
 
 def _send_refund(event: AthmEvent) -> Transition:
     refund = same_refund(event)
-    if refund is not None:
+    if refund is not None and refund.claimed:
         waiting = event.reference_number if refund.payment is None else None
         return Transition(Outcome.DUPLICATE, refund.payment, refund, link_reference=waiting)
+    # A refund asked for here: the one its reference number, daily id and day name (from ATH's answer),
+    # else the oldest of its amount not yet matched.
+    requested = refund or requested_refund(event)
+    if requested is not None:
+        transition = _claim_requested(requested.pk, event)
+        if transition is not None:
+            return transition
     payment = _locked_payment(reference_number=event.reference_number)
     refund = Refund.objects.create(
         payment=payment,
@@ -422,6 +430,172 @@ def _send_refund(event: AthmEvent) -> Transition:
         refund,
         notices=[refund_notice(refund, payment)],
     )
+
+
+# --- refunds this system asks ATH Móvil for (athm_core.refunds) -------------------------------------------
+
+
+def requested_refund(event: AthmEvent) -> Refund | None:
+    """The refund this system asked for that a Refund Sent event (webhook or report row) reports, if any: one
+    not yet matched to a delivery, pending or completed by ATH's answer, of the event's amount, whose
+    payment's reference number or whose own (from ATH's answer) is the event's; the oldest."""
+    if event.type != EventType.REFUND_SENT or not event.reference_number:
+        return None
+    return (
+        Refund.objects.filter(
+            idempotency_key__startswith=REQUESTED_KEY_PREFIX,
+            status__in=[Refund.Status.PENDING, Refund.Status.COMPLETED],
+            amount=event.total,
+        )
+        .filter(
+            Q(payment__reference_number=event.reference_number)
+            | Q(refund_reference_number=event.reference_number)
+        )
+        .order_by("created_at", "pk")
+        .first()
+    )
+
+
+def _claim_requested(pk: int, event: AthmEvent) -> Transition | None:
+    """Match a Refund Sent ``event`` to the refund ``pk`` this system asked for: the refund takes the event's
+    key (its redeliveries are duplicates) and details; a pending one is completed, with its ``refund_sent``;
+    one that ATH's answer completed already makes this delivery a duplicate. ``None`` when another delivery
+    matched it first (the caller records the event as a refund of its own)."""
+    payment_id = Refund.objects.filter(pk=pk).values_list("payment_id", flat=True).first()
+    payment = _locked_payment(pk=payment_id)  # the payment before the refund, as everywhere
+    refund = _one(Refund.objects.select_for_update().filter(pk=pk))
+    if payment is None or refund is None or refund.claimed or refund.status == Refund.Status.FAILED:
+        return None
+    refund.idempotency_key = event.idempotency_key
+    refund.daily_transaction_id = event.daily_transaction_id or refund.daily_transaction_id
+    # The number ATH's deliveries name it by (its copies, the report's row find it by that).
+    refund.reference_number = event.reference_number
+    for name in ("name", "phone_number", "email"):
+        setattr(refund, name, getattr(refund, name) or getattr(event, name))
+    if refund.status == Refund.Status.COMPLETED:
+        refund.save()
+        return Transition(Outcome.DUPLICATE, payment, refund)
+    if event.effective_date is not None:
+        refund.transaction_date = event.effective_date
+    refund.status = Refund.Status.COMPLETED
+    refund.error = ""
+    refund.save()
+    _add_refunds(payment, [refund])
+    return Transition(Outcome.APPLIED, payment, refund, notices=[refund_notice(refund, payment)])
+
+
+def refundable(payment: Payment) -> Decimal:
+    """What can still be refunded of ``payment``: its total less the refunds completed and those pending."""
+    pending = Refund.objects.filter(payment=payment, status=Refund.Status.PENDING)
+    return payment.refundable_amount - (pending.aggregate(sum=Sum("amount"))["sum"] or Decimal("0.00"))
+
+
+def request_refund(payment_pk: int, amount: Decimal | None, message: str) -> tuple[Refund | None, str]:
+    """Write a pending refund of ``amount`` (``None``: all that is refundable) of the payment ``payment_pk``,
+    before ATH Móvil is asked for it; returns it, or ``(None, why not)`` with nothing written.
+
+    The payment's row is locked while what is refundable is computed and the refund written, so that two
+    requests at once cannot both take the last of it."""
+    with transaction.atomic():
+        payment = _locked_payment(pk=payment_pk)
+        if payment is None:
+            return None, f"payment {payment_pk} does not exist"
+        if payment.status != Status.COMPLETED:
+            return None, f"payment {payment} is {payment.status}: only a completed payment can be refunded"
+        if not payment.reference_number:
+            return None, f"payment {payment} has no reference number to refund"
+        left = refundable(payment)
+        amount = left if amount is None else amount
+        if amount <= 0:
+            pending = " (counting refunds pending)" if left != payment.refundable_amount else ""
+            return None, f"payment {payment} has nothing left to refund{pending}: refundable {left}"
+        if amount > left:
+            return None, (
+                f"{amount} is more than the {left} still refundable of payment {payment} "
+                f"(total {payment.total}, refunded {payment.total_refunded_amount}, "
+                f"pending {payment.refundable_amount - left})"
+            )
+        now = timezone.now()
+        refund = Refund.objects.create(
+            payment=payment,
+            linked_at=now,
+            reference_number=payment.reference_number,
+            amount=amount,
+            transaction_date=now,
+            message=message,
+            idempotency_key=f"{REQUESTED_KEY_PREFIX}{uuid.uuid4().hex}",
+            status=Refund.Status.PENDING,
+            requested_at=now,
+        )
+    log.info("refund %s of %s of payment %s requested", refund.pk, amount, payment.pk)
+    return refund, ""
+
+
+def complete_requested_refund(
+    pk: int,
+    *,
+    reference_number: str = "",
+    original_reference_number: str = "",
+    daily_transaction_id: int | None = None,
+    transaction_date: datetime | None = None,
+) -> Refund:
+    """Record ATH Móvil's answer to a refund this system asked for: the refund's own reference number, the
+    original transaction's, and, if no webhook completed it first, complete it with its ``refund_sent``
+    (delivered after the commit)."""
+    notices: list[Notice] = []
+    messages: list[OutboxMessage] = []
+    with transaction.atomic():
+        payment_id = Refund.objects.filter(pk=pk).values_list("payment_id", flat=True).get()
+        payment = _locked_payment(pk=payment_id)
+        refund = Refund.objects.select_for_update().get(pk=pk)
+        refund.refund_reference_number = reference_number or refund.refund_reference_number
+        refund.original_reference_number = original_reference_number or refund.original_reference_number
+        if daily_transaction_id is not None and refund.daily_transaction_id is None:
+            refund.daily_transaction_id = daily_transaction_id
+        if refund.status != Refund.Status.COMPLETED:
+            # A refund marked failed cannot get here: ATH Móvil answered it once, with a refusal.
+            refund.status = Refund.Status.COMPLETED
+            refund.error = ""
+            if transaction_date is not None:
+                refund.transaction_date = transaction_date
+            refund.save()
+            _add_refunds(payment, [refund])
+            anomalies = _refund_anomalies(payment, [refund])
+            if anomalies:
+                _flag(payment, anomalies, EventType.REFUND_SENT)
+            notices = [refund_notice(refund, payment)]
+            _write_notices(notices, None)
+            messages = _write_outbox(notices, None, occurred_at=refund.transaction_date)
+        else:
+            refund.save()
+    transaction.on_commit(partial(_deliver_after_commit, notices, messages))
+    return refund
+
+
+def fail_requested_refund(pk: int, error: str) -> Refund:
+    """Mark a pending refund that ATH Móvil refused ``failed``, with why; nothing else changes."""
+    with transaction.atomic():
+        refund = Refund.objects.select_for_update().get(pk=pk)
+        if refund.status == Refund.Status.PENDING:
+            refund.status = Refund.Status.FAILED
+        refund.error = storable(error)
+        refund.save(update_fields=["status", "error"])
+    return refund
+
+
+def note_pending_refund(pk: int, error: str) -> None:
+    """Say on a refund still pending why (no answer from ATH Móvil), for the admin and ``athm refund``."""
+    Refund.objects.filter(pk=pk, status=Refund.Status.PENDING).update(error=storable(error))
+
+
+def _deliver_after_commit(notices: list[Notice], messages: list[OutboxMessage]) -> None:
+    try:
+        dispatch.deliver(notices)
+    except Exception as exc:
+        # Committed with its notices: the relay finishes what did not.
+        log.warning("refund notices: %s after the commit; the relay will finish them", type(exc).__name__)
+    if messages:
+        outbox.notify_publishers(outbox.groups_of(messages))
 
 
 # --- anomalies: money that cannot be right, recorded as ATH Móvil sent it (it moved at ATH) and flagged ---

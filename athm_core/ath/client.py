@@ -2,9 +2,9 @@
 calls.
 
 It registers the webhook listener (:func:`register_webhook`), looks up an eCommerce payment
-(:func:`find_payment`, for verifying events) and reads the transaction report (:func:`transaction_report`,
-for reconciliation). Every call goes through
-:func:`_request`, which owns what all of ATH Móvil's endpoints share: JSON in and out, a bounded wait,
+(:func:`find_payment`, for verifying events), reads the transaction report (:func:`transaction_report`,
+for reconciliation) and refunds a payment (:func:`refund`, for :mod:`athm_core.refunds`). Every call goes
+through :func:`_request`, which owns what all of ATH Móvil's endpoints share: JSON in and out, a bounded wait,
 and one exception type, :class:`AthmApiError`, for every way a call can fail (an HTTP error, an
 ``{"status": "error", ...}`` answer, a body that is not JSON, a server that cannot be reached or does not
 answer in time). The eCommerce calls (findPayment, refund) live on another host than the rest:
@@ -23,6 +23,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Iterable
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
@@ -37,6 +38,10 @@ TIMEOUT = 10.0
 WEBHOOK_PATH = "/transactions/webhook/post"
 FIND_PAYMENT_PATH = "/api/business-transaction/ecommerce/business/findPayment"
 REPORT_PATH = "/transactions/v4/transactionReport"
+REFUND_PATH = "/api/business-transaction/ecommerce/refund"
+# Seconds a refund may take to answer: longer than the other calls, since giving up early leaves a refund
+# that may have been made pending until the webhook or the transaction report settles it.
+REFUND_TIMEOUT = 30.0
 # transactionReport's error codes that are answers rather than failures.
 NO_RECORDS = "BTRA_0022"
 RANGE_TOO_LARGE = "BTRA_0026"
@@ -59,12 +64,18 @@ class AthmApiError(Exception):
 
     ``status`` is the HTTP status (``None`` when no answer came), ``code`` ATH Móvil's error code (such as
     ``BTRA_0017``) when it sent one, ``message`` what went wrong, in ATH Móvil's words where it gave any.
+    ``refused`` is true when ATH Móvil answered with its own error shape (``{"status": "error", ...}``): it
+    received the request and said no. Otherwise (no answer, a timeout, an answer that is not ATH's) it is
+    not known what ATH Móvil did.
     """
 
-    def __init__(self, message: str, *, status: int | None = None, code: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, status: int | None = None, code: str | None = None, refused: bool = False
+    ) -> None:
         self.message = message
         self.status = status
         self.code = code
+        self.refused = refused
         super().__init__(str(self))
 
     def __str__(self) -> str:
@@ -126,6 +137,43 @@ def transaction_report(
     if not isinstance(body, list):
         raise AthmApiError(f"the transaction report is not a list of transactions: {type(body).__name__}")
     return body
+
+
+def refund(
+    reference_number: str,
+    amount: Decimal,
+    *,
+    message: str = "",
+    public_token: str,
+    private_token: str,
+    timeout: float | None = None,
+) -> Any:
+    """Ask ATH Móvil to refund ``amount`` of the payment ``reference_number``; returns its answer, parsed:
+    ``{"status": "success", "data": {"refund": {"referenceNumber", ...}, "originalTransaction": {...}}}``.
+
+    ATH Móvil's refusals (``BTRA_`` codes) raise :class:`AthmApiError` with ``refused`` true; no answer, or
+    one that is not ATH's, raises it with ``refused`` false: the refund may have been made."""
+    payload = {
+        "publicToken": public_token,
+        "privateToken": private_token,
+        "referenceNumber": reference_number,
+        "amount": f"{amount:.2f}",
+        "message": message,
+    }
+    return _request(
+        "POST",
+        REFUND_PATH,
+        payload,
+        secrets=(private_token,),
+        base_url=athm_settings.ATHM_PAYMENTS_API_BASE_URL,
+        timeout=REFUND_TIMEOUT if timeout is None else timeout,
+    )
+
+
+def check_refund_transport() -> None:
+    """Raise ``ImproperlyConfigured`` when a refund would go over plain http off this machine: asked
+    before a refund is recorded, so that a refund that cannot be sent leaves nothing behind."""
+    _check_transport(endpoint(REFUND_PATH, athm_settings.ATHM_PAYMENTS_API_BASE_URL))
 
 
 def _report_date(value: datetime) -> str:
@@ -289,7 +337,9 @@ def _error_marker(body: Any, *, failed: bool = False) -> tuple[str | None, str] 
 
 def _api_error(marker: tuple[str | None, str], status: int, secrets: Secrets) -> AthmApiError:
     code, message = marker
-    return AthmApiError(_blank(message, secrets), status=status, code=code and _blank(code, secrets))
+    return AthmApiError(
+        _blank(message, secrets), status=status, code=code and _blank(code, secrets), refused=True
+    )
 
 
 def _quote(raw: bytes, secrets: Secrets) -> str:
