@@ -29,7 +29,7 @@ from functools import partial
 from typing import Any
 
 from django.db import IntegrityError, OperationalError, connection, transaction
-from django.db.models import Exists, OuterRef, Q, QuerySet, Sum
+from django.db.models import Exists, OuterRef, QuerySet, Sum
 from django.utils import timezone
 
 from athm_core import dispatch, outbox
@@ -435,24 +435,69 @@ def _send_refund(event: AthmEvent) -> Transition:
 # --- refunds this system asks ATH Móvil for (athm_core.refunds) -------------------------------------------
 
 
+# How far from the moment a refund was asked for ATH Móvil's date for it may be: before, a clock's drift;
+# after, ATH's slowest answer and then some. A Refund Sent dated outside is another refund.
+ASKED_BEFORE = timedelta(minutes=10)
+ASKED_AFTER = timedelta(hours=1)
+
+
 def requested_refund(event: AthmEvent) -> Refund | None:
-    """The refund this system asked for that a Refund Sent event (webhook or report row) reports, if any: one
-    not yet matched to a delivery, pending or completed by ATH's answer, of the event's amount, whose
-    payment's reference number or whose own (from ATH's answer) is the event's; the oldest."""
+    """The refund this system asked for that a Refund Sent event (webhook or report row) reports, or
+    ``None``: one of the event's amount, pending or completed by ATH's answer, not yet matched to a delivery.
+
+    In this order, each stricter than a guess:
+
+    1. the one ATH's answer named by the event's reference number (a refund's own number is unique);
+    2. one of the payment the event names, unless it cannot be that refund: ATH's answer gave it another
+       daily transaction id, or the event is dated outside the hour around the request (the oldest);
+    3. for a reference number nothing here knows (the refund's own, named by ATH's answer that never
+       came): the one refund still pending with no answer of that amount, asked for around the event's date,
+       whose payment's customer is the event's (phone digits, where both have them); none when two could
+       be, so that nothing is guessed between them (the event is then kept unlinked, and the answer or
+       ``athm refund --check`` ties it).
+
+    A request is refused while another of its payment is pending (:func:`request_refund`), so that 2. and
+    3. never have two of one payment to choose from.
+    """
     if event.type != EventType.REFUND_SENT or not event.reference_number:
         return None
-    return (
-        Refund.objects.filter(
-            idempotency_key__startswith=REQUESTED_KEY_PREFIX,
-            status__in=[Refund.Status.PENDING, Refund.Status.COMPLETED],
-            amount=event.total,
-        )
-        .filter(
-            Q(payment__reference_number=event.reference_number)
-            | Q(refund_reference_number=event.reference_number)
-        )
-        .order_by("created_at", "pk")
-        .first()
+    ours = Refund.objects.select_related("payment").filter(
+        idempotency_key__startswith=REQUESTED_KEY_PREFIX,
+        status__in=[Refund.Status.PENDING, Refund.Status.COMPLETED],
+        amount=event.total,
+    )
+    named = _one(ours.filter(refund_reference_number=event.reference_number))
+    if named is not None:
+        return named
+    of_payment = ours.filter(payment__reference_number=event.reference_number).order_by("requested_at", "pk")
+    for refund in of_payment:
+        if _could_be(refund, event):
+            return refund
+    if (
+        Payment.objects.filter(reference_number=event.reference_number).exists()
+        or Refund.objects.filter(refund_reference_number=event.reference_number).exists()
+    ):
+        return None
+    unanswered = [
+        refund
+        for refund in ours.filter(status=Refund.Status.PENDING, refund_reference_number="")
+        if _could_be(refund, event) and _same_customer(refund.payment, event)
+    ]
+    return unanswered[0] if len(unanswered) == 1 else None
+
+
+def _could_be(refund: Refund, event: AthmEvent) -> bool:
+    """Whether ``event`` can report the refund asked for: no other daily id, dated around the request."""
+    daily = event.daily_transaction_id
+    if daily is not None and refund.daily_transaction_id is not None and daily != refund.daily_transaction_id:
+        return False
+    when = event.effective_date
+    return when is None or refund.requested_at - ASKED_BEFORE <= when <= refund.requested_at + ASKED_AFTER
+
+
+def _same_customer(payment: Payment | None, event: AthmEvent) -> bool:
+    return not (payment and payment.phone_number and event.phone_number) or (
+        payment.phone_number[-10:] == event.phone_number[-10:]
     )
 
 
@@ -470,6 +515,8 @@ def _claim_requested(pk: int, event: AthmEvent) -> Transition | None:
     refund.daily_transaction_id = event.daily_transaction_id or refund.daily_transaction_id
     # The number ATH's deliveries name it by (its copies, the report's row find it by that).
     refund.reference_number = event.reference_number
+    if event.reference_number != payment.reference_number:
+        refund.refund_reference_number = event.reference_number  # the refund's own
     for name in ("name", "phone_number", "email"):
         setattr(refund, name, getattr(refund, name) or getattr(event, name))
     if refund.status == Refund.Status.COMPLETED:
@@ -504,6 +551,15 @@ def request_refund(payment_pk: int, amount: Decimal | None, message: str) -> tup
             return None, f"payment {payment} is {payment.status}: only a completed payment can be refunded"
         if not payment.reference_number:
             return None, f"payment {payment} has no reference number to refund"
+        unanswered = _one(Refund.objects.filter(payment=payment, status=Refund.Status.PENDING))
+        if unanswered is not None:
+            # Two refunds of one payment and amount, both unanswered, could not be told apart by ATH's
+            # deliveries: one at a time.
+            return None, (
+                f"refund {unanswered.pk} of {unanswered.amount} is still pending at ATH Móvil (asked "
+                f"{timezone.localtime(unanswered.requested_at):%Y-%m-%d %H:%M}, no answer): settle it first "
+                f"with `athm refund --check {unanswered.pk}`"
+            )
         left = refundable(payment)
         amount = left if amount is None else amount
         if amount <= 0:
@@ -536,12 +592,20 @@ def complete_requested_refund(
     *,
     reference_number: str = "",
     original_reference_number: str = "",
+    amount: Decimal | None = None,
     daily_transaction_id: int | None = None,
     transaction_date: datetime | None = None,
 ) -> Refund:
     """Record ATH Móvil's answer to a refund this system asked for: the refund's own reference number, the
-    original transaction's, and, if no webhook completed it first, complete it with its ``refund_sent``
-    (delivered after the commit)."""
+    original transaction's, the amount ATH says it refunded; and, if no delivery completed it first,
+    complete it with its ``refund_sent`` (delivered after the commit).
+
+    A refund that ATH's Refund Sent webhook reported first under the refund's own reference number, kept
+    unlinked because it could not be told whose it was, is this one: it is taken over (its deliveries point
+    here, the unlinked row goes), so that the refund is recorded and announced once. An amount other than
+    the one asked for is recorded as ATH's (it is what moved) and flagged ``refund_amount_differs``; an
+    original transaction other than the payment's is flagged ``refund_of_other_transaction``.
+    """
     notices: list[Notice] = []
     messages: list[OutboxMessage] = []
     with transaction.atomic():
@@ -552,24 +616,69 @@ def complete_requested_refund(
         refund.original_reference_number = original_reference_number or refund.original_reference_number
         if daily_transaction_id is not None and refund.daily_transaction_id is None:
             refund.daily_transaction_id = daily_transaction_id
+        anomalies = []
+        if amount is not None and amount != refund.amount:
+            anomalies.append(
+                _anomaly(
+                    "refund_amount_differs",
+                    f"refund {refund.pk}: asked for {refund.amount}, ATH Móvil answered {amount}",
+                )
+            )
+        if original_reference_number and original_reference_number != payment.reference_number:
+            anomalies.append(
+                _anomaly(
+                    "refund_of_other_transaction",
+                    f"refund {refund.pk}: ATH Móvil's answer names original transaction "
+                    f"{original_reference_number}, not this payment's {payment.reference_number}",
+                )
+            )
         if refund.status != Refund.Status.COMPLETED:
             # A refund marked failed cannot get here: ATH Móvil answered it once, with a refusal.
+            if amount is not None:
+                refund.amount = amount
+            if reference_number and not refund.claimed:
+                _take_over_unlinked(refund, reference_number)
             refund.status = Refund.Status.COMPLETED
             refund.error = ""
-            if transaction_date is not None:
+            if transaction_date is not None and not refund.claimed:
                 refund.transaction_date = transaction_date
             refund.save()
             _add_refunds(payment, [refund])
-            anomalies = _refund_anomalies(payment, [refund])
-            if anomalies:
-                _flag(payment, anomalies, EventType.REFUND_SENT)
+            anomalies += _refund_anomalies(payment, [refund])
             notices = [refund_notice(refund, payment)]
             _write_notices(notices, None)
             messages = _write_outbox(notices, None, occurred_at=refund.transaction_date)
         else:
             refund.save()
+        if anomalies:
+            _flag(payment, anomalies, EventType.REFUND_SENT)
     transaction.on_commit(partial(_deliver_after_commit, notices, messages))
     return refund
+
+
+def _take_over_unlinked(refund: Refund, reference_number: str) -> None:
+    """Make the (locked, unsaved) ``refund`` asked for here the one an unlinked refund recorded from ATH's
+    delivery under the refund's own ``reference_number`` is: of the same amount, it takes its key, its
+    details and its deliveries, and the unlinked row goes (it had no notice: nothing announced it)."""
+    unlinked = _one(
+        Refund.objects.select_for_update().filter(
+            reference_number=reference_number,
+            payment__isnull=True,
+            requested_at__isnull=True,
+            amount=refund.amount,
+        )
+    )
+    if unlinked is None:
+        return
+    WebhookEvent.objects.filter(refund=unlinked).update(refund=refund)
+    unlinked.delete()
+    refund.idempotency_key = unlinked.idempotency_key
+    refund.reference_number = unlinked.reference_number
+    refund.daily_transaction_id = unlinked.daily_transaction_id or refund.daily_transaction_id
+    refund.transaction_date = unlinked.transaction_date or refund.transaction_date
+    for name in ("name", "phone_number", "email"):
+        setattr(refund, name, getattr(refund, name) or getattr(unlinked, name))
+    log.info("refund %s: ATH Móvil's answer names unlinked refund %s, taken over", refund.pk, unlinked.pk)
 
 
 def fail_requested_refund(pk: int, error: str) -> Refund:
@@ -580,6 +689,26 @@ def fail_requested_refund(pk: int, error: str) -> Refund:
             refund.status = Refund.Status.FAILED
         refund.error = storable(error)
         refund.save(update_fields=["status", "error"])
+    return refund
+
+
+def abandon_requested_refund(pk: int, reason: str) -> Refund:
+    """Mark a pending refund this system asked for ``failed`` by hand, when ATH Móvil shows that it never
+    happened (ATH Business lists no such refund, or the request was turned away before ATH's servers):
+    what it held back is refundable again. Raises ``ValueError`` for a refund that is not pending, or was
+    not asked for here."""
+    with transaction.atomic():
+        refund = _one(Refund.objects.select_for_update().filter(pk=pk))
+        if refund is None:
+            raise ValueError(f"refund {pk} does not exist")
+        if refund.requested_at is None:
+            raise ValueError(f"refund {pk} was reported by ATH Móvil, not asked for here: it happened")
+        if refund.status != Refund.Status.PENDING:
+            raise ValueError(f"refund {pk} is {refund.status}, not pending: nothing to mark failed")
+        refund.status = Refund.Status.FAILED
+        refund.error = storable(f"marked failed by hand: {reason}".strip())
+        refund.save(update_fields=["status", "error"])
+    log.warning("refund %s of payment %s marked failed by hand", refund.pk, refund.payment_id)
     return refund
 
 
@@ -609,6 +738,8 @@ ANOMALIES = {
     "fee_above_total": "a payment whose fee is above its total",
     "reference_conflict": "an unconfirmed payment held the reference number of a confirmed other kind",
     "corrected_from_ath": "a payment recorded unconfirmed differed from what ATH Móvil confirms; rewritten",
+    "refund_amount_differs": "ATH Móvil's answer to a refund asked for here names another amount (recorded)",
+    "refund_of_other_transaction": "ATH Móvil's answer to a refund asked for here names another payment",
 }
 
 

@@ -8,7 +8,9 @@ or timeout can lose the fact that money may have moved), asks ATH Móvil, and co
 firing ``refund_sent`` once through the durable notices. ATH Móvil's refusal marks it ``failed``. With no
 answer (a timeout, a connection closed: ATH has been seen to make refunds it never answered) it is never
 asked again blindly: it stays pending until its Refund Sent webhook, the transaction report
-(``athm reconcile``) or :func:`check` (``athm refund --check``) settles it.
+(``athm reconcile``) or :func:`check` (``athm refund --check``) settles it; one that certainly never
+happened is marked failed by hand with :func:`abandon` (``athm refund --fail``). While one refund of a
+payment is pending, no other of it is asked for: ATH's deliveries could not tell the two apart.
 
 The state changes are :mod:`athm_core.processor`'s; the HTTP call is :func:`athm_core.ath.client.refund`.
 The private token comes from the settings and never reaches a log or an exception message.
@@ -18,23 +20,27 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import replace
 from datetime import datetime, time, timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
+from django.db import connection
 from django.utils import timezone
+from django.views.decorators.debug import sensitive_variables
 
 from athm_core import processor
 from athm_core.ath import client
 from athm_core.conf import athm_settings
 from athm_core.events import EventType
 from athm_core.models import Payment, Refund
-from athm_core.payloads import PUERTO_RICO, PayloadError, parse_report_row, read_date
+from athm_core.payloads import PUERTO_RICO, PayloadError, parse_report_row, read_amount, read_date
 
 log = logging.getLogger(__name__)
 
+CENT = Decimal("0.01")
 # ATH Móvil refuses a longer message (BTRA_0040).
 MESSAGE_LIMIT = 50
 # The request id of the deliveries that ``check`` records from the transaction report.
@@ -60,25 +66,38 @@ def refundable(payment: Payment) -> Decimal:
     return processor.refundable(payment)
 
 
+# Dollars and cents in ASCII digits: no exponent, separator, plus sign or other script's digits (a minus
+# is read, for :func:`refund` to say that an amount must be positive).
+_AMOUNT = re.compile(r"-?(?:\d+(?:\.\d*)?|\.\d+)", re.ASCII)
+
+
 def parse_amount(value: Any) -> Decimal:
-    """An amount of dollars, exact to the cent, from text or a number; ``ValueError`` says why not."""
-    try:
-        amount = Decimal(str(value).strip())
-    except InvalidOperation:
-        raise ValueError(f"not an amount of dollars: {value!r}") from None
-    if not amount.is_finite() or amount != amount.quantize(Decimal("0.01")):
+    """An amount of dollars, exact to the cent, from text (``"5"``, ``"5.5"``, ``"12.34"``) or a number;
+    ``ValueError`` says why not (an exponent, more than two decimals, anything but ASCII digits)."""
+    text = str(value).strip()
+    if not _AMOUNT.fullmatch(text):
+        raise ValueError(f"not an amount of dollars: {value!r}")
+    amount = Decimal(text)
+    if amount != amount.quantize(CENT):
         raise ValueError(f"not an amount of dollars and cents: {value!r}")
-    return amount.quantize(Decimal("0.01"))
+    return amount.quantize(CENT)
 
 
+@sensitive_variables("private_token")
 def refund(payment: Payment, amount: Decimal | str | None = None, message: str = "") -> Refund:
     """Refund ``amount`` of ``payment`` (``None``: all that is still refundable) through ATH Móvil, with
     ``message`` (at most 50 characters) for the customer. Returns the completed refund.
 
     Raises :class:`RefundError` when refused before ATH is asked (nothing written) or when ATH refuses (the
     refund is then recorded ``failed``), :class:`RefundPending` when ATH did not answer (the refund stays
-    pending), ``ImproperlyConfigured`` without the tokens (nothing written).
+    pending), ``ImproperlyConfigured`` without the tokens (nothing written). Must run outside a database
+    transaction: the pending refund is committed before ATH Móvil is asked, so that no rollback can lose it.
     """
+    if connection.in_atomic_block:
+        raise RefundError(
+            "a refund must be asked for outside a transaction: its pending row is committed before ATH "
+            "Móvil is asked, so that a rollback cannot lose a refund that may have been made"
+        )
     public_token, private_token = _tokens()
     client.check_refund_transport()
     if amount is not None:
@@ -118,6 +137,7 @@ def refund(payment: Payment, amount: Decimal | str | None = None, message: str =
     return _complete(pending, answer)
 
 
+@sensitive_variables("private_token")
 def check(refund_pk: int) -> Refund:
     """Ask ATH Móvil what became of a pending refund this system asked for: its transaction report for the
     refund's day (and the next), looking for a refund of that payment and amount. Found, it is settled
@@ -141,8 +161,6 @@ def check(refund_pk: int) -> Refund:
         public_token=public_token,
         private_token=private_token,
     )
-    references = {refund.reference_number, refund.payment.reference_number, refund.refund_reference_number}
-    references.discard("")
     for row in rows:
         try:
             event = parse_report_row(row)
@@ -150,7 +168,10 @@ def check(refund_pk: int) -> Refund:
             continue
         if event.type != EventType.REFUND_SENT or event.total != refund.amount:
             continue
-        if event.reference_number not in references:
+        # The row this refund's would be by the processor's own matching (its reference number, the
+        # payment's, or, for an unanswered refund, amount, time and customer): never another refund's.
+        reported = processor.requested_refund(event)
+        if reported is None or reported.pk != refund.pk:
             continue
         confirmed = replace(event, verified_at=timezone.now())
         processor.process(confirmed, raw_body=json.dumps(row), request_id=CHECK_REQUEST_ID)
@@ -160,6 +181,19 @@ def check(refund_pk: int) -> Refund:
     return refund
 
 
+def abandon(refund_pk: int, reason: str = "") -> Refund:
+    """Mark a pending refund asked for here ``failed`` by hand, once ATH Móvil shows that it never happened
+    (ATH Business lists no such refund, or the request was turned away before it reached ATH, such as an
+    HTML 403 from outside Puerto Rico): what it held back is refundable again. ``reason`` is kept on it.
+    Raises :class:`RefundError` for a refund that does not exist, is not pending, or was not asked for
+    here. Never asks ATH Móvil: ``athm refund --check`` does."""
+    try:
+        return processor.abandon_requested_refund(refund_pk, reason or "ATH Móvil shows it never happened")
+    except ValueError as exc:
+        raise RefundError(str(exc)) from None
+
+
+@sensitive_variables("private_token")
 def _tokens() -> tuple[str, str]:
     public_token = athm_settings.ATHM_PUBLIC_TOKEN.strip()
     private_token = athm_settings.ATHM_PRIVATE_TOKEN.strip()
@@ -201,13 +235,6 @@ def _complete(pending: Refund, answer: Any) -> Refund:
         return _left_pending(pending, "ATH Móvil answered without the refund it made")
     original = original if isinstance(original, dict) else {}
     original_reference = _text(original.get("referenceNumber"))
-    if original_reference and original_reference != pending.payment.reference_number:
-        log.warning(
-            "refund %s: ATH Móvil names original transaction %s, not payment %s's",
-            pending.pk,
-            original_reference,
-            pending.payment_id,
-        )
     try:
         when = read_date(made, "date")
     except PayloadError:
@@ -221,9 +248,22 @@ def _complete(pending: Refund, answer: Any) -> Refund:
         pending.pk,
         reference_number=_text(made.get("referenceNumber")),
         original_reference_number=original_reference,
+        amount=_answered_amount(made),
         daily_transaction_id=daily,
         transaction_date=when,
     )
+
+
+def _answered_amount(made: dict) -> Decimal | None:
+    """The amount ATH's answer says it refunded (``refundedAmount``, else ``amount`` or ``total``), exact
+    to the cent as the webhooks' amounts are read; ``None`` when it gives none that can be read."""
+    for name in ("refundedAmount", "amount", "total"):
+        if made.get(name) not in (None, ""):
+            try:
+                return read_amount(made[name], name)
+            except PayloadError:
+                return None
+    return None
 
 
 def _text(value: Any) -> str:

@@ -76,9 +76,20 @@ def success(amount: str, *, refund_reference: str = REFUND_REFERENCE, daily: str
     }
 
 
+def now_in_puerto_rico() -> str:
+    return timezone.now().astimezone(PUERTO_RICO).strftime("%Y-%m-%d %H:%M:%S")
+
+
 def refund_webhook(amount: str, reference: str = REFERENCE, **changes: Any) -> str:
+    """ATH's Refund Sent webhook for a refund made now, of ``amount``, naming ``reference``."""
     return json.dumps(
-        {**sample_data("refund_sent.production"), "referenceNumber": reference, "total": amount, **changes}
+        {
+            **sample_data("refund_sent.production"),
+            "referenceNumber": reference,
+            "total": amount,
+            "date": now_in_puerto_rico(),
+            **changes,
+        }
     )
 
 
@@ -179,8 +190,9 @@ def test_refunds_pending_count_against_what_is_refundable(ath, payment):
     with pytest.raises(refunds.RefundPending):
         refunds.refund(payment, "20.00")
 
-    with pytest.raises(refunds.RefundError, match=r"more than the 6.00 still refundable.*pending 20.00"):
-        refunds.refund(payment, "7.00")
+    assert refunds.refundable(payment) == Decimal("6.00")
+    with pytest.raises(refunds.RefundError, match="still pending"):
+        refunds.refund(payment, "1.00")
     assert len(ath.requests_to(REFUND_PATH)) == 1
     assert Refund.objects.count() == 1
 
@@ -288,12 +300,11 @@ def test_a_pending_refund_of_another_amount_is_not_taken_by_the_webhook(ath, pay
 
 def report_refund(amount: str, reference: str = REFERENCE, daily: int | None = 12) -> dict[str, Any]:
     """A Refund Sent row of ATH's transaction report, made now (Puerto Rico time)."""
-    now = timezone.now().astimezone(PUERTO_RICO).strftime("%Y-%m-%d %H:%M:%S")
     row = {
         **sample_data("refund_sent.production"),
         "referenceNumber": reference,
         "total": amount,
-        "date": now,
+        "date": now_in_puerto_rico(),
     }
     row.pop("totalRefundedAmount", None)
     row.pop("dailyTransactionID", None)
@@ -407,6 +418,279 @@ def test_after_the_answer_and_the_webhook_the_report_s_row_is_the_same_refund(at
     assert refund.status == "completed"
     payment.refresh_from_db()
     assert payment.total_refunded_amount == Decimal("5.00")
+
+
+# --- each delivery matched to the refund it reports, never to another ----------------------------------
+
+
+def test_an_app_refund_of_the_same_amount_is_not_taken_for_an_answered_one(
+    ath, payment, signal_log, lambda_handler
+):
+    """ATH's answer gave daily id 9: a Refund Sent naming the payment with daily id 12 is another refund
+    (made in the ATH Business app), recorded and announced, never swallowed as a copy of ours."""
+    ath.answer(REFUND_PATH, 200, success("5.00", daily="0009"))
+    ours = refunds.refund(payment, "5.00")
+
+    lambda_handler.post(refund_webhook("5.00", dailyTransactionID="12"))  # the app's
+    lambda_handler.post(refund_webhook("5.00", dailyTransactionID="9"))  # ours
+
+    assert [e.outcome for e in WebhookEvent.objects.order_by("pk")] == ["applied", "duplicate"]
+    app = Refund.objects.exclude(pk=ours.pk).get()
+    assert (app.amount, app.daily_transaction_id, app.payment_id) == (Decimal("5.00"), 12, payment.pk)
+    assert [s["refund"].pk for s in refund_signals(signal_log)] == [ours.pk, app.pk]
+    payment.refresh_from_db()
+    assert payment.total_refunded_amount == Decimal("10.00")
+
+
+def test_an_app_refund_long_after_an_answered_one_without_a_daily_id_is_its_own(
+    ath, payment, signal_log, lambda_handler
+):
+    answer = success("5.00")
+    del answer["data"]["refund"]["dailyTransactionId"]
+    ath.answer(REFUND_PATH, 200, answer)
+    ours = refunds.refund(payment, "5.00")
+    Refund.objects.filter(pk=ours.pk).update(requested_at=timezone.now() - timezone.timedelta(days=2))
+
+    lambda_handler.post(refund_webhook("5.00"))  # made now: not the refund asked for two days ago
+
+    assert Refund.objects.count() == 2
+    assert len(refund_signals(signal_log)) == 2
+    payment.refresh_from_db()
+    assert payment.total_refunded_amount == Decimal("10.00")
+
+
+def test_an_unanswered_refund_is_settled_by_a_webhook_naming_its_own_reference(
+    ath, payment, signal_log, lambda_handler
+):
+    ath.answer(REFUND_PATH, close=True)
+    with pytest.raises(refunds.RefundPending):
+        refunds.refund(payment, "5.00")
+
+    # The webhook names the refund's own reference number, which only ATH's lost answer said.
+    assert lambda_handler.post(refund_webhook("5.00", REFUND_REFERENCE)).status == 200
+    lambda_handler.post(refund_webhook("5.00", REFUND_REFERENCE))  # its redelivery
+
+    [refund] = Refund.objects.all()
+    assert refund.status == Refund.Status.COMPLETED and refund.claimed
+    assert (refund.payment_id, refund.refund_reference_number) == (payment.pk, REFUND_REFERENCE)
+    assert [e.outcome for e in WebhookEvent.objects.order_by("pk")] == ["applied", "duplicate"]
+    assert [s["refund"].pk for s in refund_signals(signal_log)] == [refund.pk]
+    payment.refresh_from_db()
+    assert payment.total_refunded_amount == Decimal("5.00")
+
+
+def test_a_webhook_of_another_customer_does_not_settle_an_unanswered_refund(
+    ath, payment, signal_log, lambda_handler
+):
+    Payment.objects.filter(pk=payment.pk).update(phone_number="7875550199")
+    ath.answer(REFUND_PATH, close=True)
+    with pytest.raises(refunds.RefundPending):
+        refunds.refund(payment, "5.00")
+
+    lambda_handler.post(refund_webhook("5.00", REFUND_REFERENCE, phoneNumber="(787) 555-0102"))
+
+    assert Refund.objects.get(requested_at__isnull=False).status == Refund.Status.PENDING
+    waiting = Refund.objects.get(requested_at__isnull=True)
+    assert waiting.payment is None  # kept, unlinked, visible: not guessed onto our payment
+
+
+def test_a_second_refund_of_a_payment_waits_for_the_unanswered_one(ath, payment, signal_log):
+    """Two unanswered refunds of one payment could not be told apart by ATH's deliveries: refused."""
+    ath.answer(REFUND_PATH, close=True)
+    with pytest.raises(refunds.RefundPending):
+        refunds.refund(payment, "5.00")
+    first = Refund.objects.get()
+
+    with pytest.raises(refunds.RefundError, match=rf"refund {first.pk} of 5.00 is still pending"):
+        refunds.refund(payment, "5.00")
+
+    assert len(ath.requests_to(REFUND_PATH)) == 1
+    assert Refund.objects.count() == 1
+
+
+def test_unanswered_refunds_of_one_amount_for_two_payments_are_not_guessed_between(
+    ath, payment, signal_log, lambda_handler
+):
+    other = Payment.objects.create(
+        transaction_type=Payment.TransactionType.ECOMMERCE,
+        status=Payment.Status.COMPLETED,
+        ecommerce_id="another-checkout",
+        reference_number="215070555-another",
+        total=Decimal("9.00"),
+    )
+    ath.answer(REFUND_PATH, close=True)
+    for each in (payment, other):
+        with pytest.raises(refunds.RefundPending):
+            refunds.refund(each, "5.00")
+
+    lambda_handler.post(refund_webhook("5.00", REFUND_REFERENCE))
+
+    assert list(Refund.objects.filter(requested_at__isnull=False).values_list("status", flat=True)) == [
+        "pending",
+        "pending",
+    ]
+    assert Refund.objects.get(requested_at__isnull=True).payment is None
+    assert refund_signals(signal_log) == []
+
+
+def test_the_answer_naming_a_refund_kept_unlinked_takes_it_over(ath, payment, signal_log, lambda_handler):
+    """The webhook came first and could not be matched (two unanswered refunds of that amount): ATH's
+    answer, naming its reference number, ties it to our refund: one refund, announced once."""
+    other = Payment.objects.create(
+        transaction_type=Payment.TransactionType.ECOMMERCE,
+        status=Payment.Status.COMPLETED,
+        ecommerce_id="another-checkout",
+        reference_number="215070555-another",
+        total=Decimal("9.00"),
+    )
+    ath.answer(REFUND_PATH, close=True)
+    with pytest.raises(refunds.RefundPending):
+        refunds.refund(other, "5.00")
+
+    def webhook_first(body: Any) -> Answer:
+        webhook = refund_webhook("5.00", REFUND_REFERENCE)
+        try:
+            processor.process(parse(webhook), raw_body=webhook)
+        finally:
+            connection.close()
+        return Answer(200, success("5.00"))
+
+    ath.answer_by(REFUND_PATH, webhook_first)
+    made = refunds.refund(payment, "5.00")
+
+    mine = Refund.objects.filter(payment=payment)
+    [refund] = mine
+    assert refund.pk == made.pk and refund.status == "completed" and refund.claimed
+    assert refund.refund_reference_number == REFUND_REFERENCE
+    assert not Refund.objects.filter(payment__isnull=True).exists()  # no orphan left
+    assert WebhookEvent.objects.get().refund_id == refund.pk
+    assert [s["refund"].pk for s in refund_signals(signal_log)] == [refund.pk]
+    payment.refresh_from_db()
+    assert payment.total_refunded_amount == Decimal("5.00")
+    assert Refund.objects.get(payment=other).status == "pending"
+
+
+def test_check_settles_an_unanswered_refund_whose_report_row_names_its_own_reference(
+    ath, payment, signal_log
+):
+    ath.answer(REFUND_PATH, close=True)
+    with pytest.raises(refunds.RefundPending):
+        refunds.refund(payment, "5.00")
+    pending = Refund.objects.get()
+    ath.answer(REPORT_PATH, 200, [report_refund("5.00", REFUND_REFERENCE)])
+
+    text = run("--check", str(pending.pk))
+
+    pending.refresh_from_db()
+    assert pending.status == "completed" and "completed" in text
+    assert len(refund_signals(signal_log)) == 1
+
+
+# --- what ATH's answer says otherwise -----------------------------------------------------------------
+
+
+def test_an_answer_with_another_amount_records_ath_s_and_flags_it(ath, payment, signal_log):
+    ath.answer(REFUND_PATH, 200, success("4.00"))
+
+    made = refunds.refund(payment, "5.00")
+
+    made.refresh_from_db()
+    assert made.amount == Decimal("4.00")  # what moved at ATH Móvil
+    payment.refresh_from_db()
+    assert payment.total_refunded_amount == Decimal("4.00")
+    assert [a["kind"] for a in payment.anomalies] == ["refund_amount_differs"]
+    assert "5.00" in payment.anomalies[0]["detail"] and "4.00" in payment.anomalies[0]["detail"]
+    assert len(refund_signals(signal_log)) == 1
+
+
+def test_an_answer_naming_another_original_transaction_is_flagged(ath, payment, signal_log):
+    answer = success("5.00")
+    answer["data"]["originalTransaction"]["referenceNumber"] = "215070000-someone-else"
+    ath.answer(REFUND_PATH, 200, answer)
+
+    refunds.refund(payment, "5.00")
+
+    payment.refresh_from_db()
+    assert [a["kind"] for a in payment.anomalies] == ["refund_of_other_transaction"]
+    assert "215070000-someone-else" in payment.anomalies[0]["detail"]
+
+
+# --- a refund that certainly never happened --------------------------------------------------------------
+
+
+def test_a_pending_refund_can_be_marked_failed_when_ath_shows_it_never_happened(ath, payment, monkeypatch):
+    ath.answer(REFUND_PATH, 403, raw=b"<html>Forbidden</html>")  # ATH's firewall outside Puerto Rico
+    with pytest.raises(refunds.RefundPending):
+        refunds.refund(payment, "5.00")
+    pending = Refund.objects.get()
+    assert refunds.refundable(payment) == Decimal("21.00")
+
+    monkeypatch.setattr("builtins.input", lambda prompt: "n")
+    with pytest.raises(CommandError, match="not confirmed"):
+        run("--fail", str(pending.pk), "--reason", "ATH Business shows no refund")
+    text = run("--fail", str(pending.pk), "--reason", "ATH Business shows no refund", "--yes")
+
+    pending.refresh_from_db()
+    assert pending.status == Refund.Status.FAILED and "ATH Business shows no refund" in pending.error
+    assert f"refund {pending.pk}" in text and "failed" in text
+    assert refunds.refundable(payment) == Decimal("26.00")
+    with pytest.raises(CommandError, match="not pending"):
+        run("--fail", str(pending.pk), "--yes")
+
+
+# --- what a refund refuses to do -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "amount", ["1e2", "1e1000000", "\uff11\uff10", "٣", "+5", "5,00", " 5.00x", "NaN", "inf"]
+)
+def test_amounts_are_plain_dollars_and_cents(amount):
+    with pytest.raises(ValueError, match="amount"):
+        refunds.parse_amount(amount)
+
+
+@pytest.mark.parametrize(
+    ("text", "amount"),
+    [
+        ("5", "5.00"),
+        ("10.", "10.00"),
+        (".5", "0.50"),
+        ("5.5", "5.50"),
+        (" 12.34 ", "12.34"),
+        (Decimal("3"), "3.00"),
+    ],
+)
+def test_amounts_that_are_dollars_and_cents(text, amount):
+    assert refunds.parse_amount(text) == Decimal(amount)
+
+
+def test_inside_a_transaction_nothing_is_sent_or_written(ath, payment):
+    """The pending refund must be committed before ATH is asked: inside the caller's transaction a rollback
+    would lose it after money moved."""
+    from django.db import transaction
+
+    with transaction.atomic(), pytest.raises(refunds.RefundError, match="outside a transaction"):
+        refunds.refund(payment, "5.00")
+    assert ath.requests == [] and not Refund.objects.exists()
+
+
+def test_the_private_token_is_not_in_django_s_error_report(ath, payment, monkeypatch):
+    import sys
+
+    from django.views.debug import ExceptionReporter
+
+    def database_gone(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setattr(processor, "request_refund", database_gone)
+    try:
+        refunds.refund(payment, "5.00")
+    except RuntimeError:
+        report = ExceptionReporter(None, *sys.exc_info())
+        assert PRIVATE not in report.get_traceback_text()
+        assert PRIVATE not in report.get_traceback_html()
+    else:
+        pytest.fail("the refund went on without its database")
 
 
 # --- athm refund -----------------------------------------------------------------------------------------

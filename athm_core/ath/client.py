@@ -11,7 +11,8 @@ answer in time). The eCommerce calls (findPayment, refund) live on another host 
 ``ATHM_PAYMENTS_API_BASE_URL`` beside ``ATHM_API_BASE_URL``.
 
 The private token is a credential: nothing here logs, and no exception message carries it, even when
-ATH Móvil's own error message quotes it back.
+ATH Móvil's own error message quotes it back; the functions that hold it or ATH's raw answers mark their
+variables sensitive, so that Django's error reports (the mail to ``ADMINS``) leave them out.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
+from django.views.decorators.debug import sensitive_variables
 
 from athm_core.conf import athm_settings
 from athm_core.events import EventType
@@ -85,6 +87,7 @@ class AthmApiError(Exception):
         return f"ATH Móvil: {self.message}" + (f" ({origin})" if origin else "")
 
 
+@sensitive_variables()
 def register_webhook(
     listener_url: str, *, events: Iterable[str], public_token: str, private_token: str
 ) -> Any:
@@ -110,6 +113,7 @@ def find_payment(ecommerce_id: str, *, public_token: str, timeout: float | None 
     )
 
 
+@sensitive_variables()
 def transaction_report(
     from_date: datetime, to_date: datetime, *, public_token: str, private_token: str
 ) -> list[Any]:
@@ -139,6 +143,7 @@ def transaction_report(
     return body
 
 
+@sensitive_variables()
 def refund(
     reference_number: str,
     amount: Decimal,
@@ -201,6 +206,7 @@ def endpoint(path: str, base_url: str | None = None) -> str:
     return (base_url or athm_settings.ATHM_API_BASE_URL).rstrip("/") + path
 
 
+@sensitive_variables()
 def _request(
     method: str,
     path: str,
@@ -284,6 +290,7 @@ def _read_quietly(response: Any) -> bytes:
         return b""
 
 
+@sensitive_variables()
 def _parse(status: int, raw: bytes, secrets: Secrets) -> Any:
     # ATH Móvil does not document the success body of every endpoint: an empty one is a plain success.
     if not raw.strip():
@@ -294,6 +301,7 @@ def _parse(status: int, raw: bytes, secrets: Secrets) -> Any:
         raise AthmApiError(f"the answer is not JSON: {_quote(raw, secrets)!r}", status=status) from None
 
 
+@sensitive_variables()
 def _error_from_answer(status: int, raw: bytes, secrets: Secrets) -> AthmApiError:
     try:
         body = json.loads(raw) if raw.strip() else {}
@@ -335,6 +343,7 @@ def _error_marker(body: Any, *, failed: bool = False) -> tuple[str | None, str] 
     return None
 
 
+@sensitive_variables()
 def _api_error(marker: tuple[str | None, str], status: int, secrets: Secrets) -> AthmApiError:
     code, message = marker
     return AthmApiError(
@@ -342,12 +351,14 @@ def _api_error(marker: tuple[str | None, str], status: int, secrets: Secrets) ->
     )
 
 
+@sensitive_variables()
 def _quote(raw: bytes, secrets: Secrets) -> str:
     # Blanked before it is cut, so that no piece of a secret survives at the cut.
     text = _blank(raw.decode("utf-8", "replace").strip(), secrets)
     return text if len(text) <= _QUOTE_LIMIT else text[:_QUOTE_LIMIT] + "…"
 
 
+@sensitive_variables()
 def _blank(text: str, secrets: Secrets) -> str:
     for secret in secrets:
         if secret:

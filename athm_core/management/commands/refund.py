@@ -1,13 +1,15 @@
 """``athm refund``: refund a payment through ATH Móvil's refund API, or ask what became of a pending one.
 
 The work is :func:`athm_core.refunds.refund` (refusals before anything is sent, the refund recorded
-pending before the call, completed from ATH's answer) and :func:`athm_core.refunds.check` (``--check``:
-ATH's transaction report for the refund's day). The tokens come from the settings ``ATHM_PUBLIC_TOKEN``
-and ``ATHM_PRIVATE_TOKEN``, never from an option; neither is printed.
+pending before the call, completed from ATH's answer), :func:`athm_core.refunds.check` (``--check``:
+ATH's transaction report for the refund's day) and :func:`athm_core.refunds.abandon` (``--fail``: a
+pending refund that ATH Móvil shows never happened, marked failed by hand). The tokens come from the
+settings ``ATHM_PUBLIC_TOKEN`` and ``ATHM_PRIVATE_TOKEN``, never from an option; neither is printed.
 """
 
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
+from django.utils import timezone
 
 from athm_core import refunds
 from athm_core.ath.client import AthmApiError
@@ -18,7 +20,9 @@ class Command(BaseCommand):
     help = (
         "Refund a completed payment (by its id or reference number) through ATH Móvil: all that is still "
         "refundable, or --amount. Asks for confirmation, showing the refundable amount, unless --yes. "
-        "--check PENDING_ID asks ATH Móvil's transaction report what became of a refund left pending."
+        "--check PENDING_ID asks ATH Móvil's transaction report what became of a refund left pending; "
+        "--fail PENDING_ID marks one failed that ATH Móvil shows never happened (ATH Business lists no such "
+        "refund), so that its amount is refundable again."
     )
 
     def add_arguments(self, parser):
@@ -33,12 +37,23 @@ class Command(BaseCommand):
         parser.add_argument(
             "--check", type=int, metavar="PENDING_ID", help="settle a pending refund from ATH Móvil's report"
         )
+        parser.add_argument(
+            "--fail",
+            type=int,
+            metavar="PENDING_ID",
+            help="mark a pending refund failed: only once ATH Business shows it never happened",
+        )
+        parser.add_argument("--reason", default="", help="with --fail: how you know it never happened")
 
-    def handle(self, *args, payment, amount, message, yes, check, **options):
+    def handle(self, *args, payment, amount, message, yes, check, fail, reason, **options):
+        if check is not None and fail is not None:
+            raise CommandError("--check or --fail, not both")
+        if (check is not None or fail is not None) and payment:
+            raise CommandError("--check and --fail take a refund id, and no payment")
         if check is not None:
-            if payment:
-                raise CommandError("--check takes a refund id, and no payment")
             return self._check(check)
+        if fail is not None:
+            return self._fail(fail, reason, yes)
         if not payment:
             raise CommandError("name the payment to refund: its id or its reference number")
         found = _payment(payment)
@@ -53,11 +68,7 @@ class Command(BaseCommand):
         )
         if not yes:
             what = f"{left} (all still refundable)" if wanted is None else str(wanted)
-            try:
-                answer = input(f"Refund {what} through ATH Móvil? [y/N] ")
-            except EOFError:
-                answer = ""
-            if answer.strip().lower() not in {"y", "yes"}:
+            if not _confirmed(f"Refund {what} through ATH Móvil? [y/N] "):
                 raise CommandError("not confirmed: nothing was sent to ATH Móvil")
         try:
             made = refunds.refund(found, wanted, message)
@@ -89,6 +100,42 @@ class Command(BaseCommand):
             f"refund {pk} is {refund.status}: {refund.amount} of payment {refund.payment_id}, reference "
             f"number {refund.reference_number} in ATH Móvil's report"
         )
+
+    def _fail(self, pk: int, reason: str, yes: bool) -> None:
+        refund = Refund.objects.filter(pk=pk).first()
+        if refund is None or refund.status != Refund.Status.PENDING or refund.requested_at is None:
+            try:
+                refunds.abandon(pk, reason)  # says why not
+            except refunds.RefundError as exc:
+                raise CommandError(str(exc)) from None
+        self.stdout.write(
+            f"refund {pk}: {refund.amount} of payment {refund.payment_id}, asked for "
+            f"{timezone.localtime(refund.requested_at):%Y-%m-%d %H:%M}, pending: "
+            f"{refund.error or 'no answer from ATH Móvil'}"
+        )
+        if not yes:
+            question = (
+                "Mark it failed? Only if ATH Business lists no such refund: if it was made, the customer has "
+                "the money and it will no longer be counted. [y/N] "
+            )
+            if not _confirmed(question):
+                raise CommandError("not confirmed: refund still pending")
+        try:
+            failed = refunds.abandon(pk, reason)
+        except refunds.RefundError as exc:
+            raise CommandError(str(exc)) from None
+        self.stdout.write(
+            f"refund {pk} marked failed; payment {failed.payment_id} refundable again: "
+            f"{refunds.refundable(failed.payment)}"
+        )
+
+
+def _confirmed(question: str) -> bool:
+    try:
+        answer = input(question)
+    except EOFError:
+        answer = ""
+    return answer.strip().lower() in {"y", "yes"}
 
 
 def _payment(name: str) -> Payment:
