@@ -557,8 +557,9 @@ def request_refund(payment_pk: int, amount: Decimal | None, message: str) -> tup
             # deliveries: one at a time.
             return None, (
                 f"refund {unanswered.pk} of {unanswered.amount} is still pending at ATH Móvil (asked "
-                f"{timezone.localtime(unanswered.requested_at):%Y-%m-%d %H:%M}, no answer): settle it first "
-                f"with `athm refund --check {unanswered.pk}`"
+                f"{timezone.localtime(unanswered.requested_at):%Y-%m-%d %H:%M}, not answered yet): one "
+                f"refund of a payment at a time; if it stays pending, settle it with "
+                f"`athm refund --check {unanswered.pk}`"
             )
         left = refundable(payment)
         amount = left if amount is None else amount
