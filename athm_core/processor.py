@@ -29,7 +29,7 @@ from functools import partial
 from typing import Any
 
 from django.db import IntegrityError, OperationalError, connection, transaction
-from django.db.models import Exists, OuterRef, QuerySet, Sum
+from django.db.models import Exists, OuterRef, Q, QuerySet, Sum
 from django.utils import timezone
 
 from athm_core import dispatch, outbox
@@ -919,16 +919,24 @@ def _corrections(payment: Payment, event: AthmEvent) -> str:
 def same_refund(event: AthmEvent) -> Refund | None:
     """The refund recorded for a refund event: by its idempotency key, or else (a copy under another date,
     a webhook dated otherwise than the report's row) the one of the same reference number, amount and daily
-    id on the same Puerto Rico day, which is the same refund at ATH (its daily id is unique in a day)."""
+    id on the same Puerto Rico day, which is the same refund at ATH (its daily id is unique in a day). A
+    refund asked for here answers to its payment's reference number and to its own."""
     refunds = Refund.objects.select_related("payment")
     refund = _one(refunds.filter(idempotency_key=event.idempotency_key))
     when = event.effective_date
     if refund is not None or event.daily_transaction_id is None or when is None:
         return refund
     day = when.astimezone(PUERTO_RICO).replace(hour=0, minute=0, second=0, microsecond=0)
+    # A refund asked for here is known by both its numbers: a copy may name the one its first delivery
+    # did not (the payment's, or the refund's own from ATH's answer).
+    named = (
+        Q(reference_number=event.reference_number)
+        | Q(requested_at__isnull=False, refund_reference_number=event.reference_number)
+        | Q(requested_at__isnull=False, payment__reference_number=event.reference_number)
+    )
     return _one(
         refunds.filter(
-            reference_number=event.reference_number,
+            named,
             daily_transaction_id=event.daily_transaction_id,
             amount=event.total,
             transaction_date__gte=day,
