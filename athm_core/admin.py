@@ -352,7 +352,12 @@ class PaymentAdmin(ReadOnlyAdmin):
             for payment in payments:
                 left = refunds.refundable(payment)
                 rows.append(
-                    {"payment": payment, "refundable": left, "pending": payment.refundable_amount - left}
+                    {
+                        "payment": payment,
+                        "refundable": left,
+                        "pending": payment.refundable_amount - left,
+                        "refunds_seen": _refunds_of(payment),
+                    }
                 )
             context = {
                 **self.admin_site.each_context(request),
@@ -368,6 +373,17 @@ class PaymentAdmin(ReadOnlyAdmin):
             return None
         message = request.POST.get("message", "")
         for payment in payments:
+            seen = request.POST.get(f"refunds_seen_{payment.pk}")
+            if seen != str(_refunds_of(payment)):
+                # A second submit of the page (a double click, the back button), or a refund made since it
+                # was shown: what the page said is no longer true, so nothing is sent.
+                self.message_user(
+                    request,
+                    f"payment {payment} not refunded: its refunds changed since the confirmation page was "
+                    f"shown (or the page was sent twice); nothing was sent, select it again to see them",
+                    messages.ERROR,
+                )
+                continue
             try:
                 refund = refunds.refund(payment, amount, message)
             except refunds.RefundPending as exc:
@@ -382,6 +398,12 @@ class PaymentAdmin(ReadOnlyAdmin):
                     messages.SUCCESS,
                 )
         return None
+
+
+def _refunds_of(payment: Payment) -> int:
+    """How many refunds of ``payment`` are recorded, whatever their state: shown with the refund action's
+    confirmation page and compared when it is sent, so that one page refunds at most once."""
+    return Refund.objects.filter(payment=payment).count()
 
 
 @admin.register(Refund)

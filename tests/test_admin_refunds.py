@@ -62,17 +62,27 @@ page = client.post(url, {"action": "refund_selected", "_selected_action": [first
 result["confirm"] = [page.status_code, page.content.decode()]
 result["refunds_after_confirm_page"] = Refund.objects.count()
 
+# What the confirmation page carries: how many refunds each payment had when it was shown.
+result["seen_fields"] = [f'name="refunds_seen_{p.pk}" value="{n}"' in result["confirm"][1]
+                         for p, n in ((first, 1), (second, 0))]
 page = client.post(url, {"action": "refund_selected", "_selected_action": [first.pk], "post": "yes",
-                         "amount": "1.00", "message": "sorry"}, follow=True)
+                         f"refunds_seen_{first.pk}": "1", "amount": "1.00", "message": "sorry"}, follow=True)
 result["while_pending"] = [str(m) for m in page.context["messages"]]
 page = client.post(url, {"action": "refund_selected", "_selected_action": [second.pk], "post": "yes",
-                         "amount": "10.01", "message": "sorry"}, follow=True)
+                         f"refunds_seen_{second.pk}": "0", "amount": "10.01", "message": "sorry"},
+                   follow=True)
 result["too_much"] = [str(m) for m in page.context["messages"]]
 page = client.post(url, {"action": "refund_selected", "_selected_action": [second.pk], "post": "yes",
                          "amount": "5.00", "message": "sorry"}, follow=True)
+result["not_from_the_page"] = [str(m) for m in page.context["messages"]]
+confirmed = {"action": "refund_selected", "_selected_action": [second.pk], "post": "yes",
+             f"refunds_seen_{second.pk}": "0", "amount": "5.00", "message": "sorry"}
+page = client.post(url, confirmed, follow=True)
 result["made"] = [str(m) for m in page.context["messages"]]
-page = client.post(url, {"action": "refund_selected", "_selected_action": [open_one.pk], "post": "yes"},
-                   follow=True)
+page = client.post(url, confirmed, follow=True)  # the same page sent again: a double click
+result["sent_twice"] = [str(m) for m in page.context["messages"]]
+page = client.post(url, {"action": "refund_selected", "_selected_action": [open_one.pk], "post": "yes",
+                         f"refunds_seen_{open_one.pk}": "0"}, follow=True)
 result["open"] = [str(m) for m in page.context["messages"]]
 result["refunds"] = sorted(
     [str(r.amount), r.status, r.payment_id == first.pk] for r in Refund.objects.all()
@@ -129,6 +139,10 @@ def test_the_refund_action(outcome):
     assert any("not refunded: refund" in m and "is still pending" in m for m in result["while_pending"])
     assert any("not refunded: 10.01 is more than the 10.00 still refundable" in m for m in result["too_much"])
     assert any("refunded 5.00" in m and "215070999-admin-refund" in m for m in result["made"])
+    # One confirmation page refunds once: sent again, or not from the page, it sends nothing.
+    assert result["seen_fields"] == [True, True]
+    assert any("changed since the confirmation page" in m for m in result["sent_twice"])
+    assert any("changed since the confirmation page" in m for m in result["not_from_the_page"])
     assert any("only a completed payment can be refunded" in m for m in result["open"])
     requests = fake.requests_to(REFUND_PATH)
     assert [r.json["amount"] for r in requests] == ["5.00"]
