@@ -407,6 +407,12 @@ def _send_refund(event: AthmEvent) -> Transition:
         if transition is not None:
             return transition
     payment = _locked_payment(reference_number=event.reference_number)
+    if payment is not None:
+        # A copy of this refund under another key (the webhook and the report's row) may have committed
+        # while this delivery waited for the payment's lock: it is the same refund.
+        again = same_refund(event)
+        if again is not None and again.claimed and again.status == Refund.Status.COMPLETED:
+            return Transition(Outcome.DUPLICATE, again.payment, again)
     refund = Refund.objects.create(
         payment=payment,
         linked_at=timezone.now() if payment else None,
@@ -439,6 +445,9 @@ def _send_refund(event: AthmEvent) -> Transition:
 # after, ATH's slowest answer and then some. A Refund Sent dated outside is another refund.
 ASKED_BEFORE = timedelta(minutes=10)
 ASKED_AFTER = timedelta(hours=1)
+# How far from the date in ATH's answer a delivery naming the payment may be dated, when that answer gave no
+# daily id to tell the refund by.
+ANSWERED_WITHIN = timedelta(minutes=2)
 
 
 def requested_refund(event: AthmEvent) -> Refund | None:
@@ -449,7 +458,8 @@ def requested_refund(event: AthmEvent) -> Refund | None:
 
     1. the one ATH's answer named by the event's reference number (a refund's own number is unique);
     2. one of the payment the event names, unless it cannot be that refund: ATH's answer gave it another
-       daily transaction id, or the event is dated outside the hour around the request (the oldest);
+       daily transaction id, or the event is dated outside the hour around the request (or, when the
+       answer gave no daily id, more than two minutes from the answer's date) (the oldest);
     3. for a reference number nothing here knows (the refund's own, named by ATH's answer that never
        came): the one refund still pending with no answer of that amount, asked for around the event's date,
        whose payment's customer is the event's (phone digits, where both have them); none when two could
@@ -487,12 +497,32 @@ def requested_refund(event: AthmEvent) -> Refund | None:
 
 
 def _could_be(refund: Refund, event: AthmEvent) -> bool:
-    """Whether ``event`` can report the refund asked for: no other daily id, dated around the request."""
+    """Whether ``event`` can report the refund asked for: no other daily id than ATH's answer gave it, and
+    dated around the request; when ATH's answer gave no daily id, dated within minutes of the answer's own
+    date (otherwise an app refund of the same amount soon after could pass for it)."""
     daily = event.daily_transaction_id
     if daily is not None and refund.daily_transaction_id is not None and daily != refund.daily_transaction_id:
         return False
     when = event.effective_date
-    return when is None or refund.requested_at - ASKED_BEFORE <= when <= refund.requested_at + ASKED_AFTER
+    if when is None:
+        return True
+    if refund.refund_reference_number and refund.daily_transaction_id is None:
+        return abs(when - refund.transaction_date) <= ANSWERED_WITHIN
+    return refund.requested_at - ASKED_BEFORE <= when <= refund.requested_at + ASKED_AFTER
+
+
+def _is_copy(refund: Refund, event: AthmEvent) -> bool:
+    """Whether ``event`` reports the refund asked for that another delivery has matched already: it names
+    the refund's own number (from ATH's answer or that delivery), or the same daily id on the same day."""
+    if refund.refund_reference_number and event.reference_number == refund.refund_reference_number:
+        return True
+    when = event.effective_date
+    return (
+        event.daily_transaction_id is not None
+        and event.daily_transaction_id == refund.daily_transaction_id
+        and when is not None
+        and when.astimezone(PUERTO_RICO).date() == refund.transaction_date.astimezone(PUERTO_RICO).date()
+    )
 
 
 def _same_customer(payment: Payment | None, event: AthmEvent) -> bool:
@@ -504,13 +534,18 @@ def _same_customer(payment: Payment | None, event: AthmEvent) -> bool:
 def _claim_requested(pk: int, event: AthmEvent) -> Transition | None:
     """Match a Refund Sent ``event`` to the refund ``pk`` this system asked for: the refund takes the event's
     key (its redeliveries are duplicates) and details; a pending one is completed, with its ``refund_sent``;
-    one that ATH's answer completed already makes this delivery a duplicate. ``None`` when another delivery
-    matched it first (the caller records the event as a refund of its own)."""
+    one that ATH's answer completed already makes this delivery a duplicate, and so does one that another
+    delivery naming the same refund matched first. ``None`` when another delivery, of another refund,
+    matched it first, or it failed (the caller records the event as a refund of its own)."""
     payment_id = Refund.objects.filter(pk=pk).values_list("payment_id", flat=True).first()
     payment = _locked_payment(pk=payment_id)  # the payment before the refund, as everywhere
     refund = _one(Refund.objects.select_for_update().filter(pk=pk))
-    if payment is None or refund is None or refund.claimed or refund.status == Refund.Status.FAILED:
+    if payment is None or refund is None or refund.status == Refund.Status.FAILED:
         return None
+    if refund.claimed:
+        # Another delivery matched it while this one waited for the lock: the same refund named otherwise
+        # (a duplicate), or another refund.
+        return Transition(Outcome.DUPLICATE, payment, refund) if _is_copy(refund, event) else None
     refund.idempotency_key = event.idempotency_key
     refund.daily_transaction_id = event.daily_transaction_id or refund.daily_transaction_id
     # The number ATH's deliveries name it by (its copies, the report's row find it by that).
@@ -599,13 +634,17 @@ def complete_requested_refund(
 ) -> Refund:
     """Record ATH Móvil's answer to a refund this system asked for: the refund's own reference number, the
     original transaction's, the amount ATH says it refunded; and, if no delivery completed it first,
-    complete it with its ``refund_sent`` (delivered after the commit).
+    complete it with its ``refund_sent`` (delivered after the commit). Returns the refund.
 
-    A refund that ATH's Refund Sent webhook reported first under the refund's own reference number, kept
-    unlinked because it could not be told whose it was, is this one: it is taken over (its deliveries point
-    here, the unlinked row goes), so that the refund is recorded and announced once. An amount other than
-    the one asked for is recorded as ATH's (it is what moved) and flagged ``refund_amount_differs``; an
-    original transaction other than the payment's is flagged ``refund_of_other_transaction``.
+    A delivery of ATH's may have come first and been recorded as a refund of its own: under the refund's
+    own reference number (kept unlinked, since it could not be told whose it was), or under the payment's
+    with the daily id the answer gives (another amount than the one asked for). That refund is this one:
+    the answer's facts go onto it, it is tied to the payment if it was not (with its ``refund_sent``), and
+    the pending row goes, so that the refund is counted and announced once; it is the one returned. An
+    amount other than the one asked for is recorded as ATH's (it is what moved) and flagged
+    ``refund_amount_differs``; an original transaction other than the payment's is flagged
+    ``refund_of_other_transaction``. A refund marked failed by hand (``athm refund --fail``) that ATH
+    answers after all was made: it is completed like a pending one.
     """
     notices: list[Notice] = []
     messages: list[OutboxMessage] = []
@@ -613,73 +652,108 @@ def complete_requested_refund(
         payment_id = Refund.objects.filter(pk=pk).values_list("payment_id", flat=True).get()
         payment = _locked_payment(pk=payment_id)
         refund = Refund.objects.select_for_update().get(pk=pk)
+        asked = refund.amount
         refund.refund_reference_number = reference_number or refund.refund_reference_number
         refund.original_reference_number = original_reference_number or refund.original_reference_number
         if daily_transaction_id is not None and refund.daily_transaction_id is None:
             refund.daily_transaction_id = daily_transaction_id
-        anomalies = []
-        if amount is not None and amount != refund.amount:
-            anomalies.append(
-                _anomaly(
-                    "refund_amount_differs",
-                    f"refund {refund.pk}: asked for {refund.amount}, ATH Móvil answered {amount}",
-                )
-            )
-        if original_reference_number and original_reference_number != payment.reference_number:
-            anomalies.append(
-                _anomaly(
-                    "refund_of_other_transaction",
-                    f"refund {refund.pk}: ATH Móvil's answer names original transaction "
-                    f"{original_reference_number}, not this payment's {payment.reference_number}",
-                )
-            )
-        if refund.status != Refund.Status.COMPLETED:
-            # A refund marked failed cannot get here: ATH Móvil answered it once, with a refusal.
+        if refund.status == Refund.Status.COMPLETED:
+            refund.save()
+        else:
+            if refund.status == Refund.Status.FAILED:
+                log.warning("refund %s was marked failed, and ATH Móvil answers it was made", refund.pk)
             if amount is not None:
                 refund.amount = amount
-            if reference_number and not refund.claimed:
-                _take_over_unlinked(refund, reference_number)
-            refund.status = Refund.Status.COMPLETED
-            refund.error = ""
-            if transaction_date is not None and not refund.claimed:
-                refund.transaction_date = transaction_date
-            refund.save()
-            _add_refunds(payment, [refund])
-            anomalies += _refund_anomalies(payment, [refund])
-            notices = [refund_notice(refund, payment)]
-            _write_notices(notices, None)
+            twin = _recorded_twin(refund, payment)
+            if twin is not None:
+                notices = _fold_into(twin, refund, payment)
+                refund = twin
+            else:
+                refund.status = Refund.Status.COMPLETED
+                refund.error = ""
+                if transaction_date is not None:
+                    refund.transaction_date = transaction_date
+                refund.save()
+                _add_refunds(payment, [refund])
+                notices = [refund_notice(refund, payment)]
+                _write_notices(notices, None)
             messages = _write_outbox(notices, None, occurred_at=refund.transaction_date)
-        else:
-            refund.save()
+        anomalies = _answer_anomalies(refund, payment, asked, amount, original_reference_number)
+        if notices:
+            anomalies += _refund_anomalies(payment, [refund])
         if anomalies:
             _flag(payment, anomalies, EventType.REFUND_SENT)
     transaction.on_commit(partial(_deliver_after_commit, notices, messages))
     return refund
 
 
-def _take_over_unlinked(refund: Refund, reference_number: str) -> None:
-    """Make the (locked, unsaved) ``refund`` asked for here the one an unlinked refund recorded from ATH's
-    delivery under the refund's own ``reference_number`` is: of the same amount, it takes its key, its
-    details and its deliveries, and the unlinked row goes (it had no notice: nothing announced it)."""
-    unlinked = _one(
-        Refund.objects.select_for_update().filter(
-            reference_number=reference_number,
-            payment__isnull=True,
-            requested_at__isnull=True,
-            amount=refund.amount,
+def _answer_anomalies(
+    refund: Refund, payment: Payment, asked: Decimal, amount: Decimal | None, original_reference_number: str
+) -> list[dict]:
+    found = []
+    if amount is not None and amount != asked:
+        found.append(
+            _anomaly(
+                "refund_amount_differs", f"refund {refund.pk}: asked for {asked}, ATH Móvil answered {amount}"
+            )
         )
+    if original_reference_number and original_reference_number != payment.reference_number:
+        found.append(
+            _anomaly(
+                "refund_of_other_transaction",
+                f"refund {refund.pk}: ATH Móvil's answer names original transaction "
+                f"{original_reference_number}, not this payment's {payment.reference_number}",
+            )
+        )
+    return found
+
+
+def _recorded_twin(refund: Refund, payment: Payment) -> Refund | None:
+    """The refund a delivery of ATH's recorded for the (locked) pending ``refund`` before ATH's answer came,
+    if any, locked: heard of only (not asked for here), of the answered amount, recorded since the request,
+    unlinked or of this payment, under the refund's own number from the answer, or of this payment with the
+    answer's daily id (both unique at ATH: never another refund)."""
+    same = Q()
+    if refund.refund_reference_number:
+        same |= Q(reference_number=refund.refund_reference_number)
+    if refund.daily_transaction_id is not None:
+        same |= Q(payment=payment, daily_transaction_id=refund.daily_transaction_id)
+    if not same:
+        return None
+    return _one(
+        Refund.objects.select_for_update()
+        .filter(same, requested_at__isnull=True, amount=refund.amount)
+        .filter(Q(payment__isnull=True) | Q(payment=payment))
+        .filter(created_at__gte=refund.requested_at - ASKED_BEFORE)
     )
-    if unlinked is None:
-        return
-    WebhookEvent.objects.filter(refund=unlinked).update(refund=refund)
-    unlinked.delete()
-    refund.idempotency_key = unlinked.idempotency_key
-    refund.reference_number = unlinked.reference_number
-    refund.daily_transaction_id = unlinked.daily_transaction_id or refund.daily_transaction_id
-    refund.transaction_date = unlinked.transaction_date or refund.transaction_date
-    for name in ("name", "phone_number", "email"):
-        setattr(refund, name, getattr(refund, name) or getattr(unlinked, name))
-    log.info("refund %s: ATH Móvil's answer names unlinked refund %s, taken over", refund.pk, unlinked.pk)
+
+
+def _fold_into(twin: Refund, pending: Refund, payment: Payment) -> list[Notice]:
+    """Make ``twin`` (recorded from ATH's delivery) the refund asked for as ``pending`` (both locked): the
+    request's facts go onto it, ``pending`` goes (nothing points to it: no delivery, no notice). An unlinked
+    twin is tied to the payment and counted; returns its notice (written), none for a twin already counted
+    and announced."""
+    twin.requested_at = pending.requested_at
+    twin.refund_reference_number = pending.refund_reference_number or twin.refund_reference_number
+    twin.original_reference_number = pending.original_reference_number
+    twin.message = twin.message or pending.message
+    twin.daily_transaction_id = twin.daily_transaction_id or pending.daily_transaction_id
+    twin.status = Refund.Status.COMPLETED
+    log.info("refund %s: ATH Móvil's answer names refund %s, recorded from its delivery", pending.pk, twin.pk)
+    pending.delete()
+    if twin.payment_id is not None:
+        twin.save()
+        return []
+    twin.payment = payment
+    twin.linked_at = timezone.now()
+    twin.save()
+    _add_refunds(payment, [twin])
+    notices = [refund_notice(twin, payment)]
+    delivery = WebhookEvent.objects.filter(refund=twin, outcome=Outcome.APPLIED).values_list("pk", flat=True)
+    for notice in notices:
+        notice.webhook_event_id = next(iter(delivery), None)
+    _write_notices(notices, None)
+    return notices
 
 
 def fail_requested_refund(pk: int, error: str) -> Refund:
@@ -927,21 +1001,25 @@ def same_refund(event: AthmEvent) -> Refund | None:
     if refund is not None or event.daily_transaction_id is None or when is None:
         return refund
     day = when.astimezone(PUERTO_RICO).replace(hour=0, minute=0, second=0, microsecond=0)
-    # A refund asked for here is known by both its numbers: a copy may name the one its first delivery
-    # did not (the payment's, or the refund's own from ATH's answer).
-    named = (
-        Q(reference_number=event.reference_number)
-        | Q(requested_at__isnull=False, refund_reference_number=event.reference_number)
-        | Q(requested_at__isnull=False, payment__reference_number=event.reference_number)
-    )
     return _one(
         refunds.filter(
-            named,
+            named(event.reference_number),
             daily_transaction_id=event.daily_transaction_id,
             amount=event.total,
             transaction_date__gte=day,
             transaction_date__lt=day + timedelta(days=1),
         )
+    )
+
+
+def named(reference_number: str) -> Q:
+    """The refunds a delivery naming ``reference_number`` can be about: those recorded under it, and those
+    asked for here, which are known by both their numbers (a copy may name the one their first delivery
+    did not: the payment's, or the refund's own from ATH's answer)."""
+    return (
+        Q(reference_number=reference_number)
+        | Q(requested_at__isnull=False, refund_reference_number=reference_number)
+        | Q(requested_at__isnull=False, payment__reference_number=reference_number)
     )
 
 

@@ -43,6 +43,9 @@ log = logging.getLogger(__name__)
 CENT = Decimal("0.01")
 # ATH Móvil refuses a longer message (BTRA_0040).
 MESSAGE_LIMIT = 50
+# How long after a request its answer may still come (the refund call waits ``client.REFUND_TIMEOUT``):
+# no refund is marked failed by hand before.
+ANSWER_MAY_COME = timedelta(seconds=4 * client.REFUND_TIMEOUT)
 # The request id of the deliveries that ``check`` records from the transaction report.
 CHECK_REQUEST_ID = "refund-check"
 
@@ -185,8 +188,16 @@ def abandon(refund_pk: int, reason: str = "") -> Refund:
     """Mark a pending refund asked for here ``failed`` by hand, once ATH Móvil shows that it never happened
     (ATH Business lists no such refund, or the request was turned away before it reached ATH, such as an
     HTML 403 from outside Puerto Rico): what it held back is refundable again. ``reason`` is kept on it.
-    Raises :class:`RefundError` for a refund that does not exist, is not pending, or was not asked for
-    here. Never asks ATH Móvil: ``athm refund --check`` does."""
+    Raises :class:`RefundError` for a refund that does not exist, is not pending, was not asked for here,
+    or was asked for less than :data:`ANSWER_MAY_COME` ago. Never asks ATH Móvil: ``athm refund --check``
+    does."""
+    asked_at = Refund.objects.filter(pk=refund_pk).values_list("requested_at", flat=True).first()
+    if asked_at is not None and timezone.now() - asked_at < ANSWER_MAY_COME:
+        raise RefundError(
+            f"refund {refund_pk} was asked for {int((timezone.now() - asked_at).total_seconds())} s ago: ATH "
+            f"Móvil's answer may still be on its way. Wait {int(ANSWER_MAY_COME.total_seconds())} s from the "
+            f"request, and look in ATH Business first"
+        )
     try:
         return processor.abandon_requested_refund(refund_pk, reason or "ATH Móvil shows it never happened")
     except ValueError as exc:
@@ -256,13 +267,18 @@ def _complete(pending: Refund, answer: Any) -> Refund:
 
 def _answered_amount(made: dict) -> Decimal | None:
     """The amount ATH's answer says it refunded (``refundedAmount``, else ``amount`` or ``total``), exact
-    to the cent as the webhooks' amounts are read; ``None`` when it gives none that can be read."""
+    to the cent as the webhooks' amounts are read; ``None`` when it gives none that can be read or none
+    above zero (the amount asked for stands then)."""
     for name in ("refundedAmount", "amount", "total"):
         if made.get(name) not in (None, ""):
             try:
-                return read_amount(made[name], name)
+                amount = read_amount(made[name], name)
             except PayloadError:
+                amount = None
+            if amount is None or amount <= 0:
+                log.warning("ATH Móvil's refund answer has %s that is not an amount refunded: ignored", name)
                 return None
+            return amount
     return None
 
 

@@ -9,6 +9,8 @@ import io
 import json
 import logging
 import threading
+from dataclasses import replace
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -606,6 +608,161 @@ def test_the_webhook_and_the_report_may_name_the_refund_by_either_number(
     assert payment.total_refunded_amount == Decimal("5.00")
 
 
+@pytest.mark.parametrize(
+    ("webhook_names", "report_names"), [(REFUND_REFERENCE, REFERENCE), (REFERENCE, REFUND_REFERENCE)]
+)
+def test_a_report_row_without_a_daily_id_naming_the_other_number_is_the_same_refund(
+    ath, payment, signal_log, lambda_handler, webhook_names, report_names
+):
+    ath.answer(REFUND_PATH, 200, success("5.00", daily="12"))
+    made = refunds.refund(payment, "5.00")
+    lambda_handler.post(refund_webhook("5.00", webhook_names, dailyTransactionID="12"))
+    ath.answer(REPORT_PATH, 200, [report_refund("5.00", report_names, daily=None)])
+
+    call_command("reconcile", stdout=io.StringIO())
+
+    assert [r.pk for r in Refund.objects.all()] == [made.pk]
+    assert [s["refund"].pk for s in refund_signals(signal_log)] == [made.pk]
+    payment.refresh_from_db()
+    assert payment.total_refunded_amount == Decimal("5.00")
+
+
+def test_an_app_refund_does_not_take_an_answered_refund_without_a_daily_id(
+    ath, payment, signal_log, lambda_handler
+):
+    """ATH's answer gave no daily id: a Refund Sent naming the payment, dated away from the answer's date,
+    is not taken for ours; ours, when its webhook names its own number, is ours, tied to the payment."""
+    answer = success("5.00")
+    del answer["data"]["refund"]["dailyTransactionId"]
+    ath.answer(REFUND_PATH, 200, answer)  # dated 10:27:04 (Puerto Rico)
+    ours = refunds.refund(payment, "5.00")
+
+    lambda_handler.post(refund_webhook("5.00", REFERENCE, dailyTransactionID="12"))  # the app's, made now
+    lambda_handler.post(refund_webhook("5.00", REFUND_REFERENCE, dailyTransactionID="9"))  # ours
+
+    assert Refund.objects.filter(payment=payment).count() == 2
+    assert Refund.objects.get(pk=ours.pk).reference_number == REFUND_REFERENCE
+    assert len(refund_signals(signal_log)) == 2
+    payment.refresh_from_db()
+    assert payment.total_refunded_amount == Decimal("10.00")
+
+
+def test_another_amount_whose_webhook_came_before_the_answer_is_counted_once(ath, payment, signal_log):
+    """ATH refunded 4.00 of the 5.00 asked for; its webhook (naming the payment, with the daily id the
+    answer then gives) was recorded as a refund of its own: the answer makes that one the refund asked
+    for, never a second."""
+
+    def webhook_first(body: Any) -> Answer:
+        webhook = refund_webhook("4.00", dailyTransactionID="9")
+        try:
+            processor.process(parse(webhook), raw_body=webhook)
+        finally:
+            connection.close()
+        return Answer(200, success("4.00", daily="0009"))
+
+    ath.answer_by(REFUND_PATH, webhook_first)
+    made = refunds.refund(payment, "5.00")
+
+    [refund] = Refund.objects.all()
+    assert refund.pk == made.pk and refund.amount == Decimal("4.00") and refund.status == "completed"
+    assert refund.requested_at is not None and refund.refund_reference_number == REFUND_REFERENCE
+    assert [s["refund"].pk for s in refund_signals(signal_log)] == [refund.pk]
+    payment.refresh_from_db()
+    assert payment.total_refunded_amount == Decimal("4.00")
+    assert [a["kind"] for a in payment.anomalies] == ["refund_amount_differs"]
+
+
+@pytest.mark.parametrize("answered", ["0.00", 0, "-5.00", "abc"])
+def test_an_answer_without_a_positive_amount_keeps_the_amount_asked_for(ath, payment, signal_log, answered):
+    answer = success("5.00")
+    answer["data"]["refund"]["refundedAmount"] = answered
+    ath.answer(REFUND_PATH, 200, answer)
+
+    made = refunds.refund(payment, "5.00")
+
+    made.refresh_from_db()
+    assert (made.amount, made.status) == (Decimal("5.00"), "completed")
+    [sent] = refund_signals(signal_log)
+    assert sent["refund"].amount == Decimal("5.00")
+
+
+def test_a_refund_is_not_marked_failed_while_its_answer_may_still_come(ath, payment):
+    ath.answer(REFUND_PATH, close=True)
+    with pytest.raises(refunds.RefundPending):
+        refunds.refund(payment, "5.00")
+    pending = Refund.objects.get()
+
+    with pytest.raises(CommandError, match="answer may still be on its way"):
+        run("--fail", str(pending.pk), "--yes")
+
+    assert Refund.objects.get().status == "pending"
+
+
+def test_an_answer_after_the_refund_was_marked_failed_completes_it_once(ath, payment, signal_log):
+    def marked_failed_meanwhile(body: Any) -> Answer:
+        try:
+            pending = Refund.objects.get()
+            Refund.objects.filter(pk=pending.pk).update(requested_at=timezone.now() - timedelta(minutes=5))
+            refunds.abandon(pending.pk, "looked stuck")
+        finally:
+            connection.close()
+        return Answer(200, success("5.00"))
+
+    ath.answer_by(REFUND_PATH, marked_failed_meanwhile)
+    made = refunds.refund(payment, "5.00")
+
+    made.refresh_from_db()
+    assert made.status == "completed"  # ATH says it was made
+    assert len(refund_signals(signal_log)) == 1
+    payment.refresh_from_db()
+    assert payment.total_refunded_amount == Decimal("5.00")
+
+
+@pytest.mark.parametrize("asked_here", [True, False])
+def test_two_copies_of_one_refund_at_once_make_one(ath, payment, signal_log, monkeypatch, asked_here):
+    """The webhook and the report's row (two keys: the report dates it otherwise) of one refund, processed
+    at once: the second waits for the payment's lock, then sees the first's refund."""
+    if connection.vendor == "sqlite":
+        pytest.skip("row locks: PostgreSQL and MariaDB (SQLite runs one writer at a time)")
+    if asked_here:
+        ath.answer(REFUND_PATH, 200, success("5.00", daily="12"))
+        refunds.refund(payment, "5.00")
+    webhook = parse(
+        refund_webhook("5.00", REFUND_REFERENCE if asked_here else REFERENCE, dailyTransactionID="12")
+    )
+    row = replace(webhook, reference_number=REFERENCE, date=webhook.date + timedelta(seconds=3))
+    assert row.idempotency_key != webhook.idempotency_key
+    looked, committed = threading.Event(), threading.Event()
+    same_refund = processor.same_refund
+
+    def slow_same_refund(event: Any) -> Any:
+        found = same_refund(event)
+        if event is row and not looked.is_set():
+            looked.set()  # the row has looked and found nothing; the webhook goes now and commits first
+            assert committed.wait(10)
+        return found
+
+    monkeypatch.setattr(processor, "same_refund", slow_same_refund)
+
+    def webhook_now() -> None:
+        looked.wait(10)
+        try:
+            processor.process(webhook, raw_body="{}")
+        finally:
+            committed.set()
+            connections.close_all()
+
+    thread = threading.Thread(target=webhook_now)
+    thread.start()
+    processor.process(row, raw_body="{}")
+    thread.join(20)
+
+    assert Refund.objects.count() == 1
+    assert len(refund_signals(signal_log)) == 1
+    payment.refresh_from_db()
+    assert payment.total_refunded_amount == Decimal("5.00")
+
+
 # --- what ATH's answer says otherwise -----------------------------------------------------------------
 
 
@@ -644,6 +801,7 @@ def test_a_pending_refund_can_be_marked_failed_when_ath_shows_it_never_happened(
         refunds.refund(payment, "5.00")
     pending = Refund.objects.get()
     assert refunds.refundable(payment) == Decimal("21.00")
+    Refund.objects.filter(pk=pending.pk).update(requested_at=timezone.now() - timedelta(minutes=5))
 
     monkeypatch.setattr("builtins.input", lambda prompt: "n")
     with pytest.raises(CommandError, match="not confirmed"):

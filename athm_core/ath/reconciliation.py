@@ -246,7 +246,7 @@ def _stored(event: AthmEvent) -> Payment | Refund | None:
         # reference and daily number on the same Puerto Rico day is the same refund. A row without a daily
         # number: a refund of its reference number and amount on its day.
         day = event.effective_date.astimezone(PUERTO_RICO).date()
-        candidates = Refund.objects.filter(reference_number=event.reference_number)
+        candidates = Refund.objects.filter(processor.named(event.reference_number))
         if event.daily_transaction_id is not None:
             candidates = candidates.filter(daily_transaction_id=event.daily_transaction_id)
         else:
