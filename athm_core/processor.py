@@ -767,6 +767,17 @@ def fail_requested_refund(pk: int, error: str) -> Refund:
     return refund
 
 
+def not_pending_request(pk: int, refund: Refund | None) -> str:
+    """Why the refund ``pk`` (``refund``, as read) is not a pending refund asked for here, or ``""``."""
+    if refund is None:
+        return f"refund {pk} does not exist"
+    if refund.requested_at is None:
+        return f"refund {pk} was not asked for here: ATH Móvil reported it, so it happened"
+    if refund.status != Refund.Status.PENDING:
+        return f"refund {pk} is {refund.status}, not pending"
+    return ""
+
+
 def abandon_requested_refund(pk: int, reason: str) -> Refund:
     """Mark a pending refund this system asked for ``failed`` by hand, when ATH Móvil shows that it never
     happened (ATH Business lists no such refund, or the request was turned away before ATH's servers):
@@ -774,12 +785,9 @@ def abandon_requested_refund(pk: int, reason: str) -> Refund:
     not asked for here."""
     with transaction.atomic():
         refund = _one(Refund.objects.select_for_update().filter(pk=pk))
-        if refund is None:
-            raise ValueError(f"refund {pk} does not exist")
-        if refund.requested_at is None:
-            raise ValueError(f"refund {pk} was reported by ATH Móvil, not asked for here: it happened")
-        if refund.status != Refund.Status.PENDING:
-            raise ValueError(f"refund {pk} is {refund.status}, not pending: nothing to mark failed")
+        why_not = not_pending_request(pk, refund)
+        if why_not:
+            raise ValueError(why_not)
         refund.status = Refund.Status.FAILED
         refund.error = storable(f"marked failed by hand: {reason}".strip())
         refund.save(update_fields=["status", "error"])

@@ -149,12 +149,9 @@ def check(refund_pk: int) -> Refund:
     report does not list it). Raises :class:`RefundError` for a refund that is not one of ours or not
     pending, and :class:`~athm_core.ath.client.AthmApiError` when the report cannot be read."""
     refund = Refund.objects.select_related("payment").filter(pk=refund_pk).first()
-    if refund is None:
-        raise RefundError(f"refund {refund_pk} does not exist")
-    if refund.requested_at is None:
-        raise RefundError(f"refund {refund_pk} was not asked for here: ATH Móvil reported it, it is settled")
-    if refund.status != Refund.Status.PENDING:
-        raise RefundError(f"refund {refund_pk} is {refund.status}, not pending: nothing to check")
+    why_not = processor.not_pending_request(refund_pk, refund)
+    if why_not:
+        raise RefundError(f"{why_not}: nothing to check")
     public_token, private_token = _tokens()
     day = refund.requested_at.astimezone(PUERTO_RICO).date()
     end = min(datetime.combine(day + timedelta(days=1), time(23, 59, 59), PUERTO_RICO), timezone.now())

@@ -588,40 +588,23 @@ def test_check_settles_an_unanswered_refund_whose_report_row_names_its_own_refer
     assert len(refund_signals(signal_log)) == 1
 
 
+@pytest.mark.parametrize("report_daily", [12, None])
 @pytest.mark.parametrize(
     ("webhook_names", "report_names"), [(REFUND_REFERENCE, REFERENCE), (REFERENCE, REFUND_REFERENCE)]
 )
 def test_the_webhook_and_the_report_may_name_the_refund_by_either_number(
-    ath, payment, signal_log, lambda_handler, webhook_names, report_names
+    ath, payment, signal_log, lambda_handler, webhook_names, report_names, report_daily
 ):
+    """Whether or not the report's row carries the daily id."""
     ath.answer(REFUND_PATH, 200, success("5.00", daily="12"))
     made = refunds.refund(payment, "5.00")
     lambda_handler.post(refund_webhook("5.00", webhook_names, dailyTransactionID="12"))
-    ath.answer(REPORT_PATH, 200, [report_refund("5.00", report_names, daily=12)])
+    ath.answer(REPORT_PATH, 200, [report_refund("5.00", report_names, daily=report_daily)])
 
     call_command("reconcile", stdout=io.StringIO())
 
     [refund] = Refund.objects.all()
     assert refund.pk == made.pk
-    assert [s["refund"].pk for s in refund_signals(signal_log)] == [made.pk]
-    payment.refresh_from_db()
-    assert payment.total_refunded_amount == Decimal("5.00")
-
-
-@pytest.mark.parametrize(
-    ("webhook_names", "report_names"), [(REFUND_REFERENCE, REFERENCE), (REFERENCE, REFUND_REFERENCE)]
-)
-def test_a_report_row_without_a_daily_id_naming_the_other_number_is_the_same_refund(
-    ath, payment, signal_log, lambda_handler, webhook_names, report_names
-):
-    ath.answer(REFUND_PATH, 200, success("5.00", daily="12"))
-    made = refunds.refund(payment, "5.00")
-    lambda_handler.post(refund_webhook("5.00", webhook_names, dailyTransactionID="12"))
-    ath.answer(REPORT_PATH, 200, [report_refund("5.00", report_names, daily=None)])
-
-    call_command("reconcile", stdout=io.StringIO())
-
-    assert [r.pk for r in Refund.objects.all()] == [made.pk]
     assert [s["refund"].pk for s in refund_signals(signal_log)] == [made.pk]
     payment.refresh_from_db()
     assert payment.total_refunded_amount == Decimal("5.00")
