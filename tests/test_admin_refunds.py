@@ -110,14 +110,7 @@ def outcome(child_env, tmp_path) -> tuple[dict, FakeAthm]:
                 },
             },
         )
-        env = {
-            **child_env,
-            "ATHM_PAYMENTS_API_BASE_URL": fake.base_url,
-            "ATHM_API_BASE_URL": fake.base_url,
-            "ATHM_PUBLIC_TOKEN": "pub-admin",
-            "ATHM_PRIVATE_TOKEN": PRIVATE,
-            "ATHM_VERIFY": "0",
-        }
+        env = {**child_env, **fake.environment("pub-admin", PRIVATE)}
         return run_with_the_admin(SCRIPT, env, tmp_path), fake
     finally:
         fake.close()

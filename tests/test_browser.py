@@ -110,14 +110,7 @@ def served(child_env, tmp_path) -> Iterator[str]:
 def served_with_ath(child_env, tmp_path, fake_athm: FakeAthm) -> Iterator[str]:
     """The same, with ATH Móvil's tokens set and both of its API hosts the fake one in this process;
     verification off, so that the webhook is applied as in ``served``."""
-    env = {
-        **child_env,
-        "ATHM_API_BASE_URL": fake_athm.base_url,
-        "ATHM_PAYMENTS_API_BASE_URL": fake_athm.base_url,
-        "ATHM_PUBLIC_TOKEN": PUBLIC,
-        "ATHM_PRIVATE_TOKEN": PRIVATE,
-        "ATHM_VERIFY": "0",
-    }
+    env = {**child_env, **fake_athm.environment(PUBLIC, PRIVATE)}
     with serving_a_payment(env, tmp_path) as base:
         yield base
 

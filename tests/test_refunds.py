@@ -55,6 +55,16 @@ def payment(transactional_db) -> Payment:
     )
 
 
+def another_payment() -> Payment:
+    return Payment.objects.create(
+        transaction_type=Payment.TransactionType.ECOMMERCE,
+        status=Payment.Status.COMPLETED,
+        ecommerce_id="another-checkout",
+        reference_number="215070555-another",
+        total=Decimal("9.00"),
+    )
+
+
 def success(amount: str, *, refund_reference: str = REFUND_REFERENCE, daily: str = "0009") -> dict[str, Any]:
     """ATH Móvil's answer to a refund: the refund made, and the original transaction it names."""
     return {
@@ -513,13 +523,7 @@ def test_a_second_refund_of_a_payment_waits_for_the_unanswered_one(ath, payment,
 def test_unanswered_refunds_of_one_amount_for_two_payments_are_not_guessed_between(
     ath, payment, signal_log, lambda_handler
 ):
-    other = Payment.objects.create(
-        transaction_type=Payment.TransactionType.ECOMMERCE,
-        status=Payment.Status.COMPLETED,
-        ecommerce_id="another-checkout",
-        reference_number="215070555-another",
-        total=Decimal("9.00"),
-    )
+    other = another_payment()
     ath.answer(REFUND_PATH, close=True)
     for each in (payment, other):
         with pytest.raises(refunds.RefundPending):
@@ -538,13 +542,7 @@ def test_unanswered_refunds_of_one_amount_for_two_payments_are_not_guessed_betwe
 def test_the_answer_naming_a_refund_kept_unlinked_takes_it_over(ath, payment, signal_log, lambda_handler):
     """The webhook came first and could not be matched (two unanswered refunds of that amount): ATH's
     answer, naming its reference number, ties it to our refund: one refund, announced once."""
-    other = Payment.objects.create(
-        transaction_type=Payment.TransactionType.ECOMMERCE,
-        status=Payment.Status.COMPLETED,
-        ecommerce_id="another-checkout",
-        reference_number="215070555-another",
-        total=Decimal("9.00"),
-    )
+    other = another_payment()
     ath.answer(REFUND_PATH, close=True)
     with pytest.raises(refunds.RefundPending):
         refunds.refund(other, "5.00")
