@@ -7,7 +7,9 @@ notices with each receiver's state; the notices have a list of their own, to fin
 Superusers have two actions on webhook events, the same as ``athm reprocess`` and ``athm redispatch``
 (see :mod:`athm_core.replay`): one records a new attempt, the other delivers the events' unfinished notices
 now, and neither edits a row by hand. Reprocessing here takes the same path as a new delivery, ATH Móvil's
-verification included (``ATHM_VERIFIER``).
+verification included (``ATHM_VERIFIER``). On payments, superusers can refund through ATH Móvil
+(:func:`athm_core.refunds.refund`, as ``athm refund``), after a confirmation page that shows what each
+payment can still be refunded.
 
 Payments have two actions that ask ATH Móvil, the same as ``athm find_payment`` (see
 :mod:`athm_core.ath.lookup`): "Check with ATH Móvil", for whoever may view payments, says per payment how
@@ -28,11 +30,12 @@ from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connection
 from django.db.models import Prefetch
+from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
-from athm_core import replay
+from athm_core import refunds, replay
 from athm_core.ath import lookup
 from athm_core.models import Notice, OutboxMessage, Payment, Refund, WebhookEvent
 
@@ -171,7 +174,14 @@ def receiver_lines(notice: Notice, *, tracebacks: bool):
 
 class RefundInline(ReadOnlyInline):
     model = Refund
-    fields = ["reference_number", "amount", "transaction_date", "linked_at"]
+    fields = [
+        "reference_number",
+        "amount",
+        "status",
+        "transaction_date",
+        "linked_at",
+        "refund_reference_number",
+    ]
     readonly_fields = fields
 
 
@@ -240,7 +250,7 @@ class PaymentAdmin(ReadOnlyAdmin):
     date_hierarchy = "transaction_date"
     readonly_fields = ["refundable_amount", "deliveries"]
     inlines = [RefundInline]
-    actions = ["check_with_ath", "apply_from_ath"]
+    actions = ["check_with_ath", "apply_from_ath", "refund_selected"]
 
     def get_search_results(self, request, queryset, search_term):
         results, may_have_duplicates = super().get_search_results(request, queryset, search_term)
@@ -328,11 +338,78 @@ class PaymentAdmin(ReadOnlyAdmin):
             self.message_user(request, f"payment {payment.pk}: {exc}", messages.ERROR)
             return None
 
+    # --- refunds (athm_core.refunds; the same as `athm refund`) ---
+
+    def has_refund_permission(self, request) -> bool:
+        # It sends money back through ATH Móvil: the same power as `athm refund`.
+        return request.user.is_active and request.user.is_superuser
+
+    @admin.action(description="Refund through ATH Móvil", permissions=["refund"])
+    def refund_selected(self, request, queryset):
+        payments = list(queryset.order_by("pk"))
+        if request.POST.get("post") != "yes":
+            rows = []
+            for payment in payments:
+                left = refunds.refundable(payment)
+                rows.append(
+                    {
+                        "payment": payment,
+                        "refundable": left,
+                        "pending": payment.refundable_amount - left,
+                        "refunds_seen": _refunds_of(payment),
+                    }
+                )
+            context = {
+                **self.admin_site.each_context(request),
+                "title": "Refund through ATH Móvil?",
+                "rows": rows,
+                "message_limit": refunds.MESSAGE_LIMIT,
+                "opts": self.model._meta,
+            }
+            return TemplateResponse(request, "athm_core/refund_confirmation.html", context)
+        amount = request.POST.get("amount", "").strip() or None
+        if amount is not None and len(payments) != 1:
+            self.message_user(request, "an amount refunds one payment: select one", messages.ERROR)
+            return None
+        message = request.POST.get("message", "")
+        for payment in payments:
+            seen = request.POST.get(f"refunds_seen_{payment.pk}")
+            if seen != str(_refunds_of(payment)):
+                # A second submit of the page (a double click, the back button), or a refund made since it
+                # was shown: what the page said is no longer true, so nothing is sent.
+                self.message_user(
+                    request,
+                    f"payment {payment} not refunded: its refunds changed since the confirmation page was "
+                    f"shown (or the page was sent twice); nothing was sent, select it again to see them",
+                    messages.ERROR,
+                )
+                continue
+            try:
+                refund = refunds.refund(payment, amount, message)
+            except refunds.RefundPending as exc:
+                self.message_user(request, f"payment {payment}: {exc}", messages.WARNING)
+            except (refunds.RefundError, ImproperlyConfigured) as exc:
+                self.message_user(request, f"payment {payment} not refunded: {exc}", messages.ERROR)
+            else:
+                self.message_user(
+                    request,
+                    f"payment {payment}: refunded {refund.amount} (refund {refund.pk}, ATH Móvil reference "
+                    f"number {refund.refund_reference_number})",
+                    messages.SUCCESS,
+                )
+        return None
+
+
+def _refunds_of(payment: Payment) -> int:
+    """How many refunds of ``payment`` are recorded, whatever their state: shown with the refund action's
+    confirmation page and compared when it is sent, so that one page refunds at most once."""
+    return Refund.objects.filter(payment=payment).count()
+
 
 @admin.register(Refund)
 class RefundAdmin(ReadOnlyAdmin):
-    list_display = ["reference_number", "amount", "payment", "transaction_date", "linked_at"]
-    list_filter = [("payment", admin.EmptyFieldListFilter), "transaction_date"]
+    list_display = ["reference_number", "amount", "status", "payment", "transaction_date", "linked_at"]
+    list_filter = [("payment", admin.EmptyFieldListFilter), "status", "transaction_date"]
     search_fields = ["reference_number"]
 
 

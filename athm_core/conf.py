@@ -14,8 +14,8 @@ setting                         default, and what it does
 ==============================  ===========================================================================
 ``ATHM_PUBLIC_TOKEN``           ``""``. The business's public token (ATH Business app: Settings >
                                 Development), for findPayment, the transaction report and registration.
-``ATHM_PRIVATE_TOKEN``          ``""``. The business's private token, for the transaction report and
-                                registration. A credential: never logged or printed.
+``ATHM_PRIVATE_TOKEN``          ``""``. The business's private token, for the transaction report, refunds
+                                and registration. A credential: never logged or printed.
 ``ATHM_API_BASE_URL``           ``"https://www.athmovil.com"``: ATH Móvil's business API.
 ``ATHM_PAYMENTS_API_BASE_URL``  ``"https://payments.athmovil.com"``: where findPayment (and refunds) are.
 ``ATHM_VERIFY``                 ``None``: on when ``ATHM_PUBLIC_TOKEN`` is set. Ask ATH Móvil before an

@@ -121,14 +121,28 @@ class Payment(CustomerAliases, models.Model):
     @property
     def refundable_amount(self) -> Decimal:
         """What can still be refunded: the total less every refund recorded against it, for a completed
-        payment; ``0.00`` for one that never completed or is refunded whole (or more: an ``over_refund``)."""
+        payment; ``0.00`` for one that never completed or is refunded whole (or more: an ``over_refund``).
+        Refunds still pending at ATH Móvil are not counted here; :func:`athm_core.refunds.refundable`
+        counts them."""
         if not self.is_refundable:
             return Decimal("0.00")
         return self.total - self.total_refunded_amount
 
 
 class Refund(CustomerAliases, models.Model):
-    """Money sent back to a customer. ``payment`` is empty until the refund can be tied to its payment."""
+    """Money sent back to a customer. ``payment`` is empty until the refund can be tied to its payment.
+
+    A refund heard of from ATH Móvil (a Refund Sent webhook, the transaction report) is ``completed``. A
+    refund this system asked ATH Móvil for (:mod:`athm_core.refunds`) is written ``pending`` before the
+    request (``requested_at`` set, its ``idempotency_key`` one of :data:`REQUESTED_KEY_PREFIX`), tied to its
+    payment from the start, and then completed by ATH's answer, its Refund Sent webhook or the transaction
+    report, whichever comes first, or marked ``failed`` when ATH Móvil refused it (``error`` says why).
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending (asked of ATH Móvil, no answer yet)"
+        COMPLETED = "completed", "Completed"
+        FAILED = "failed", "Failed (ATH Móvil refused it)"
 
     payment = models.ForeignKey(
         Payment, on_delete=models.PROTECT, related_name="refunds", null=True, blank=True
@@ -148,11 +162,32 @@ class Refund(CustomerAliases, models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     linked_at = models.DateTimeField(null=True, blank=True)
 
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.COMPLETED)
+    # A refund this system asked ATH Móvil for: when it asked (null for refunds only heard of), the refund's
+    # own reference number and the original transaction's, as ATH's answer named them, and why it failed
+    # or is pending. (``reference_number`` stays the one ATH's deliveries name it by: the payment's until
+    # its Refund Sent event is matched, then that event's.)
+    requested_at = models.DateTimeField(null=True, blank=True)
+    refund_reference_number = models.CharField(max_length=100, blank=True)
+    original_reference_number = models.CharField(max_length=100, blank=True)
+    error = models.TextField(blank=True)
+
     class Meta:
         ordering = ["-created_at"]
+        indexes = [models.Index(fields=["payment", "status"], name="athm_refund_status_idx")]
 
     def __str__(self) -> str:
         return f"refund {self.amount} of {self.reference_number}"
+
+    @property
+    def claimed(self) -> bool:
+        """Whether a delivery (webhook or report row) of ATH Móvil's has been matched to this refund."""
+        return not self.idempotency_key.startswith(REQUESTED_KEY_PREFIX)
+
+
+# The idempotency key of a refund this system asked for, until its Refund Sent event (webhook or report
+# row) is matched to it and gives it that event's key.
+REQUESTED_KEY_PREFIX = "requested:"
 
 
 class WebhookEvent(models.Model):

@@ -654,6 +654,12 @@ def _date(data: dict, field: str) -> datetime | None:
     return aware
 
 
+def read_date(data: dict, field: str) -> datetime | None:
+    """The date ``data[field]`` in ATH Móvil's form, as an aware datetime (Puerto Rico time); ``None`` when
+    absent; :class:`PayloadError` when it is not a date (for ATH's answers, such as the refund API's)."""
+    return _date(data, field)
+
+
 def _json_type(value: Any) -> str:
     if value is None:
         return "null"

@@ -20,6 +20,7 @@ This is the only module that changes payments and refunds, and that records webh
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -28,13 +29,13 @@ from functools import partial
 from typing import Any
 
 from django.db import IntegrityError, OperationalError, connection, transaction
-from django.db.models import Exists, OuterRef, QuerySet
+from django.db.models import Exists, OuterRef, Q, QuerySet, Sum
 from django.utils import timezone
 
 from athm_core import dispatch, outbox
 from athm_core.dispatch import payment_notice, refund_notice
 from athm_core.events import EventType
-from athm_core.models import Notice, OutboxMessage, Payment, Refund, WebhookEvent
+from athm_core.models import REQUESTED_KEY_PREFIX, Notice, OutboxMessage, Payment, Refund, WebhookEvent
 from athm_core.payloads import PUERTO_RICO, AthmEvent
 from athm_core.text import storable
 
@@ -395,10 +396,23 @@ def _receive_payment(event: AthmEvent, transaction_type: str) -> Transition:
 
 def _send_refund(event: AthmEvent) -> Transition:
     refund = same_refund(event)
-    if refund is not None:
+    if refund is not None and refund.claimed:
         waiting = event.reference_number if refund.payment is None else None
         return Transition(Outcome.DUPLICATE, refund.payment, refund, link_reference=waiting)
+    # A refund asked for here: the one its reference number, daily id and day name (from ATH's answer),
+    # else the oldest of its amount not yet matched.
+    requested = refund or requested_refund(event)
+    if requested is not None:
+        transition = _claim_requested(requested.pk, event)
+        if transition is not None:
+            return transition
     payment = _locked_payment(reference_number=event.reference_number)
+    if payment is not None:
+        # A copy of this refund under another key (the webhook and the report's row) may have committed
+        # while this delivery waited for the payment's lock: it is the same refund.
+        again = same_refund(event)
+        if again is not None and again.claimed and again.status == Refund.Status.COMPLETED:
+            return Transition(Outcome.DUPLICATE, again.payment, again)
     refund = Refund.objects.create(
         payment=payment,
         linked_at=timezone.now() if payment else None,
@@ -424,6 +438,378 @@ def _send_refund(event: AthmEvent) -> Transition:
     )
 
 
+# --- refunds this system asks ATH Móvil for (athm_core.refunds) -------------------------------------------
+
+
+# How far from the moment a refund was asked for ATH Móvil's date for it may be: before, a clock's drift;
+# after, ATH's slowest answer and then some. A Refund Sent dated outside is another refund.
+ASKED_BEFORE = timedelta(minutes=10)
+ASKED_AFTER = timedelta(hours=1)
+# How far from the date in ATH's answer a delivery naming the payment may be dated, when that answer gave no
+# daily id to tell the refund by.
+ANSWERED_WITHIN = timedelta(minutes=2)
+
+
+def requested_refund(event: AthmEvent) -> Refund | None:
+    """The refund this system asked for that a Refund Sent event (webhook or report row) reports, or
+    ``None``: one of the event's amount, pending or completed by ATH's answer, not yet matched to a delivery.
+
+    In this order, each stricter than a guess:
+
+    1. the one ATH's answer named by the event's reference number (a refund's own number is unique);
+    2. one of the payment the event names, unless it cannot be that refund: ATH's answer gave it another
+       daily transaction id, or the event is dated outside the hour around the request (or, when the
+       answer gave no daily id, more than two minutes from the answer's date) (the oldest);
+    3. for a reference number nothing here knows (the refund's own, named by ATH's answer that never
+       came): the one refund still pending with no answer of that amount, asked for around the event's date,
+       whose payment's customer is the event's (phone digits, where both have them); none when two could
+       be, so that nothing is guessed between them (the event is then kept unlinked, and the answer or
+       ``athm refund --check`` ties it).
+
+    A request is refused while another of its payment is pending (:func:`request_refund`), so that 2. and
+    3. never have two of one payment to choose from.
+    """
+    if event.type != EventType.REFUND_SENT or not event.reference_number:
+        return None
+    ours = Refund.objects.select_related("payment").filter(
+        idempotency_key__startswith=REQUESTED_KEY_PREFIX,
+        status__in=[Refund.Status.PENDING, Refund.Status.COMPLETED],
+        amount=event.total,
+    )
+    named = _one(ours.filter(refund_reference_number=event.reference_number))
+    if named is not None:
+        return named
+    of_payment = ours.filter(payment__reference_number=event.reference_number).order_by("requested_at", "pk")
+    for refund in of_payment:
+        if _could_be(refund, event):
+            return refund
+    if (
+        Payment.objects.filter(reference_number=event.reference_number).exists()
+        or Refund.objects.filter(refund_reference_number=event.reference_number).exists()
+    ):
+        return None
+    unanswered = [
+        refund
+        for refund in ours.filter(status=Refund.Status.PENDING, refund_reference_number="")
+        if _could_be(refund, event) and _same_customer(refund.payment, event)
+    ]
+    return unanswered[0] if len(unanswered) == 1 else None
+
+
+def _could_be(refund: Refund, event: AthmEvent) -> bool:
+    """Whether ``event`` can report the refund asked for: no other daily id than ATH's answer gave it, and
+    dated around the request; when ATH's answer gave no daily id, dated within minutes of the answer's own
+    date (otherwise an app refund of the same amount soon after could pass for it)."""
+    daily = event.daily_transaction_id
+    if daily is not None and refund.daily_transaction_id is not None and daily != refund.daily_transaction_id:
+        return False
+    when = event.effective_date
+    if when is None:
+        return True
+    if refund.refund_reference_number and refund.daily_transaction_id is None:
+        return abs(when - refund.transaction_date) <= ANSWERED_WITHIN
+    return refund.requested_at - ASKED_BEFORE <= when <= refund.requested_at + ASKED_AFTER
+
+
+def _is_copy(refund: Refund, event: AthmEvent) -> bool:
+    """Whether ``event`` reports the refund asked for that another delivery has matched already: it names
+    the refund's own number (from ATH's answer or that delivery), or the same daily id on the same day."""
+    if refund.refund_reference_number and event.reference_number == refund.refund_reference_number:
+        return True
+    when = event.effective_date
+    return (
+        event.daily_transaction_id is not None
+        and event.daily_transaction_id == refund.daily_transaction_id
+        and when is not None
+        and when.astimezone(PUERTO_RICO).date() == refund.transaction_date.astimezone(PUERTO_RICO).date()
+    )
+
+
+def _same_customer(payment: Payment | None, event: AthmEvent) -> bool:
+    return not (payment and payment.phone_number and event.phone_number) or (
+        payment.phone_number[-10:] == event.phone_number[-10:]
+    )
+
+
+def _claim_requested(pk: int, event: AthmEvent) -> Transition | None:
+    """Match a Refund Sent ``event`` to the refund ``pk`` this system asked for: the refund takes the event's
+    key (its redeliveries are duplicates) and details; a pending one is completed, with its ``refund_sent``;
+    one that ATH's answer completed already makes this delivery a duplicate, and so does one that another
+    delivery naming the same refund matched first. ``None`` when another delivery, of another refund,
+    matched it first, or it failed (the caller records the event as a refund of its own)."""
+    payment_id = Refund.objects.filter(pk=pk).values_list("payment_id", flat=True).first()
+    payment = _locked_payment(pk=payment_id)  # the payment before the refund, as everywhere
+    refund = _one(Refund.objects.select_for_update().filter(pk=pk))
+    if payment is None or refund is None or refund.status == Refund.Status.FAILED:
+        return None
+    if refund.claimed:
+        # Another delivery matched it while this one waited for the lock: the same refund named otherwise
+        # (a duplicate), or another refund.
+        return Transition(Outcome.DUPLICATE, payment, refund) if _is_copy(refund, event) else None
+    refund.idempotency_key = event.idempotency_key
+    refund.daily_transaction_id = event.daily_transaction_id or refund.daily_transaction_id
+    # The number ATH's deliveries name it by (its copies, the report's row find it by that).
+    refund.reference_number = event.reference_number
+    if event.reference_number != payment.reference_number:
+        refund.refund_reference_number = event.reference_number  # the refund's own
+    for name in ("name", "phone_number", "email"):
+        setattr(refund, name, getattr(refund, name) or getattr(event, name))
+    if refund.status == Refund.Status.COMPLETED:
+        refund.save()
+        return Transition(Outcome.DUPLICATE, payment, refund)
+    if event.effective_date is not None:
+        refund.transaction_date = event.effective_date
+    refund.status = Refund.Status.COMPLETED
+    refund.error = ""
+    refund.save()
+    _add_refunds(payment, [refund])
+    return Transition(Outcome.APPLIED, payment, refund, notices=[refund_notice(refund, payment)])
+
+
+def refundable(payment: Payment) -> Decimal:
+    """What can still be refunded of ``payment``: its total less the refunds completed and those pending."""
+    pending = Refund.objects.filter(payment=payment, status=Refund.Status.PENDING)
+    return payment.refundable_amount - (pending.aggregate(sum=Sum("amount"))["sum"] or Decimal("0.00"))
+
+
+def request_refund(payment_pk: int, amount: Decimal | None, message: str) -> tuple[Refund | None, str]:
+    """Write a pending refund of ``amount`` (``None``: all that is refundable) of the payment ``payment_pk``,
+    before ATH Móvil is asked for it; returns it, or ``(None, why not)`` with nothing written.
+
+    The payment's row is locked while what is refundable is computed and the refund written, so that two
+    requests at once cannot both take the last of it."""
+    with transaction.atomic():
+        payment = _locked_payment(pk=payment_pk)
+        if payment is None:
+            return None, f"payment {payment_pk} does not exist"
+        if payment.status != Status.COMPLETED:
+            return None, f"payment {payment} is {payment.status}: only a completed payment can be refunded"
+        if not payment.reference_number:
+            return None, f"payment {payment} has no reference number to refund"
+        unanswered = _one(Refund.objects.filter(payment=payment, status=Refund.Status.PENDING))
+        if unanswered is not None:
+            # Two refunds of one payment and amount, both unanswered, could not be told apart by ATH's
+            # deliveries: one at a time.
+            return None, (
+                f"refund {unanswered.pk} of {unanswered.amount} is still pending at ATH Móvil (asked "
+                f"{timezone.localtime(unanswered.requested_at):%Y-%m-%d %H:%M}, not answered yet): one "
+                f"refund of a payment at a time; if it stays pending, settle it with "
+                f"`athm refund --check {unanswered.pk}`"
+            )
+        left = refundable(payment)
+        amount = left if amount is None else amount
+        if amount <= 0:
+            pending = " (counting refunds pending)" if left != payment.refundable_amount else ""
+            return None, f"payment {payment} has nothing left to refund{pending}: refundable {left}"
+        if amount > left:
+            return None, (
+                f"{amount} is more than the {left} still refundable of payment {payment} "
+                f"(total {payment.total}, refunded {payment.total_refunded_amount}, "
+                f"pending {payment.refundable_amount - left})"
+            )
+        now = timezone.now()
+        refund = Refund.objects.create(
+            payment=payment,
+            linked_at=now,
+            reference_number=payment.reference_number,
+            amount=amount,
+            transaction_date=now,
+            message=message,
+            idempotency_key=f"{REQUESTED_KEY_PREFIX}{uuid.uuid4().hex}",
+            status=Refund.Status.PENDING,
+            requested_at=now,
+        )
+    log.info("refund %s of %s of payment %s requested", refund.pk, amount, payment.pk)
+    return refund, ""
+
+
+def complete_requested_refund(
+    pk: int,
+    *,
+    reference_number: str = "",
+    original_reference_number: str = "",
+    amount: Decimal | None = None,
+    daily_transaction_id: int | None = None,
+    transaction_date: datetime | None = None,
+) -> Refund:
+    """Record ATH Móvil's answer to a refund this system asked for: the refund's own reference number, the
+    original transaction's, the amount ATH says it refunded; and, if no delivery completed it first,
+    complete it with its ``refund_sent`` (delivered after the commit). Returns the refund.
+
+    A delivery of ATH's may have come first and been recorded as a refund of its own: under the refund's
+    own reference number (kept unlinked, since it could not be told whose it was), or under the payment's
+    with the daily id the answer gives (another amount than the one asked for). That refund is this one:
+    the answer's facts go onto it, it is tied to the payment if it was not (with its ``refund_sent``), and
+    the pending row goes, so that the refund is counted and announced once; it is the one returned. An
+    amount other than the one asked for is recorded as ATH's (it is what moved) and flagged
+    ``refund_amount_differs``; an original transaction other than the payment's is flagged
+    ``refund_of_other_transaction``. A refund marked failed by hand (``athm refund --fail``) that ATH
+    answers after all was made: it is completed like a pending one.
+    """
+    notices: list[Notice] = []
+    messages: list[OutboxMessage] = []
+    with transaction.atomic():
+        payment_id = Refund.objects.filter(pk=pk).values_list("payment_id", flat=True).get()
+        payment = _locked_payment(pk=payment_id)
+        refund = Refund.objects.select_for_update().get(pk=pk)
+        asked = refund.amount
+        refund.refund_reference_number = reference_number or refund.refund_reference_number
+        refund.original_reference_number = original_reference_number or refund.original_reference_number
+        if daily_transaction_id is not None and refund.daily_transaction_id is None:
+            refund.daily_transaction_id = daily_transaction_id
+        if refund.status == Refund.Status.COMPLETED:
+            refund.save()
+        else:
+            if refund.status == Refund.Status.FAILED:
+                log.warning("refund %s was marked failed, and ATH Móvil answers it was made", refund.pk)
+            if amount is not None:
+                refund.amount = amount
+            twin = _recorded_twin(refund, payment)
+            if twin is not None:
+                notices = _fold_into(twin, refund, payment)
+                refund = twin
+            else:
+                refund.status = Refund.Status.COMPLETED
+                refund.error = ""
+                if transaction_date is not None:
+                    refund.transaction_date = transaction_date
+                refund.save()
+                _add_refunds(payment, [refund])
+                notices = [refund_notice(refund, payment)]
+                _write_notices(notices, None)
+            messages = _write_outbox(notices, None, occurred_at=refund.transaction_date)
+        anomalies = _answer_anomalies(refund, payment, asked, amount, original_reference_number)
+        if notices:
+            anomalies += _refund_anomalies(payment, [refund])
+        if anomalies:
+            _flag(payment, anomalies, EventType.REFUND_SENT)
+    transaction.on_commit(partial(_deliver_after_commit, notices, messages))
+    return refund
+
+
+def _answer_anomalies(
+    refund: Refund, payment: Payment, asked: Decimal, amount: Decimal | None, original_reference_number: str
+) -> list[dict]:
+    found = []
+    if amount is not None and amount != asked:
+        found.append(
+            _anomaly(
+                "refund_amount_differs", f"refund {refund.pk}: asked for {asked}, ATH Móvil answered {amount}"
+            )
+        )
+    if original_reference_number and original_reference_number != payment.reference_number:
+        found.append(
+            _anomaly(
+                "refund_of_other_transaction",
+                f"refund {refund.pk}: ATH Móvil's answer names original transaction "
+                f"{original_reference_number}, not this payment's {payment.reference_number}",
+            )
+        )
+    return found
+
+
+def _recorded_twin(refund: Refund, payment: Payment) -> Refund | None:
+    """The refund a delivery of ATH's recorded for the (locked) pending ``refund`` before ATH's answer came,
+    if any, locked: heard of only (not asked for here), of the answered amount, recorded since the request,
+    unlinked or of this payment, under the refund's own number from the answer, or of this payment with the
+    answer's daily id (both unique at ATH: never another refund)."""
+    same = Q()
+    if refund.refund_reference_number:
+        same |= Q(reference_number=refund.refund_reference_number)
+    if refund.daily_transaction_id is not None:
+        same |= Q(payment=payment, daily_transaction_id=refund.daily_transaction_id)
+    if not same:
+        return None
+    return _one(
+        Refund.objects.select_for_update()
+        .filter(same, requested_at__isnull=True, amount=refund.amount)
+        .filter(Q(payment__isnull=True) | Q(payment=payment))
+        .filter(created_at__gte=refund.requested_at - ASKED_BEFORE)
+    )
+
+
+def _fold_into(twin: Refund, pending: Refund, payment: Payment) -> list[Notice]:
+    """Make ``twin`` (recorded from ATH's delivery) the refund asked for as ``pending`` (both locked): the
+    request's facts go onto it, ``pending`` goes (nothing points to it: no delivery, no notice). An unlinked
+    twin is tied to the payment and counted; returns its notice (written), none for a twin already counted
+    and announced."""
+    twin.requested_at = pending.requested_at
+    twin.refund_reference_number = pending.refund_reference_number or twin.refund_reference_number
+    twin.original_reference_number = pending.original_reference_number
+    twin.message = twin.message or pending.message
+    twin.daily_transaction_id = twin.daily_transaction_id or pending.daily_transaction_id
+    twin.status = Refund.Status.COMPLETED
+    log.info("refund %s: ATH Móvil's answer names refund %s, recorded from its delivery", pending.pk, twin.pk)
+    pending.delete()
+    if twin.payment_id is not None:
+        twin.save()
+        return []
+    twin.payment = payment
+    twin.linked_at = timezone.now()
+    twin.save()
+    _add_refunds(payment, [twin])
+    notices = [refund_notice(twin, payment)]
+    delivery = WebhookEvent.objects.filter(refund=twin, outcome=Outcome.APPLIED).values_list("pk", flat=True)
+    for notice in notices:
+        notice.webhook_event_id = next(iter(delivery), None)
+    _write_notices(notices, None)
+    return notices
+
+
+def fail_requested_refund(pk: int, error: str) -> Refund:
+    """Mark a pending refund that ATH Móvil refused ``failed``, with why; nothing else changes."""
+    with transaction.atomic():
+        refund = Refund.objects.select_for_update().get(pk=pk)
+        if refund.status == Refund.Status.PENDING:
+            refund.status = Refund.Status.FAILED
+        refund.error = storable(error)
+        refund.save(update_fields=["status", "error"])
+    return refund
+
+
+def not_pending_request(pk: int, refund: Refund | None) -> str:
+    """Why the refund ``pk`` (``refund``, as read) is not a pending refund asked for here, or ``""``."""
+    if refund is None:
+        return f"refund {pk} does not exist"
+    if refund.requested_at is None:
+        return f"refund {pk} was not asked for here: ATH Móvil reported it, so it happened"
+    if refund.status != Refund.Status.PENDING:
+        return f"refund {pk} is {refund.status}, not pending"
+    return ""
+
+
+def abandon_requested_refund(pk: int, reason: str) -> Refund:
+    """Mark a pending refund this system asked for ``failed`` by hand, when ATH Móvil shows that it never
+    happened (ATH Business lists no such refund, or the request was turned away before ATH's servers):
+    what it held back is refundable again. Raises ``ValueError`` for a refund that is not pending, or was
+    not asked for here."""
+    with transaction.atomic():
+        refund = _one(Refund.objects.select_for_update().filter(pk=pk))
+        why_not = not_pending_request(pk, refund)
+        if why_not:
+            raise ValueError(why_not)
+        refund.status = Refund.Status.FAILED
+        refund.error = storable(f"marked failed by hand: {reason}".strip())
+        refund.save(update_fields=["status", "error"])
+    log.warning("refund %s of payment %s marked failed by hand", refund.pk, refund.payment_id)
+    return refund
+
+
+def note_pending_refund(pk: int, error: str) -> None:
+    """Say on a refund still pending why (no answer from ATH Móvil), for the admin and ``athm refund``."""
+    Refund.objects.filter(pk=pk, status=Refund.Status.PENDING).update(error=storable(error))
+
+
+def _deliver_after_commit(notices: list[Notice], messages: list[OutboxMessage]) -> None:
+    try:
+        dispatch.deliver(notices)
+    except Exception as exc:
+        # Committed with its notices: the relay finishes what did not.
+        log.warning("refund notices: %s after the commit; the relay will finish them", type(exc).__name__)
+    if messages:
+        outbox.notify_publishers(outbox.groups_of(messages))
+
+
 # --- anomalies: money that cannot be right, recorded as ATH Móvil sent it (it moved at ATH) and flagged ---
 
 # Each kind of anomaly, and what it means.
@@ -435,6 +821,8 @@ ANOMALIES = {
     "fee_above_total": "a payment whose fee is above its total",
     "reference_conflict": "an unconfirmed payment held the reference number of a confirmed other kind",
     "corrected_from_ath": "a payment recorded unconfirmed differed from what ATH Móvil confirms; rewritten",
+    "refund_amount_differs": "ATH Móvil's answer to a refund asked for here names another amount (recorded)",
+    "refund_of_other_transaction": "ATH Móvil's answer to a refund asked for here names another payment",
 }
 
 
@@ -613,7 +1001,8 @@ def _corrections(payment: Payment, event: AthmEvent) -> str:
 def same_refund(event: AthmEvent) -> Refund | None:
     """The refund recorded for a refund event: by its idempotency key, or else (a copy under another date,
     a webhook dated otherwise than the report's row) the one of the same reference number, amount and daily
-    id on the same Puerto Rico day, which is the same refund at ATH (its daily id is unique in a day)."""
+    id on the same Puerto Rico day, which is the same refund at ATH (its daily id is unique in a day). A
+    refund asked for here answers to its payment's reference number and to its own."""
     refunds = Refund.objects.select_related("payment")
     refund = _one(refunds.filter(idempotency_key=event.idempotency_key))
     when = event.effective_date
@@ -622,12 +1011,23 @@ def same_refund(event: AthmEvent) -> Refund | None:
     day = when.astimezone(PUERTO_RICO).replace(hour=0, minute=0, second=0, microsecond=0)
     return _one(
         refunds.filter(
-            reference_number=event.reference_number,
+            named(event.reference_number),
             daily_transaction_id=event.daily_transaction_id,
             amount=event.total,
             transaction_date__gte=day,
             transaction_date__lt=day + timedelta(days=1),
         )
+    )
+
+
+def named(reference_number: str) -> Q:
+    """The refunds a delivery naming ``reference_number`` can be about: those recorded under it, and those
+    asked for here, which are known by both their numbers (a copy may name the one their first delivery
+    did not: the payment's, or the refund's own from ATH's answer)."""
+    return (
+        Q(reference_number=reference_number)
+        | Q(requested_at__isnull=False, refund_reference_number=reference_number)
+        | Q(requested_at__isnull=False, payment__reference_number=reference_number)
     )
 
 

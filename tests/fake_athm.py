@@ -83,6 +83,19 @@ class FakeAthm:
         host, port = self._server.server_address[:2]
         return f"http://{host}:{port}"
 
+    def environment(self, public_token: str, private_token: str = "") -> dict[str, str]:
+        """The environment that points a child process (``athm serve``, ``athm shell``) at this fake, with
+        these tokens, and verification off: the deliveries its tests post are applied as they are."""
+        env = {
+            "ATHM_API_BASE_URL": self.base_url,
+            "ATHM_PAYMENTS_API_BASE_URL": self.base_url,
+            "ATHM_PUBLIC_TOKEN": public_token,
+            "ATHM_VERIFY": "0",
+        }
+        if private_token:
+            env["ATHM_PRIVATE_TOKEN"] = private_token
+        return env
+
     def answer(
         self,
         path: str,

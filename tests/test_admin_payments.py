@@ -134,13 +134,7 @@ _OUTCOME: dict = {}
 def outcome(child_env, tmp_path, fake_athm) -> dict:
     if not _OUTCOME:
         ath_answers(fake_athm)
-        env = {
-            **child_env,
-            "ATHM_PUBLIC_TOKEN": PUBLIC,
-            "ATHM_VERIFY": "0",
-            "ATHM_PAYMENTS_API_BASE_URL": fake_athm.base_url,
-            "ATHM_API_BASE_URL": fake_athm.base_url,
-        }
+        env = {**child_env, **fake_athm.environment(PUBLIC)}
         head = f"COMPLETED = {COMPLETED!r}\nREFUND = {REFUND!r}\nAPP = {APP_PAYMENT!r}\nMISSED = {MISSED!r}\n"
         _OUTCOME.update(run_with_the_admin(head + SCRIPT, env, tmp_path))
     return _OUTCOME

@@ -411,15 +411,7 @@ def test_athm_reprocess_in_a_subprocess_reaches_every_receiver_once(child_env):
 
 def test_athm_reconcile_in_a_subprocess_reaches_every_receiver_once(fake_athm, child_env):
     fake_athm.answer(PATH, 200, [lost_refund(), lost_payment()])  # the refund listed first
-    env = {
-        **child_env,
-        **HEARD_ENV,
-        "ATHM_API_BASE_URL": fake_athm.base_url,
-        "ATHM_PAYMENTS_API_BASE_URL": fake_athm.base_url,
-        "ATHM_PUBLIC_TOKEN": PUBLIC,
-        "ATHM_PRIVATE_TOKEN": PRIVATE,
-        "ATHM_VERIFY": "0",
-    }
+    env = {**child_env, **HEARD_ENV, **fake_athm.environment(PUBLIC, PRIVATE)}
 
     first = athm(env, "reconcile", "--from", "2026-11-20", "--to", "2026-11-21")
     assert first.returncode == 0, first.stderr

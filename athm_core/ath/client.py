@@ -2,16 +2,17 @@
 calls.
 
 It registers the webhook listener (:func:`register_webhook`), looks up an eCommerce payment
-(:func:`find_payment`, for verifying events) and reads the transaction report (:func:`transaction_report`,
-for reconciliation). Every call goes through
-:func:`_request`, which owns what all of ATH Móvil's endpoints share: JSON in and out, a bounded wait,
+(:func:`find_payment`, for verifying events), reads the transaction report (:func:`transaction_report`,
+for reconciliation) and refunds a payment (:func:`refund`, for :mod:`athm_core.refunds`). Every call goes
+through :func:`_request`, which owns what all of ATH Móvil's endpoints share: JSON in and out, a bounded wait,
 and one exception type, :class:`AthmApiError`, for every way a call can fail (an HTTP error, an
 ``{"status": "error", ...}`` answer, a body that is not JSON, a server that cannot be reached or does not
 answer in time). The eCommerce calls (findPayment, refund) live on another host than the rest:
 ``ATHM_PAYMENTS_API_BASE_URL`` beside ``ATHM_API_BASE_URL``.
 
 The private token is a credential: nothing here logs, and no exception message carries it, even when
-ATH Móvil's own error message quotes it back.
+ATH Móvil's own error message quotes it back; the functions that hold it or ATH's raw answers mark their
+variables sensitive, so that Django's error reports (the mail to ``ADMINS``) leave them out.
 """
 
 from __future__ import annotations
@@ -23,9 +24,11 @@ import urllib.parse
 import urllib.request
 from collections.abc import Iterable
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
+from django.views.decorators.debug import sensitive_variables
 
 from athm_core.conf import athm_settings
 from athm_core.events import EventType
@@ -37,6 +40,10 @@ TIMEOUT = 10.0
 WEBHOOK_PATH = "/transactions/webhook/post"
 FIND_PAYMENT_PATH = "/api/business-transaction/ecommerce/business/findPayment"
 REPORT_PATH = "/transactions/v4/transactionReport"
+REFUND_PATH = "/api/business-transaction/ecommerce/refund"
+# Seconds a refund may take to answer: longer than the other calls, since giving up early leaves a refund
+# that may have been made pending until the webhook or the transaction report settles it.
+REFUND_TIMEOUT = 30.0
 # transactionReport's error codes that are answers rather than failures.
 NO_RECORDS = "BTRA_0022"
 RANGE_TOO_LARGE = "BTRA_0026"
@@ -59,12 +66,18 @@ class AthmApiError(Exception):
 
     ``status`` is the HTTP status (``None`` when no answer came), ``code`` ATH Móvil's error code (such as
     ``BTRA_0017``) when it sent one, ``message`` what went wrong, in ATH Móvil's words where it gave any.
+    ``refused`` is true when ATH Móvil answered with its own error shape (``{"status": "error", ...}``): it
+    received the request and said no. Otherwise (no answer, a timeout, an answer that is not ATH's) it is
+    not known what ATH Móvil did.
     """
 
-    def __init__(self, message: str, *, status: int | None = None, code: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, status: int | None = None, code: str | None = None, refused: bool = False
+    ) -> None:
         self.message = message
         self.status = status
         self.code = code
+        self.refused = refused
         super().__init__(str(self))
 
     def __str__(self) -> str:
@@ -74,6 +87,7 @@ class AthmApiError(Exception):
         return f"ATH Móvil: {self.message}" + (f" ({origin})" if origin else "")
 
 
+@sensitive_variables()
 def register_webhook(
     listener_url: str, *, events: Iterable[str], public_token: str, private_token: str
 ) -> Any:
@@ -99,6 +113,7 @@ def find_payment(ecommerce_id: str, *, public_token: str, timeout: float | None 
     )
 
 
+@sensitive_variables()
 def transaction_report(
     from_date: datetime, to_date: datetime, *, public_token: str, private_token: str
 ) -> list[Any]:
@@ -128,6 +143,44 @@ def transaction_report(
     return body
 
 
+@sensitive_variables()
+def refund(
+    reference_number: str,
+    amount: Decimal,
+    *,
+    message: str = "",
+    public_token: str,
+    private_token: str,
+    timeout: float | None = None,
+) -> Any:
+    """Ask ATH Móvil to refund ``amount`` of the payment ``reference_number``; returns its answer, parsed:
+    ``{"status": "success", "data": {"refund": {"referenceNumber", ...}, "originalTransaction": {...}}}``.
+
+    ATH Móvil's refusals (``BTRA_`` codes) raise :class:`AthmApiError` with ``refused`` true; no answer, or
+    one that is not ATH's, raises it with ``refused`` false: the refund may have been made."""
+    payload = {
+        "publicToken": public_token,
+        "privateToken": private_token,
+        "referenceNumber": reference_number,
+        "amount": f"{amount:.2f}",
+        "message": message,
+    }
+    return _request(
+        "POST",
+        REFUND_PATH,
+        payload,
+        secrets=(private_token,),
+        base_url=athm_settings.ATHM_PAYMENTS_API_BASE_URL,
+        timeout=REFUND_TIMEOUT if timeout is None else timeout,
+    )
+
+
+def check_refund_transport() -> None:
+    """Raise ``ImproperlyConfigured`` when a refund would go over plain http off this machine: asked
+    before a refund is recorded, so that a refund that cannot be sent leaves nothing behind."""
+    _check_transport(endpoint(REFUND_PATH, athm_settings.ATHM_PAYMENTS_API_BASE_URL))
+
+
 def _report_date(value: datetime) -> str:
     if value.tzinfo is not None:
         value = value.astimezone(PUERTO_RICO)
@@ -153,6 +206,7 @@ def endpoint(path: str, base_url: str | None = None) -> str:
     return (base_url or athm_settings.ATHM_API_BASE_URL).rstrip("/") + path
 
 
+@sensitive_variables()
 def _request(
     method: str,
     path: str,
@@ -236,6 +290,7 @@ def _read_quietly(response: Any) -> bytes:
         return b""
 
 
+@sensitive_variables()
 def _parse(status: int, raw: bytes, secrets: Secrets) -> Any:
     # ATH Móvil does not document the success body of every endpoint: an empty one is a plain success.
     if not raw.strip():
@@ -246,6 +301,7 @@ def _parse(status: int, raw: bytes, secrets: Secrets) -> Any:
         raise AthmApiError(f"the answer is not JSON: {_quote(raw, secrets)!r}", status=status) from None
 
 
+@sensitive_variables()
 def _error_from_answer(status: int, raw: bytes, secrets: Secrets) -> AthmApiError:
     try:
         body = json.loads(raw) if raw.strip() else {}
@@ -287,17 +343,22 @@ def _error_marker(body: Any, *, failed: bool = False) -> tuple[str | None, str] 
     return None
 
 
+@sensitive_variables()
 def _api_error(marker: tuple[str | None, str], status: int, secrets: Secrets) -> AthmApiError:
     code, message = marker
-    return AthmApiError(_blank(message, secrets), status=status, code=code and _blank(code, secrets))
+    return AthmApiError(
+        _blank(message, secrets), status=status, code=code and _blank(code, secrets), refused=True
+    )
 
 
+@sensitive_variables()
 def _quote(raw: bytes, secrets: Secrets) -> str:
     # Blanked before it is cut, so that no piece of a secret survives at the cut.
     text = _blank(raw.decode("utf-8", "replace").strip(), secrets)
     return text if len(text) <= _QUOTE_LIMIT else text[:_QUOTE_LIMIT] + "…"
 
 
+@sensitive_variables()
 def _blank(text: str, secrets: Secrets) -> str:
     for secret in secrets:
         if secret:

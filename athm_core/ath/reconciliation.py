@@ -239,12 +239,14 @@ def _stored(event: AthmEvent) -> Payment | Refund | None:
     if event.type != EventType.REFUND_SENT:
         raise ValueError(f"reconciliation does not know where a {event.type} event is recorded")
     refund = Refund.objects.filter(idempotency_key=event.idempotency_key).first()
+    if refund is None and processor.requested_refund(event) is not None:
+        return None  # a refund asked for here, pending or not yet matched: the processor settles it
     if refund is None:
         # The report may date a refund other than its webhook did (the key holds the date): the same
         # reference and daily number on the same Puerto Rico day is the same refund. A row without a daily
         # number: a refund of its reference number and amount on its day.
         day = event.effective_date.astimezone(PUERTO_RICO).date()
-        candidates = Refund.objects.filter(reference_number=event.reference_number)
+        candidates = Refund.objects.filter(processor.named(event.reference_number))
         if event.daily_transaction_id is not None:
             candidates = candidates.filter(daily_transaction_id=event.daily_transaction_id)
         else:

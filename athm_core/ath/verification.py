@@ -65,7 +65,7 @@ from athm_core import processor
 from athm_core.ath import client
 from athm_core.conf import athm_settings
 from athm_core.events import EventType
-from athm_core.models import Refund
+from athm_core.models import REQUESTED_KEY_PREFIX, Refund
 from athm_core.payloads import (
     AMOUNT_FIELDS,
     PUERTO_RICO,
@@ -403,7 +403,10 @@ def _unrecorded(refund: AthmEvent, rows: list[AthmEvent]) -> list[AthmEvent]:
     ]
     anonymous = [row for row in rows if row.daily_transaction_id is None]
     if anonymous:
-        recorded = Refund.objects.filter(reference_number=refund.reference_number, amount=refund.total)
+        # A refund asked for here and not yet matched to ATH's row stands for none.
+        recorded = Refund.objects.filter(
+            reference_number=refund.reference_number, amount=refund.total
+        ).exclude(idempotency_key__startswith=REQUESTED_KEY_PREFIX)
         if recorded.count() < len(rows):
             free += anonymous
     return free
