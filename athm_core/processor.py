@@ -397,6 +397,7 @@ def _receive_payment(event: AthmEvent, transaction_type: str) -> Transition:
 def _send_refund(event: AthmEvent) -> Transition:
     refund = same_refund(event)
     if refund is not None and refund.claimed:
+        _learn_own_number(refund, event)
         waiting = event.reference_number if refund.payment is None else None
         return Transition(Outcome.DUPLICATE, refund.payment, refund, link_reference=waiting)
     # A refund asked for here: the one its reference number, daily id and day name (from ATH's answer),
@@ -439,6 +440,22 @@ def _send_refund(event: AthmEvent) -> Transition:
 
 
 # --- refunds this system asks ATH Móvil for (athm_core.refunds) -------------------------------------------
+
+
+def _learn_own_number(refund: Refund, event: AthmEvent) -> None:
+    """A copy of a refund asked for here that names another number than its payment's names the refund's
+    own: kept, when no answer of ATH's gave it and ATH confirmed the copy, so that later copies naming it
+    find the refund."""
+    if (
+        event.verified_at is not None
+        and refund.requested_at is not None
+        and not refund.refund_reference_number
+        and refund.payment is not None
+        and event.reference_number != refund.payment.reference_number
+    ):
+        Refund.objects.filter(pk=refund.pk, refund_reference_number="").update(
+            refund_reference_number=event.reference_number
+        )
 
 
 # How far from the moment a refund was asked for ATH Móvil's date for it may be: before, a clock's drift;
@@ -552,11 +569,13 @@ def _claim_requested(pk: int, event: AthmEvent) -> Transition | None:
     refund.reference_number = event.reference_number
     if event.reference_number != payment.reference_number:
         refund.refund_reference_number = event.reference_number  # the refund's own
-    for name in ("name", "phone_number", "email"):
-        setattr(refund, name, getattr(refund, name) or getattr(event, name))
     if refund.status == Refund.Status.COMPLETED:
+        # ATH's answer completed it: this delivery changes no money, and, unverified, not its customer.
+        if event.verified_at is not None:
+            _fill_customer(refund, event)
         refund.save()
         return Transition(Outcome.DUPLICATE, payment, refund)
+    _fill_customer(refund, event)
     if event.effective_date is not None:
         refund.transaction_date = event.effective_date
     refund.status = Refund.Status.COMPLETED
@@ -564,6 +583,11 @@ def _claim_requested(pk: int, event: AthmEvent) -> Transition | None:
     refund.save()
     _add_refunds(payment, [refund])
     return Transition(Outcome.APPLIED, payment, refund, notices=[refund_notice(refund, payment)])
+
+
+def _fill_customer(refund: Refund, event: AthmEvent) -> None:
+    for name in ("name", "phone_number", "email"):
+        setattr(refund, name, getattr(refund, name) or getattr(event, name))
 
 
 def refundable(payment: Payment) -> Decimal:
@@ -664,7 +688,7 @@ def complete_requested_refund(
                 log.warning("refund %s was marked failed, and ATH Móvil answers it was made", refund.pk)
             if amount is not None:
                 refund.amount = amount
-            twin = _recorded_twin(refund, payment)
+            twin = _recorded_twin(refund, payment, transaction_date or timezone.now())
             if twin is not None:
                 notices = _fold_into(twin, refund, payment)
                 refund = twin
@@ -708,16 +732,23 @@ def _answer_anomalies(
     return found
 
 
-def _recorded_twin(refund: Refund, payment: Payment) -> Refund | None:
+def _recorded_twin(refund: Refund, payment: Payment, answered_on: datetime) -> Refund | None:
     """The refund a delivery of ATH's recorded for the (locked) pending ``refund`` before ATH's answer came,
     if any, locked: heard of only (not asked for here), of the answered amount, recorded since the request,
     unlinked or of this payment, under the refund's own number from the answer, or of this payment with the
-    answer's daily id (both unique at ATH: never another refund)."""
+    answer's daily id on the answer's Puerto Rico day (``answered_on``): each unique at ATH, never another
+    refund."""
     same = Q()
     if refund.refund_reference_number:
         same |= Q(reference_number=refund.refund_reference_number)
     if refund.daily_transaction_id is not None:
-        same |= Q(payment=payment, daily_transaction_id=refund.daily_transaction_id)
+        day = answered_on.astimezone(PUERTO_RICO).replace(hour=0, minute=0, second=0, microsecond=0)
+        same |= Q(
+            payment=payment,
+            daily_transaction_id=refund.daily_transaction_id,
+            transaction_date__gte=day,
+            transaction_date__lt=day + timedelta(days=1),
+        )
     if not same:
         return None
     return _one(
@@ -1000,9 +1031,11 @@ def _corrections(payment: Payment, event: AthmEvent) -> str:
 
 def same_refund(event: AthmEvent) -> Refund | None:
     """The refund recorded for a refund event: by its idempotency key, or else (a copy under another date,
-    a webhook dated otherwise than the report's row) the one of the same reference number, amount and daily
-    id on the same Puerto Rico day, which is the same refund at ATH (its daily id is unique in a day). A
-    refund asked for here answers to its payment's reference number and to its own."""
+    a webhook dated otherwise than the report's row) the refund of the same reference number, daily id and
+    amount on the same Puerto Rico day: the same refund at ATH (its daily id is unique in the business's
+    day). A refund asked for here is found by its daily id whatever number it was recorded under: ATH's
+    deliveries name it by its payment's number or by its own, which may be known only later. Without a
+    daily id, only the key: two refunds of one amount on one day are told apart by their dates."""
     refunds = Refund.objects.select_related("payment")
     refund = _one(refunds.filter(idempotency_key=event.idempotency_key))
     when = event.effective_date
@@ -1011,7 +1044,7 @@ def same_refund(event: AthmEvent) -> Refund | None:
     day = when.astimezone(PUERTO_RICO).replace(hour=0, minute=0, second=0, microsecond=0)
     return _one(
         refunds.filter(
-            named(event.reference_number),
+            Q(reference_number=event.reference_number) | Q(requested_at__isnull=False),
             daily_transaction_id=event.daily_transaction_id,
             amount=event.total,
             transaction_date__gte=day,
