@@ -400,8 +400,8 @@ def _send_refund(event: AthmEvent) -> Transition:
         _learn_own_number(refund, event)
         waiting = event.reference_number if refund.payment is None else None
         return Transition(Outcome.DUPLICATE, refund.payment, refund, link_reference=waiting)
-    # A refund asked for here: the one its reference number, daily id and day name (from ATH's answer),
-    # else the oldest of its amount not yet matched.
+    # A refund asked for here that this delivery is the first to report (found by its daily id above, or
+    # by :func:`requested_refund`'s rules).
     requested = refund or requested_refund(event)
     if requested is not None:
         transition = _claim_requested(requested.pk, event)
@@ -493,9 +493,9 @@ def requested_refund(event: AthmEvent) -> Refund | None:
         status__in=[Refund.Status.PENDING, Refund.Status.COMPLETED],
         amount=event.total,
     )
-    named = _one(ours.filter(refund_reference_number=event.reference_number))
-    if named is not None:
-        return named
+    by_own_number = _one(ours.filter(refund_reference_number=event.reference_number))
+    if by_own_number is not None:
+        return by_own_number
     of_payment = ours.filter(payment__reference_number=event.reference_number).order_by("requested_at", "pk")
     for refund in of_payment:
         if _could_be(refund, event):
