@@ -275,6 +275,11 @@ def _complete_ecommerce(event: AthmEvent) -> Transition:
         # Recorded unconfirmed (before verification, or by the deadline) otherwise than ATH confirms it:
         # rewritten from ATH's answer below, and announced again.
         anomalies.append(_anomaly("corrected_from_ath", _corrections(payment, event)))
+    elif payment.status == Status.OPEN:
+        # The checkout the business recorded when it started it: what it asked for.
+        asked = _asked_otherwise(payment, event)
+        if asked:
+            anomalies.append(_anomaly("completed_otherwise_than_asked", asked))
     elif event.ecommerce_id and event.reference_number:
         # The checkout was cancelled or expired under its ecommerceId, and its completion may have been
         # recorded apart, from ATH's published shape (no ecommerceId), under this reference number: the
@@ -852,6 +857,7 @@ ANOMALIES = {
     "fee_above_total": "a payment whose fee is above its total",
     "reference_conflict": "an unconfirmed payment held the reference number of a confirmed other kind",
     "corrected_from_ath": "a payment recorded unconfirmed differed from what ATH Móvil confirms; rewritten",
+    "completed_otherwise_than_asked": "a checkout completed with another total or metadata than opened with",
     "refund_amount_differs": "ATH Móvil's answer to a refund asked for here names another amount (recorded)",
     "refund_of_other_transaction": "ATH Móvil's answer to a refund asked for here names another payment",
 }
@@ -976,6 +982,19 @@ def _reference_conflict(event: AthmEvent) -> str:
     if same_checkout:
         return ""  # a race that the next attempt sees the end of
     return f"referenceNumber {event.reference_number} already belongs to payment {owner.pk}"
+
+
+def _asked_otherwise(payment: Payment, event: AthmEvent) -> str:
+    """How a completion differs from the open checkout the business recorded (``payment``): its total, and
+    the metadata it set; ``""`` when it does not. (ATH's guide: cross-check amounts against what the
+    business itself asked for.)"""
+    changes = []
+    if payment.total and payment.total != event.total:
+        changes.append(f"total {payment.total} asked, {event.total} paid")
+    for name in _ORDER:
+        if getattr(payment, name) and getattr(payment, name) != getattr(event, name):
+            changes.append(f"{name} {getattr(payment, name)!r:.40} asked, {getattr(event, name)!r:.40} paid")
+    return "; ".join(changes)
 
 
 def _corrected(event: AthmEvent, payment: Payment) -> bool:
