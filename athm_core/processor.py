@@ -275,6 +275,11 @@ def _complete_ecommerce(event: AthmEvent) -> Transition:
         # Recorded unconfirmed (before verification, or by the deadline) otherwise than ATH confirms it:
         # rewritten from ATH's answer below, and announced again.
         anomalies.append(_anomaly("corrected_from_ath", _corrections(payment, event)))
+    elif payment.status == Status.OPEN:
+        # The checkout the business recorded when it started it: what it asked for.
+        asked = _asked_otherwise(payment, event)
+        if asked:
+            anomalies.append(_anomaly("completed_otherwise_than_asked", asked))
     elif event.ecommerce_id and event.reference_number:
         # The checkout was cancelled or expired under its ecommerceId, and its completion may have been
         # recorded apart, from ATH's published shape (no ecommerceId), under this reference number: the
@@ -397,10 +402,11 @@ def _receive_payment(event: AthmEvent, transaction_type: str) -> Transition:
 def _send_refund(event: AthmEvent) -> Transition:
     refund = same_refund(event)
     if refund is not None and refund.claimed:
+        _learn_own_number(refund, event)
         waiting = event.reference_number if refund.payment is None else None
         return Transition(Outcome.DUPLICATE, refund.payment, refund, link_reference=waiting)
-    # A refund asked for here: the one its reference number, daily id and day name (from ATH's answer),
-    # else the oldest of its amount not yet matched.
+    # A refund asked for here that this delivery is the first to report (found by its daily id above, or
+    # by :func:`requested_refund`'s rules).
     requested = refund or requested_refund(event)
     if requested is not None:
         transition = _claim_requested(requested.pk, event)
@@ -441,6 +447,22 @@ def _send_refund(event: AthmEvent) -> Transition:
 # --- refunds this system asks ATH Móvil for (athm_core.refunds) -------------------------------------------
 
 
+def _learn_own_number(refund: Refund, event: AthmEvent) -> None:
+    """A copy of a refund asked for here that names another number than its payment's names the refund's
+    own: kept, when no answer of ATH's gave it and ATH confirmed the copy, so that later copies naming it
+    find the refund."""
+    if (
+        event.verified_at is not None
+        and refund.requested_at is not None
+        and not refund.refund_reference_number
+        and refund.payment is not None
+        and event.reference_number != refund.payment.reference_number
+    ):
+        Refund.objects.filter(pk=refund.pk, refund_reference_number="").update(
+            refund_reference_number=event.reference_number
+        )
+
+
 # How far from the moment a refund was asked for ATH Móvil's date for it may be: before, a clock's drift;
 # after, ATH's slowest answer and then some. A Refund Sent dated outside is another refund.
 ASKED_BEFORE = timedelta(minutes=10)
@@ -476,9 +498,9 @@ def requested_refund(event: AthmEvent) -> Refund | None:
         status__in=[Refund.Status.PENDING, Refund.Status.COMPLETED],
         amount=event.total,
     )
-    named = _one(ours.filter(refund_reference_number=event.reference_number))
-    if named is not None:
-        return named
+    by_own_number = _one(ours.filter(refund_reference_number=event.reference_number))
+    if by_own_number is not None:
+        return by_own_number
     of_payment = ours.filter(payment__reference_number=event.reference_number).order_by("requested_at", "pk")
     for refund in of_payment:
         if _could_be(refund, event):
@@ -552,11 +574,13 @@ def _claim_requested(pk: int, event: AthmEvent) -> Transition | None:
     refund.reference_number = event.reference_number
     if event.reference_number != payment.reference_number:
         refund.refund_reference_number = event.reference_number  # the refund's own
-    for name in ("name", "phone_number", "email"):
-        setattr(refund, name, getattr(refund, name) or getattr(event, name))
     if refund.status == Refund.Status.COMPLETED:
+        # ATH's answer completed it: this delivery changes no money, and, unverified, not its customer.
+        if event.verified_at is not None:
+            _fill_customer(refund, event)
         refund.save()
         return Transition(Outcome.DUPLICATE, payment, refund)
+    _fill_customer(refund, event)
     if event.effective_date is not None:
         refund.transaction_date = event.effective_date
     refund.status = Refund.Status.COMPLETED
@@ -564,6 +588,11 @@ def _claim_requested(pk: int, event: AthmEvent) -> Transition | None:
     refund.save()
     _add_refunds(payment, [refund])
     return Transition(Outcome.APPLIED, payment, refund, notices=[refund_notice(refund, payment)])
+
+
+def _fill_customer(refund: Refund, event: AthmEvent) -> None:
+    for name in ("name", "phone_number", "email"):
+        setattr(refund, name, getattr(refund, name) or getattr(event, name))
 
 
 def refundable(payment: Payment) -> Decimal:
@@ -664,7 +693,7 @@ def complete_requested_refund(
                 log.warning("refund %s was marked failed, and ATH Móvil answers it was made", refund.pk)
             if amount is not None:
                 refund.amount = amount
-            twin = _recorded_twin(refund, payment)
+            twin = _recorded_twin(refund, payment, transaction_date or timezone.now())
             if twin is not None:
                 notices = _fold_into(twin, refund, payment)
                 refund = twin
@@ -708,16 +737,23 @@ def _answer_anomalies(
     return found
 
 
-def _recorded_twin(refund: Refund, payment: Payment) -> Refund | None:
+def _recorded_twin(refund: Refund, payment: Payment, answered_on: datetime) -> Refund | None:
     """The refund a delivery of ATH's recorded for the (locked) pending ``refund`` before ATH's answer came,
     if any, locked: heard of only (not asked for here), of the answered amount, recorded since the request,
     unlinked or of this payment, under the refund's own number from the answer, or of this payment with the
-    answer's daily id (both unique at ATH: never another refund)."""
+    answer's daily id on the answer's Puerto Rico day (``answered_on``): each unique at ATH, never another
+    refund."""
     same = Q()
     if refund.refund_reference_number:
         same |= Q(reference_number=refund.refund_reference_number)
     if refund.daily_transaction_id is not None:
-        same |= Q(payment=payment, daily_transaction_id=refund.daily_transaction_id)
+        day = answered_on.astimezone(PUERTO_RICO).replace(hour=0, minute=0, second=0, microsecond=0)
+        same |= Q(
+            payment=payment,
+            daily_transaction_id=refund.daily_transaction_id,
+            transaction_date__gte=day,
+            transaction_date__lt=day + timedelta(days=1),
+        )
     if not same:
         return None
     return _one(
@@ -821,6 +857,7 @@ ANOMALIES = {
     "fee_above_total": "a payment whose fee is above its total",
     "reference_conflict": "an unconfirmed payment held the reference number of a confirmed other kind",
     "corrected_from_ath": "a payment recorded unconfirmed differed from what ATH Móvil confirms; rewritten",
+    "completed_otherwise_than_asked": "a checkout completed with another total or metadata than opened with",
     "refund_amount_differs": "ATH Móvil's answer to a refund asked for here names another amount (recorded)",
     "refund_of_other_transaction": "ATH Móvil's answer to a refund asked for here names another payment",
 }
@@ -947,6 +984,19 @@ def _reference_conflict(event: AthmEvent) -> str:
     return f"referenceNumber {event.reference_number} already belongs to payment {owner.pk}"
 
 
+def _asked_otherwise(payment: Payment, event: AthmEvent) -> str:
+    """How a completion differs from the open checkout the business recorded (``payment``): its total, and
+    the metadata it set; ``""`` when it does not. (ATH's guide: cross-check amounts against what the
+    business itself asked for.)"""
+    changes = []
+    if payment.total and payment.total != event.total:
+        changes.append(f"total {payment.total} asked, {event.total} paid")
+    for name in _ORDER:
+        if getattr(payment, name) and getattr(payment, name) != getattr(event, name):
+            changes.append(f"{name} {getattr(payment, name)!r:.40} asked, {getattr(event, name)!r:.40} paid")
+    return "; ".join(changes)
+
+
 def _corrected(event: AthmEvent, payment: Payment) -> bool:
     """Whether ``event``, which ATH Móvil confirmed, corrects the (locked) ``payment`` found for it: one
     recorded unconfirmed, of another kind or otherwise than ATH confirms it (:func:`_agrees`)."""
@@ -1000,9 +1050,11 @@ def _corrections(payment: Payment, event: AthmEvent) -> str:
 
 def same_refund(event: AthmEvent) -> Refund | None:
     """The refund recorded for a refund event: by its idempotency key, or else (a copy under another date,
-    a webhook dated otherwise than the report's row) the one of the same reference number, amount and daily
-    id on the same Puerto Rico day, which is the same refund at ATH (its daily id is unique in a day). A
-    refund asked for here answers to its payment's reference number and to its own."""
+    a webhook dated otherwise than the report's row) the refund of the same reference number, daily id and
+    amount on the same Puerto Rico day: the same refund at ATH (its daily id is unique in the business's
+    day). A refund asked for here is found by its daily id whatever number it was recorded under: ATH's
+    deliveries name it by its payment's number or by its own, which may be known only later. Without a
+    daily id, only the key: two refunds of one amount on one day are told apart by their dates."""
     refunds = Refund.objects.select_related("payment")
     refund = _one(refunds.filter(idempotency_key=event.idempotency_key))
     when = event.effective_date
@@ -1011,7 +1063,7 @@ def same_refund(event: AthmEvent) -> Refund | None:
     day = when.astimezone(PUERTO_RICO).replace(hour=0, minute=0, second=0, microsecond=0)
     return _one(
         refunds.filter(
-            named(event.reference_number),
+            Q(reference_number=event.reference_number) | Q(requested_at__isnull=False),
             daily_transaction_id=event.daily_transaction_id,
             amount=event.total,
             transaction_date__gte=day,

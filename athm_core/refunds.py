@@ -32,7 +32,7 @@ from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
 from athm_core import processor
-from athm_core.ath import client
+from athm_core.ath import client, reconciliation
 from athm_core.conf import athm_settings
 from athm_core.events import EventType
 from athm_core.models import Payment, Refund
@@ -155,8 +155,10 @@ def check(refund_pk: int) -> Refund:
     public_token, private_token = _tokens()
     day = refund.requested_at.astimezone(PUERTO_RICO).date()
     end = min(datetime.combine(day + timedelta(days=1), time(23, 59, 59), PUERTO_RICO), timezone.now())
+    # From the day's start, or from just before the request when ATH's clock may date it the day before.
+    start = min(datetime.combine(day, time.min, PUERTO_RICO), refund.requested_at - processor.ASKED_BEFORE)
     rows = client.transaction_report(
-        datetime.combine(day, time.min, PUERTO_RICO),
+        start,
         end,
         public_token=public_token,
         private_token=private_token,
@@ -169,7 +171,10 @@ def check(refund_pk: int) -> Refund:
         if event.type != EventType.REFUND_SENT or event.total != refund.amount:
             continue
         # The row this refund's would be by the processor's own matching (its reference number, the
-        # payment's, or, for an unanswered refund, amount, time and customer): never another refund's.
+        # payment's, or, for an unanswered refund, amount, time and customer), and not one that
+        # reconciliation takes for a refund recorded already: never another refund's.
+        if reconciliation.recorded(event) is not None:
+            continue
         reported = processor.requested_refund(event)
         if reported is None or reported.pk != refund.pk:
             continue

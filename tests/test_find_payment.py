@@ -203,7 +203,7 @@ def test_an_open_payment_ath_reports_completed_is_completed_through_the_processo
 
 @pytest.mark.parametrize(
     "status, recorded",
-    [("CANCEL", None), ("OPEN", None), ("CONFIRM", None), ("CANCEL", "open"), ("COMPLETED", "cancelled")],
+    [("CANCEL", None), ("OPEN", None), ("CONFIRM", None), ("CANCEL", "open")],
 )
 def test_nothing_but_a_missed_completion_is_applied(ath, signal_log, status, recorded):
     if recorded:
@@ -219,6 +219,91 @@ def test_nothing_but_a_missed_completion_is_applied(ath, signal_log, status, rec
     assert snapshot() == before and signal_log.calls == []
     if recorded:
         assert line(text, "status").split() == ["*", "status", status, recorded]
+
+
+@pytest.mark.parametrize("recorded", ["cancelled", "expired"])
+def test_a_completion_wins_over_a_cancellation_recorded_here(ath, signal_log, recorded):
+    """As with ATH's own late webhook: money moved, so ATH's completion is recorded and announced."""
+    Payment.objects.create(
+        transaction_type="ecommerce", ecommerce_id=CHECKOUT, total=Decimal("26.00"), status=recorded
+    )
+    ath_says(ath)
+
+    text = find_payment(CHECKOUT, "--apply")
+
+    assert text.splitlines()[-1].startswith("applied: payment ")
+    assert Payment.objects.get().status == "completed"
+    assert signal_log.names() == ["payment_completed"]
+
+
+def test_a_completion_otherwise_than_the_open_checkout_asked_is_flagged(ath, signal_log):
+    """ATH's answer is what moved, so it is recorded; the open checkout the business wrote asked for
+    another total and order, so the payment is flagged."""
+    Payment.objects.create(
+        transaction_type="ecommerce", ecommerce_id=CHECKOUT, total=Decimal("26.00"), metadata_1="order-1002"
+    )
+    ath_says(
+        ath,
+        total="1.00",
+        subTotal="1.00",
+        tax=0,
+        fee="0.03",
+        netAmount="0.97",
+        metadata1="order-9999",
+        items=[],
+    )
+
+    find_payment(CHECKOUT, "--apply")
+
+    payment = Payment.objects.get()
+    assert (payment.status, payment.total, payment.metadata_1) == ("completed", Decimal("1.00"), "order-9999")
+    [anomaly] = payment.anomalies
+    assert anomaly["kind"] == "completed_otherwise_than_asked"
+    assert "26.00" in anomaly["detail"] and "order-1002" in anomaly["detail"]
+
+
+def test_an_open_payment_beside_its_completion_recorded_without_its_ecommerce_id(ath, signal_log):
+    """The completion came in ATH's published shape (no ecommerceId): the lookup shows that payment, and
+    --apply has nothing to record, however often it is run."""
+    completed = deliver({k: v for k, v in COMPLETED.items() if k != "ecommerceId"}).payment
+    Payment.objects.create(transaction_type="ecommerce", ecommerce_id=CHECKOUT, total=Decimal("26.00"))
+    ath_says(ath)
+
+    text = find_payment(CHECKOUT)
+    find_payment(CHECKOUT, "--apply")
+    find_payment(CHECKOUT, "--apply")
+
+    assert f"payment {completed.pk} (completed)" in text.splitlines()[0]
+    assert "--apply records it" not in text
+    assert WebhookEvent.objects.count() == 1
+    assert signal_log.names() == ["payment_completed"]
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"items": [{"name": "Pastelillo", "quantity": 2, "price": "$12.00"}]},
+        {"dailyTransactionId": "N/A"},
+        {"transactionDate": "yesterday"},
+    ],
+)
+def test_an_answer_with_a_field_that_cannot_be_read_is_still_applied(ath, signal_log, changes):
+    """A field that names no money and cannot be read is left out, as the verifier does: the completion
+    is still recorded and announced."""
+    ath_says(ath, **changes)
+
+    text = find_payment(CHECKOUT, "--apply")
+
+    assert text.splitlines()[-1].startswith("applied:"), text
+    assert Payment.objects.get().total == Decimal("26.00")
+    assert signal_log.names() == ["payment_completed"]
+
+
+def test_a_payment_not_recorded_here_is_not_called_agreement(ath):
+    ath_says(ath)
+    text = find_payment(CHECKOUT)
+    assert "agree" not in text
+    assert "not recorded here" in text.splitlines()[-2]
 
 
 def test_an_expired_payment_agrees_with_ath_s_cancel(ath):

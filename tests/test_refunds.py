@@ -35,8 +35,9 @@ REFERENCE = "215070444-402894c185ab1be40185acfe61c2000c"
 REFUND_REFERENCE = "215070999-402894d58d40ae56018d40bf18470002"
 
 
-@pytest.fixture
-def ath(fake_athm, settings, transactional_db):
+@pytest.fixture(name="ath")
+def ath_fixture(fake_athm, settings, transactional_db):
+    """The fake ATH Móvil, with the business's tokens set, the outbox on and verification off."""
     settings.ATHM_PUBLIC_TOKEN = PUBLIC
     settings.ATHM_PRIVATE_TOKEN = PRIVATE
     settings.ATHM_OUTBOX = True
@@ -44,8 +45,9 @@ def ath(fake_athm, settings, transactional_db):
     return fake_athm
 
 
-@pytest.fixture
-def payment(transactional_db) -> Payment:
+@pytest.fixture(name="payment")
+def payment_fixture(transactional_db) -> Payment:
+    """A completed eCommerce payment of 26.00."""
     return Payment.objects.create(
         transaction_type=Payment.TransactionType.ECOMMERCE,
         status=Payment.Status.COMPLETED,

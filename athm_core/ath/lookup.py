@@ -94,9 +94,11 @@ class Lookup:
 
     @property
     def missed_completion(self) -> bool:
-        """Whether ATH reports a completion this database never recorded: the one thing :func:`apply` does."""
+        """Whether ATH reports a completion this database never recorded (the payment is not recorded, or
+        open, or cancelled or expired: a completion wins, as ATH's own late webhook's does): the one thing
+        :func:`apply` does."""
         return self.ath_status == "COMPLETED" and (
-            self.payment is None or self.payment.status == Payment.Status.OPEN
+            self.payment is None or self.payment.status != Payment.Status.COMPLETED
         )
 
     def not_applicable(self) -> str:
@@ -112,8 +114,8 @@ class Lookup:
             return "ATH Móvil and this database agree"
         return (
             f"ATH Móvil reports it {self.ath_status or 'without a status'} and it is recorded "
-            f"{self.payment.status}: only a completion missed here (ATH says COMPLETED, the payment is open "
-            "or not recorded) is applied; other differences are shown, never written"
+            f"{self.payment.status}: only a completion missed here (ATH says COMPLETED, the payment is not "
+            "completed or not recorded) is applied; other differences are shown, never written"
         )
 
     def lines(self) -> list[str]:
@@ -129,7 +131,9 @@ class Lookup:
             mark = "*" if field.differs else " "
             lines.append(f"{mark} {field.name:<{width}}  {field.ath:<{ath_width}}  {field.recorded}")
         differences = self.differences
-        if differences:
+        if self.payment is None:
+            lines.append(f"not recorded here: ATH Móvil reports it {self.ath_status or 'without a status'}")
+        elif differences:
             lines.append(f"{len(differences)} difference(s), marked *: {', '.join(differences)}")
         else:
             lines.append("no differences: ATH Móvil and this database agree")
@@ -184,7 +188,7 @@ def apply(lookup: Lookup) -> tuple[bool, str]:
         "status": "completed",
     }
     try:
-        event = parse_data(body)
+        event = _event_from(body)
     except PayloadError as exc:
         return False, f"nothing applied: ATH Móvil's answer cannot be recorded: {exc}"
     # ATH Móvil's own answer: what it says is confirmed.
@@ -202,6 +206,25 @@ def apply(lookup: Lookup) -> tuple[bool, str]:
     return False, f"nothing applied: {record.outcome} {record.error}".rstrip()
 
 
+# Fields of ATH's answer that name no money: one that cannot be read is left out, as the verifier leaves
+# it out, rather than leave a completion unrecorded.
+_LEFT_OUT_UNREAD = ("items", "dailyTransactionId", "dailyTransactionID", "transactionDate", "date")
+
+
+def _event_from(body: dict[str, Any]) -> Any:
+    """The event of ATH's answer, read as a webhook's body is; a field that names no money and cannot be
+    read is left out (the stored body keeps it). Raises :class:`PayloadError` for the rest."""
+    body = dict(body)
+    while True:
+        try:
+            return parse_data(body)
+        except PayloadError as exc:
+            unread = next((name for name in _LEFT_OUT_UNREAD if exc.field.startswith(name)), None)
+            if unread is None or unread not in body:
+                raise
+            del body[unread]
+
+
 def _checked(ecommerce_id: Any) -> str:
     value = ecommerce_id.strip() if isinstance(ecommerce_id, str) else ""
     if not value:
@@ -213,13 +236,16 @@ def _checked(ecommerce_id: Any) -> str:
 
 def _recorded(ecommerce_id: str, data: dict[str, Any]) -> Payment | None:
     """The payment of this checkout: by its ecommerceId, else (recorded from ATH's published shape, without
-    one) the eCommerce payment of ATH's reference number."""
+    one) the eCommerce payment of ATH's reference number, which also wins over a row of the ecommerceId
+    that is not completed when it is (its completion was recorded apart from the open checkout)."""
     payment = Payment.objects.filter(ecommerce_id=ecommerce_id).first()
     reference = data.get("referenceNumber")
-    if payment is None and isinstance(reference, str) and reference.strip():
-        payment = Payment.objects.filter(
+    if (payment is None or payment.status != Payment.Status.COMPLETED) and isinstance(reference, str):
+        completed = Payment.objects.filter(
             reference_number=reference.strip(), transaction_type=Payment.TransactionType.ECOMMERCE
         ).first()
+        if completed is not None and (payment is None or completed.status == Payment.Status.COMPLETED):
+            payment = completed
     return payment
 
 

@@ -29,6 +29,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
+from django.db.models import Q
 from django.utils import timezone
 
 from athm_core import processor
@@ -201,7 +202,7 @@ def _fetch(
 
 
 def _reconcile_one(event: AthmEvent, row: dict[str, Any], report: Report) -> None:
-    stored = _stored(event)
+    stored = recorded(event)
     if stored is not None or processor.already_applied(event):
         report.present += 1
         if stored is not None:
@@ -224,8 +225,9 @@ def _reconcile_one(event: AthmEvent, row: dict[str, Any], report: Report) -> Non
         report.not_applied.append(f"{description}: {record.outcome} {record.error}".rstrip())
 
 
-def _stored(event: AthmEvent) -> Payment | Refund | None:
-    """The row that already records this transaction, if any."""
+def recorded(event: AthmEvent) -> Payment | Refund | None:
+    """The row that already records the transaction of a report row, if any (a refund asked for here and
+    still pending is not one: the processor settles it)."""
     if event.type.identity == Identity.CHECKOUT:
         # A row in ATH's published shape names no ecommerceId: its reference number finds the payment.
         found = (
@@ -239,18 +241,21 @@ def _stored(event: AthmEvent) -> Payment | Refund | None:
     if event.type != EventType.REFUND_SENT:
         raise ValueError(f"reconciliation does not know where a {event.type} event is recorded")
     refund = Refund.objects.filter(idempotency_key=event.idempotency_key).first()
-    if refund is None and processor.requested_refund(event) is not None:
-        return None  # a refund asked for here, pending or not yet matched: the processor settles it
     if refund is None:
         # The report may date a refund other than its webhook did (the key holds the date): the same
-        # reference and daily number on the same Puerto Rico day is the same refund. A row without a daily
-        # number: a refund of its reference number and amount on its day.
+        # reference and daily number on the same Puerto Rico day is the same refund (a refund asked for
+        # here, under either of its numbers). A row without a daily number: a refund of a number it names
+        # and its amount on its day. A refund asked for here and still pending is not recorded yet: the
+        # processor settles it.
         day = event.effective_date.astimezone(PUERTO_RICO).date()
-        candidates = Refund.objects.filter(processor.named(event.reference_number))
+        candidates = Refund.objects.filter(status=Refund.Status.COMPLETED)
         if event.daily_transaction_id is not None:
-            candidates = candidates.filter(daily_transaction_id=event.daily_transaction_id)
+            candidates = candidates.filter(
+                Q(reference_number=event.reference_number) | Q(requested_at__isnull=False),
+                daily_transaction_id=event.daily_transaction_id,
+            )
         else:
-            candidates = candidates.filter(amount=event.total)
+            candidates = candidates.filter(processor.named(event.reference_number), amount=event.total)
         refund = next(
             (each for each in candidates if each.transaction_date.astimezone(PUERTO_RICO).date() == day), None
         )
