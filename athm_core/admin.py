@@ -37,6 +37,7 @@ from django.utils.html import format_html, format_html_join
 
 from athm_core import refunds, replay
 from athm_core.ath import lookup
+from athm_core.ath.client import AthmApiError
 from athm_core.models import Notice, OutboxMessage, Payment, Refund, WebhookEvent
 
 State = Notice.ReceiverState
@@ -357,6 +358,7 @@ class PaymentAdmin(ReadOnlyAdmin):
                         "refundable": left,
                         "pending": payment.refundable_amount - left,
                         "refunds_seen": _refunds_of(payment),
+                        "unanswered": payment.refunds.filter(status=Refund.Status.PENDING).first(),
                     }
                 )
             context = {
@@ -391,12 +393,15 @@ class PaymentAdmin(ReadOnlyAdmin):
             except (refunds.RefundError, ImproperlyConfigured) as exc:
                 self.message_user(request, f"payment {payment} not refunded: {exc}", messages.ERROR)
             else:
-                self.message_user(
-                    request,
+                made = (
                     f"payment {payment}: refunded {refund.amount} (refund {refund.pk}, ATH Móvil reference "
-                    f"number {refund.refund_reference_number})",
-                    messages.SUCCESS,
+                    f"number {refund.refund_reference_number or '(not in its answer)'})"
                 )
+                flagged = getattr(refund, "flagged", [])
+                if flagged:
+                    said = "; ".join(f"{each['kind']}: {each['detail']}" for each in flagged)
+                    made += f", but ATH Móvil's answer is not what was asked ({said}): flagged on the payment"
+                self.message_user(request, made, messages.WARNING if flagged else messages.SUCCESS)
         return None
 
 
@@ -408,9 +413,43 @@ def _refunds_of(payment: Payment) -> int:
 
 @admin.register(Refund)
 class RefundAdmin(ReadOnlyAdmin):
-    list_display = ["reference_number", "amount", "status", "payment", "transaction_date", "linked_at"]
+    list_display = [
+        "id",
+        "reference_number",
+        "refund_reference_number",
+        "amount",
+        "status",
+        "payment",
+        "transaction_date",
+        "linked_at",
+    ]
     list_filter = [("payment", admin.EmptyFieldListFilter), "status", "transaction_date"]
-    search_fields = ["reference_number"]
+    search_fields = ["reference_number", "refund_reference_number"]
+    actions = ["check_pending"]
+
+    def has_refund_permission(self, request) -> bool:
+        return request.user.is_active and request.user.is_superuser
+
+    @admin.action(
+        description="Check pending refunds with ATH Móvil (athm refund --check)", permissions=["refund"]
+    )
+    def check_pending(self, request, queryset):
+        for refund in queryset.order_by("pk"):
+            try:
+                checked = refunds.check(refund.pk)
+            except (refunds.RefundError, ImproperlyConfigured, AthmApiError) as exc:
+                self.message_user(request, f"refund {refund.pk}: {exc}", messages.ERROR)
+                continue
+            if checked.status == Refund.Status.PENDING:
+                self.message_user(
+                    request,
+                    f"refund {refund.pk}: ATH Móvil's report does not list it yet; it stays pending (its "
+                    "webhook or a later check settles it; `athm refund --fail` once ATH Business shows it "
+                    "never happened)",
+                    messages.WARNING,
+                )
+            else:
+                self.message_user(request, f"refund {refund.pk} is {checked.status}", messages.SUCCESS)
 
 
 # --- webhook events and their notices ---------------------------------------------------------------------

@@ -621,8 +621,8 @@ def request_refund(payment_pk: int, amount: Decimal | None, message: str) -> tup
             # deliveries: one at a time.
             return None, (
                 f"refund {unanswered.pk} of {unanswered.amount} is still pending at ATH Móvil (asked "
-                f"{timezone.localtime(unanswered.requested_at):%Y-%m-%d %H:%M}, not answered yet): one "
-                f"refund of a payment at a time; if it stays pending, settle it with "
+                f"{unanswered.requested_at.astimezone(PUERTO_RICO):%Y-%m-%d %H:%M} Puerto Rico time, not "
+                f"answered yet): one refund of a payment at a time; if it stays pending, settle it with "
                 f"`athm refund --check {unanswered.pk}`"
             )
         left = refundable(payment)
@@ -672,8 +672,10 @@ def complete_requested_refund(
     the pending row goes, so that the refund is counted and announced once; it is the one returned. An
     amount other than the one asked for is recorded as ATH's (it is what moved) and flagged
     ``refund_amount_differs``; an original transaction other than the payment's is flagged
-    ``refund_of_other_transaction``. A refund marked failed by hand (``athm refund --fail``) that ATH
-    answers after all was made: it is completed like a pending one.
+    ``refund_of_other_transaction``, and a refund number ATH gave another refund already
+    ``refund_number_reused``; the returned refund's ``flagged`` lists what was flagged (``[{"kind",
+    "detail"}]``), for the caller to say. A refund marked failed by hand (``athm refund --fail``) that
+    ATH answers after all was made: it is completed like a pending one.
     """
     notices: list[Notice] = []
     messages: list[OutboxMessage] = []
@@ -713,6 +715,7 @@ def complete_requested_refund(
         if anomalies:
             _flag(payment, anomalies, EventType.REFUND_SENT)
     transaction.on_commit(partial(_deliver_after_commit, notices, messages))
+    refund.flagged = anomalies
     return refund
 
 
@@ -724,6 +727,15 @@ def _answer_anomalies(
         found.append(
             _anomaly(
                 "refund_amount_differs", f"refund {refund.pk}: asked for {asked}, ATH Móvil answered {amount}"
+            )
+        )
+    number = refund.refund_reference_number
+    if number and Refund.objects.filter(refund_reference_number=number).exclude(pk=refund.pk).exists():
+        found.append(
+            _anomaly(
+                "refund_number_reused",
+                f"refund {refund.pk}: ATH Móvil's answer names refund number {number}, which it gave another "
+                "refund already",
             )
         )
     if original_reference_number and original_reference_number != payment.reference_number:
@@ -860,6 +872,7 @@ ANOMALIES = {
     "completed_otherwise_than_asked": "a checkout completed with another total or metadata than opened with",
     "refund_amount_differs": "ATH Móvil's answer to a refund asked for here names another amount (recorded)",
     "refund_of_other_transaction": "ATH Móvil's answer to a refund asked for here names another payment",
+    "refund_number_reused": "ATH Móvil's answer to a refund asked for here names another refund's number",
 }
 
 

@@ -193,8 +193,11 @@ def abandon(refund_pk: int, reason: str = "") -> Refund:
     Raises :class:`RefundError` for a refund that does not exist, is not pending, was not asked for here,
     or was asked for less than :data:`ANSWER_MAY_COME` ago. Never asks ATH Móvil: ``athm refund --check``
     does."""
-    asked_at = Refund.objects.filter(pk=refund_pk).values_list("requested_at", flat=True).first()
-    if asked_at is not None and timezone.now() - asked_at < ANSWER_MAY_COME:
+    why_not = processor.not_pending_request(refund_pk, Refund.objects.filter(pk=refund_pk).first())
+    if why_not:
+        raise RefundError(f"{why_not}: nothing to mark failed")
+    asked_at = Refund.objects.filter(pk=refund_pk).values_list("requested_at", flat=True).get()
+    if timezone.now() - asked_at < ANSWER_MAY_COME:
         raise RefundError(
             f"refund {refund_pk} was asked for {int((timezone.now() - asked_at).total_seconds())} s ago: ATH "
             f"Móvil's answer may still be on its way. Wait {int(ANSWER_MAY_COME.total_seconds())} s from the "
@@ -234,7 +237,9 @@ def _left_pending(pending: Refund, why: str) -> Refund:
     raise RefundPending(
         f"ATH Móvil did not answer ({why}): refund {pending.pk} of {pending.amount} stays pending and may "
         f"have been made. Its webhook or `athm reconcile` settles it, or ask with `athm refund --check "
-        f"{pending.pk}`; do not refund again before it is settled.",
+        f"{pending.pk}`; do not refund again before it is settled. If ATH Business lists no such refund "
+        f"after two minutes (an HTML error page, such as a 403 for a request from outside Puerto Rico, "
+        f"means the request never reached ATH), `athm refund --fail {pending.pk}` releases its amount.",
         pending,
     )
 

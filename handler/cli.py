@@ -17,7 +17,7 @@ import os
 import sys
 
 # Commands whose changes or deliveries reach the receivers: without ATHM_RECEIVERS, none would hear them.
-_ANNOUNCING = {"reprocess", "reconcile", "redispatch", "relay"}
+_ANNOUNCING = {"reprocess", "reconcile", "redispatch", "relay", "refund", "find_payment"}
 # Commands that make the admin's users: they turn the admin on.
 _ADMIN_USERS = {"createsuperuser", "changepassword"}
 # The commands of the admin's apps (auth, contenttypes, sessions, staticfiles): they exist only with it.

@@ -84,6 +84,11 @@ result["sent_twice"] = [str(m) for m in page.context["messages"]]
 page = client.post(url, {"action": "refund_selected", "_selected_action": [open_one.pk], "post": "yes",
                          f"refunds_seen_{open_one.pk}": "0"}, follow=True)
 result["open"] = [str(m) for m in page.context["messages"]]
+pending = Refund.objects.get(status="pending")
+page = client.post("/admin/athm_core/refund/", {"action": "check_pending", "_selected_action": [pending.pk]},
+                   follow=True)
+result["checked"] = [str(m) for m in page.context["messages"]]
+result["refund_list"] = client.get("/admin/athm_core/refund/").content.decode()
 result["refunds"] = sorted(
     [str(r.amount), r.status, r.payment_id == first.pk] for r in Refund.objects.all()
 )
@@ -110,6 +115,7 @@ def outcome(child_env, tmp_path) -> tuple[dict, FakeAthm]:
                 },
             },
         )
+        fake.answer("/transactions/v4/transactionReport", 200, [])  # it lists no refund
         env = {**child_env, **fake.environment("pub-admin", PRIVATE)}
         return run_with_the_admin(SCRIPT, env, tmp_path), fake
     finally:
@@ -125,7 +131,8 @@ def test_the_refund_action(outcome):
     status, page = result["confirm"]
     assert status == 200
     assert "Refund through ATH Móvil" in page and 'name="post" value="yes"' in page
-    assert '<td class="money refundable">20.00</td>' in page  # 26.00 less 6.00 pending
+    assert '<td class="money refundable">20.00<br><small' in page  # 26.00 less 6.00 pending
+    assert "is pending at ATH Móvil: no other refund of this payment until it is settled" in page
     assert '<td class="money refundable">10.00</td>' in page
     assert result["refunds_after_confirm_page"] == 1
     # One refund of a payment at a time while ATH has not answered; then refused with why, then made.
@@ -143,5 +150,8 @@ def test_the_refund_action(outcome):
     assert result["refunds"] == [["5.00", "completed", False], ["6.00", "pending", True]]
     assert result["second_refunded"] == "5.00"
     assert result["second_anomalies"] == []
+    # The pending refund, checked from the refunds' list (which shows ids and ATH's refund numbers).
+    assert any("stays pending" in m for m in result["checked"]), result["checked"]
+    assert "215070999-admin-refund" in result["refund_list"]
     assert result["sent"] == 1
     assert all(PRIVATE not in message for message in result["made"] + result["too_much"])

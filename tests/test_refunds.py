@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import subprocess
 import threading
 from dataclasses import replace
 from datetime import timedelta
@@ -24,8 +25,9 @@ from athm_core import processor, refunds
 from athm_core.ath import client
 from athm_core.models import Notice, OutboxMessage, Payment, Refund, WebhookEvent
 from athm_core.payloads import PUERTO_RICO, parse
-from tests.conftest import sample_data
+from tests.conftest import ROOT, sample_data
 from tests.fake_athm import Answer, fake_athm_fixture  # noqa: F401
+from tests.test_local import athm_command
 
 REFUND_PATH = "/api/business-transaction/ecommerce/refund"
 REPORT_PATH = "/transactions/v4/transactionReport"
@@ -669,6 +671,23 @@ def test_an_answer_without_a_positive_amount_keeps_the_amount_asked_for(ath, pay
     assert sent["refund"].amount == Decimal("5.00")
 
 
+def test_a_completed_refund_is_never_marked_failed(ath, payment):
+    ath.answer(REFUND_PATH, 200, success("5.00"))
+    made = refunds.refund(payment, "5.00")
+    with pytest.raises(CommandError, match="is completed, not pending"):
+        run("--fail", str(made.pk), "--yes")
+
+
+def test_refund_and_find_payment_warn_without_the_receivers(child_env):
+    """Both announce changes (refund_sent, payment_completed): run without ATHM_RECEIVERS, they say so."""
+    for command in ("refund", "find_payment"):
+        result = subprocess.run(
+            [*athm_command(), command], env=child_env, cwd=ROOT, capture_output=True, text=True, timeout=120
+        )
+        assert result.returncode != 0  # no payment, no ecommerceId: refused
+        assert "athm: ATHM_RECEIVERS is not set, so no receiver of yours is loaded" in result.stderr
+
+
 def test_a_refund_is_not_marked_failed_while_its_answer_may_still_come(ath, payment):
     ath.answer(REFUND_PATH, close=True)
     with pytest.raises(refunds.RefundPending):
@@ -763,6 +782,25 @@ def test_an_answer_with_another_amount_records_ath_s_and_flags_it(ath, payment, 
     assert len(refund_signals(signal_log)) == 1
 
 
+def test_the_command_says_loudly_what_ath_answered_otherwise(ath, payment):
+    ath.answer(REFUND_PATH, 200, success("4.00"))
+    text = run(REFERENCE, "--amount", "5.00", "--yes")
+    assert "refunded 4.00" in text
+    assert "WARNING: ATH Móvil's answer is not what was asked: refund_amount_differs" in text
+
+
+def test_a_refund_number_ath_gave_another_refund_is_flagged(ath, payment):
+    ath.answer(REFUND_PATH, 200, success("5.00", daily="0009"))
+    refunds.refund(payment, "5.00")
+    ath.answer(REFUND_PATH, 200, success("6.00", daily="0010"))  # the same refund number again
+
+    second = refunds.refund(payment, "6.00")
+
+    assert [a["kind"] for a in second.flagged] == ["refund_number_reused"]
+    payment.refresh_from_db()
+    assert [a["kind"] for a in payment.anomalies] == ["refund_number_reused"]
+
+
 def test_an_answer_naming_another_original_transaction_is_flagged(ath, payment, signal_log):
     answer = success("5.00")
     answer["data"]["originalTransaction"]["referenceNumber"] = "215070000-someone-else"
@@ -797,6 +835,8 @@ def test_a_pending_refund_can_be_marked_failed_when_ath_shows_it_never_happened(
     assert refunds.refundable(payment) == Decimal("26.00")
     with pytest.raises(CommandError, match="not pending"):
         run("--fail", str(pending.pk), "--yes")
+    with pytest.raises(CommandError, match="no payment, --amount or --message"):
+        run("--check", str(pending.pk), "--amount", "3")
 
 
 # --- what a refund refuses to do -------------------------------------------------------------------------

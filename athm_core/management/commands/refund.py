@@ -9,11 +9,11 @@ settings ``ATHM_PUBLIC_TOKEN`` and ``ATHM_PRIVATE_TOKEN``, never from an option;
 
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
-from django.utils import timezone
 
 from athm_core import refunds
 from athm_core.ath.client import AthmApiError
 from athm_core.models import Payment, Refund
+from athm_core.payloads import PUERTO_RICO
 
 
 class Command(BaseCommand):
@@ -48,8 +48,8 @@ class Command(BaseCommand):
     def handle(self, *args, payment, amount, message, yes, check, fail, reason, **options):
         if check is not None and fail is not None:
             raise CommandError("--check or --fail, not both")
-        if (check is not None or fail is not None) and payment:
-            raise CommandError("--check and --fail take a refund id, and no payment")
+        if (check is not None or fail is not None) and (payment or amount is not None or message):
+            raise CommandError("--check and --fail take a refund id, and no payment, --amount or --message")
         if check is not None:
             return self._check(check)
         if fail is not None:
@@ -83,6 +83,12 @@ class Command(BaseCommand):
             f"refunded {made.amount} of payment {found.pk}: refund {made.pk}, ATH Móvil reference number "
             f"{made.refund_reference_number or '(not in its answer)'}"
         )
+        for anomaly in getattr(made, "flagged", []):
+            # Made, so never a failure (a script must not ask again): said loudly, flagged on the payment.
+            self.stderr.write(
+                f"WARNING: ATH Móvil's answer is not what was asked: {anomaly['kind']}: {anomaly['detail']} "
+                f"(flagged on payment {found.pk}; docs/operations.md, AnomalyAlarm)"
+            )
 
     def _check(self, pk: int) -> None:
         try:
@@ -110,7 +116,7 @@ class Command(BaseCommand):
                 raise CommandError(str(exc)) from None
         self.stdout.write(
             f"refund {pk}: {refund.amount} of payment {refund.payment_id}, asked for "
-            f"{timezone.localtime(refund.requested_at):%Y-%m-%d %H:%M}, pending: "
+            f"{refund.requested_at.astimezone(PUERTO_RICO):%Y-%m-%d %H:%M} (Puerto Rico), pending: "
             f"{refund.error or 'no answer from ATH Móvil'}"
         )
         if not yes:
