@@ -89,7 +89,9 @@ def parse_amount(value: Any) -> Decimal:
 @sensitive_variables("private_token")
 def refund(payment: Payment, amount: Decimal | str | None = None, message: str = "") -> Refund:
     """Refund ``amount`` of ``payment`` (``None``: all that is still refundable) through ATH Móvil, with
-    ``message`` (at most 50 characters) for the customer. Returns the completed refund.
+    ``message`` (at most 50 characters) for the customer. Returns the completed refund; its ``flagged``
+    lists what ATH's answer said otherwise than asked (``[{"kind", "detail"}]``, also flagged on the
+    payment): the refund was made all the same.
 
     Raises :class:`RefundError` when refused before ATH is asked (nothing written) or when ATH refuses (the
     refund is then recorded ``failed``), :class:`RefundPending` when ATH did not answer (the refund stays
