@@ -11,16 +11,14 @@ from __future__ import annotations
 import io
 from datetime import timedelta
 from decimal import Decimal
-from typing import Any
 
 import pytest
 from django.core.management import call_command
-from django.db import connection
 from django.utils import timezone
 
 from athm_core import processor, refunds
 from athm_core.models import Notice, OutboxMessage, Refund
-from athm_core.payloads import PUERTO_RICO, parse
+from athm_core.payloads import PUERTO_RICO
 from tests.fake_athm import Answer, fake_athm_fixture  # noqa: F401
 from tests.test_refunds import (  # noqa: F401
     REFERENCE,
@@ -34,6 +32,7 @@ from tests.test_refunds import (  # noqa: F401
     report_refund,
     run,
     success,
+    webhook_before_answer,
 )
 
 
@@ -129,14 +128,7 @@ def test_fold_unlinked_then_redeliveries_and_report(ath, payment, signal_log, la
     early = timezone.now() - timedelta(minutes=20)
     body = refund_webhook("5.00", REFUND_REFERENCE, dailyTransactionID="9", date=pr(early))
 
-    def webhook_first(_: Any) -> Answer:
-        try:
-            processor.process(parse(body), raw_body=body)
-        finally:
-            connection.close()
-        return Answer(200, success("5.00", daily="0009"))
-
-    ath.answer_by(REFUND_PATH, webhook_first)
+    webhook_before_answer(ath, body, success("5.00", daily="0009"))
     made = refunds.refund(payment, "5.00")
     lambda_handler.post(body)
     lambda_handler.post(refund_webhook("5.00", REFERENCE, dailyTransactionID="9", date=pr(early)))
@@ -226,14 +218,7 @@ def test_copy_naming_the_refunds_own_number_after_check_settled_it(
 def test_linked_fold_outbox_once(ath, payment, signal_log, lambda_handler):
     body = refund_webhook("4.00", dailyTransactionID="9")
 
-    def webhook_first(_: Any) -> Answer:
-        try:
-            processor.process(parse(body), raw_body=body)
-        finally:
-            connection.close()
-        return Answer(200, success("4.00", daily="0009"))
-
-    ath.answer_by(REFUND_PATH, webhook_first)
+    webhook_before_answer(ath, body, success("4.00", daily="0009"))
     made = refunds.refund(payment, "5.00")
     lambda_handler.post(body)
     ath.answer(REPORT_PATH, 200, [report_refund("4.00", daily=9)])

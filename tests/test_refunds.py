@@ -96,6 +96,20 @@ def now_in_puerto_rico() -> str:
     return timezone.now().astimezone(PUERTO_RICO).strftime("%Y-%m-%d %H:%M:%S")
 
 
+def webhook_before_answer(ath: Any, webhook: str, answer: dict[str, Any]) -> None:
+    """ATH's refund endpoint answers ``answer`` only after its Refund Sent ``webhook`` has been processed
+    (in the fake's server thread): the webhook comes first."""
+
+    def webhook_first(body: Any) -> Answer:
+        try:
+            processor.process(parse(webhook), raw_body=webhook)
+        finally:
+            connection.close()
+        return Answer(200, answer)
+
+    ath.answer_by(REFUND_PATH, webhook_first)
+
+
 def refund_webhook(amount: str, reference: str = REFERENCE, **changes: Any) -> str:
     """ATH's Refund Sent webhook for a refund made now, of ``amount``, naming ``reference``."""
     return json.dumps(
@@ -551,15 +565,7 @@ def test_the_answer_naming_a_refund_kept_unlinked_takes_it_over(ath, payment, si
     with pytest.raises(refunds.RefundPending):
         refunds.refund(other, "5.00")
 
-    def webhook_first(body: Any) -> Answer:
-        webhook = refund_webhook("5.00", REFUND_REFERENCE)
-        try:
-            processor.process(parse(webhook), raw_body=webhook)
-        finally:
-            connection.close()
-        return Answer(200, success("5.00"))
-
-    ath.answer_by(REFUND_PATH, webhook_first)
+    webhook_before_answer(ath, refund_webhook("5.00", REFUND_REFERENCE), success("5.00"))
     made = refunds.refund(payment, "5.00")
 
     mine = Refund.objects.filter(payment=payment)
@@ -637,15 +643,7 @@ def test_another_amount_whose_webhook_came_before_the_answer_is_counted_once(ath
     answer then gives) was recorded as a refund of its own: the answer makes that one the refund asked
     for, never a second."""
 
-    def webhook_first(body: Any) -> Answer:
-        webhook = refund_webhook("4.00", dailyTransactionID="9")
-        try:
-            processor.process(parse(webhook), raw_body=webhook)
-        finally:
-            connection.close()
-        return Answer(200, success("4.00", daily="0009"))
-
-    ath.answer_by(REFUND_PATH, webhook_first)
+    webhook_before_answer(ath, refund_webhook("4.00", dailyTransactionID="9"), success("4.00", daily="0009"))
     made = refunds.refund(payment, "5.00")
 
     [refund] = Refund.objects.all()
