@@ -195,13 +195,14 @@ def abandon(refund_pk: int, reason: str = "") -> Refund:
     Raises :class:`RefundError` for a refund that does not exist, is not pending, was not asked for here,
     or was asked for less than :data:`ANSWER_MAY_COME` ago. Never asks ATH Móvil: ``athm refund --check``
     does."""
-    why_not = processor.not_pending_request(refund_pk, Refund.objects.filter(pk=refund_pk).first())
+    found = Refund.objects.filter(pk=refund_pk).first()
+    why_not = processor.not_pending_request(refund_pk, found)
     if why_not:
         raise RefundError(f"{why_not}: nothing to mark failed")
-    asked_at = Refund.objects.filter(pk=refund_pk).values_list("requested_at", flat=True).get()
-    if timezone.now() - asked_at < ANSWER_MAY_COME:
+    age = timezone.now() - found.requested_at
+    if age < ANSWER_MAY_COME:
         raise RefundError(
-            f"refund {refund_pk} was asked for {int((timezone.now() - asked_at).total_seconds())} s ago: ATH "
+            f"refund {refund_pk} was asked for {int(age.total_seconds())} s ago: ATH "
             f"Móvil's answer may still be on its way. Wait {int(ANSWER_MAY_COME.total_seconds())} s from the "
             f"request, and look in ATH Business first"
         )
